@@ -1,0 +1,60 @@
+"""Which backend serves a call: is triton importable, is its interpreter on, what did the caller ask for.
+
+Nothing here touches a device at import time; every query is lazy.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "torch", "triton")
+ENV_BACKEND = "GROMO_KERNELS_BACKEND"
+
+
+@functools.lru_cache(maxsize=1)
+def triton_importable() -> bool:
+    """True when the ``triton`` package can be imported (checked once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_enabled() -> bool:
+    """True when ``TRITON_INTERPRET=1``: triton kernels then run on CPU tensors (slowly)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
+    """Return ``"torch"`` or ``"triton"`` for a call on ``tensors``.
+
+    ``"auto"`` takes triton for CUDA tensors when triton imports, torch otherwise; the environment
+    variable ``GROMO_KERNELS_BACKEND`` replaces ``"auto"`` for a whole run. An explicit ``"triton"``
+    that cannot run raises: nothing ever falls back silently.
+
+    Raises:
+        ValueError: unknown backend name.
+        RuntimeError: triton requested but not importable, or CPU tensors without the interpreter.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        forced = os.environ.get(ENV_BACKEND, "").strip()
+        if forced:
+            if forced not in ("torch", "triton"):
+                raise ValueError(f"{ENV_BACKEND} must be 'torch' or 'triton', got {forced!r}")
+            backend = forced
+        else:
+            on_cuda = any(t is not None and t.is_cuda for t in tensors)
+            return "triton" if on_cuda and triton_importable() else "torch"
+    if backend == "triton":
+        if not triton_importable():
+            raise RuntimeError("backend='triton' was requested but triton is not installed")
+        on_cpu = [t for t in tensors if t is not None and not t.is_cuda]
+        if on_cpu and not interpreter_enabled():
+            raise RuntimeError(
+                "backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
+                f"imported to run on {on_cpu[0].device} tensors"
+            )
+    return backend

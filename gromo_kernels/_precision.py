@@ -1,0 +1,50 @@
+"""Precision modes and the operand rounding that emulates tensor cores on the torch path.
+
+Modes: ``None``/``"ieee"`` exact products for the input dtype; ``"tf32x3"`` near-fp32 on tensor cores
+(the torch path computes it exactly in fp32); ``"tf32"`` operands rounded to 10 mantissa bits;
+``"bf16"`` operands rounded to bfloat16. Accumulation is fp32 (fp64 for fp64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = (None, "ieee", "tf32x3", "tf32", "bf16")
+
+
+def check_precision(precision) -> str | None:
+    """Validate a precision mode; returns it normalised (``None`` -> ``"ieee"``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return "ieee" if precision is None else precision
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 inputs accumulate (and return) in fp64; every 16/32-bit float in fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round an fp32 tensor to tf32 (10 explicit mantissa bits), nearest, ties away from zero.
+
+    Ties-away is what the NVIDIA ``cvt.rna.tf32.f32`` conversion used by Triton does.
+    """
+    bits = t.contiguous().view(torch.int32)
+    # Add half an ulp of tf32 to the magnitude, then clear the 13 dropped bits; inf/nan pass through.
+    rounded = (bits + 0x1000) & ~0x1FFF
+    finite = torch.isfinite(t)
+    return torch.where(finite, rounded.view(torch.float32), t)
+
+
+def round_operand(t: torch.Tensor, precision: str | None) -> torch.Tensor:
+    """Return ``t`` in its accumulation dtype, with operands rounded as tensor cores would.
+
+    Never modifies ``t``. fp64 inputs are rounded too when a low-precision mode is asked for.
+    """
+    mode = check_precision(precision)
+    acc = accumulate_dtype(t.dtype)
+    if mode == "bf16":
+        return t.to(torch.bfloat16).to(acc)
+    if mode == "tf32":
+        return round_to_tf32(t.to(torch.float32)).to(acc)
+    return t.to(acc)

@@ -1,0 +1,3 @@
+"""Public solves: validate -> pick dtype -> call. (Being written.)"""
+
+__all__: list[str] = []

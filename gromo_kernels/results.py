@@ -1,0 +1,61 @@
+"""Named results returned by the public statistics and solves (shapes in each docstring)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class RestrictedGrowthStats(NamedTuple):
+    """Restricted conv-of-conv statistics (sums), gromo_math.md §3.5.
+
+    m_prev: (D_p, C_out)   Σ Ũ_p dAᵀ (centre tap only)
+    cross_cov: (D_p, D)    Σ Ũ_p Uᵀ
+    """
+
+    m_prev: torch.Tensor
+    cross_cov: torch.Tensor
+
+
+class FullGrowthStats(NamedTuple):
+    """Full conv-of-conv statistics (sums), gromo_math.md §3.6.
+
+    s_growth: (D_p, D_p)          Σ B̂ᵀB̂ over positions and taps
+    m_prev: (D_p, C_out·kk)       column c·kk + e
+    cross_cov: (kk, D_p, D)
+    """
+
+    s_growth: torch.Tensor
+    m_prev: torch.Tensor
+    cross_cov: torch.Tensor
+
+
+class SolveResult(NamedTuple):
+    """x (..., d, k); rank (...) int64; used_pinv (...) bool."""
+
+    x: torch.Tensor
+    rank: torch.Tensor
+    used_pinv: torch.Tensor
+
+
+class InvSqrtResult(NamedTuple):
+    """r (..., d, d) the pseudo-inverse square root; rank (...) int64."""
+
+    r: torch.Tensor
+    rank: torch.Tensor
+
+
+class DeltaResult(NamedTuple):
+    """delta (..., o, D); decrease (...) = tr(M·delta)."""
+
+    delta: torch.Tensor
+    decrease: torch.Tensor
+
+
+class AddedNeurons(NamedTuple):
+    """alpha (k, s), omega (t, k), sigma (k,) — the k kept singular triplets."""
+
+    alpha: torch.Tensor
+    omega: torch.Tensor
+    sigma: torch.Tensor

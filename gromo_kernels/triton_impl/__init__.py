@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers. Imported lazily, only when triton exists."""
