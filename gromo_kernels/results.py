@@ -47,10 +47,12 @@ class InvSqrtResult(NamedTuple):
 
 
 class DeltaResult(NamedTuple):
-    """delta (..., o, D); decrease (...) = tr(M·delta)."""
+    """delta (..., o, D); decrease (...) = tr(M·delta); used_pinv (...) bool: S (or E) was rank-deficient
+    at the cutoff, so a pseudo-inverse was needed (None when built by hand)."""
 
     delta: torch.Tensor
     decrease: torch.Tensor
+    used_pinv: torch.Tensor | None = None
 
 
 class AddedNeurons(NamedTuple):

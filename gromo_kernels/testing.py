@@ -204,7 +204,7 @@ def _with_bias(t: torch.Tensor, bias: bool, dim: int = -1) -> torch.Tensor:
 
 
 def _flat_rows(t: torch.Tensor, precision) -> torch.Tensor:
-    return round_reference(t, precision).reshape(-1, t.shape[-1])
+    return round_reference(t, precision).reshape(int(np.prod(t.shape[:-1])), t.shape[-1])
 
 
 def linear_input_cov_reference(x, *, bias=True, precision=None) -> torch.Tensor:
@@ -228,7 +228,8 @@ def linear_cross_cov_reference(x_prev, x, *, bias_prev=True, bias=True, precisio
 
 def grad_cov_reference(grad, *, channel_dim=-1, precision=None) -> torch.Tensor:
     """Σ dA dAᵀ over every non-channel position, float64: (o, o)."""
-    g = round_reference(grad, precision).movedim(channel_dim, -1).reshape(-1, grad.shape[channel_dim])
+    g = round_reference(grad, precision).movedim(channel_dim, -1)
+    g = g.reshape(int(np.prod(g.shape[:-1])), g.shape[-1])
     return g.T @ g
 
 
@@ -325,7 +326,8 @@ def conv2d_full_growth_stats_reference(x_prev, x, grad, *, prev, cur, bias_prev=
     n, dp = img.shape[:2]
     kk = cur.kernel_area
     # Unfolding the previous patches with the current geometry gathers B̂: feature a·kk + e.
-    bhat = unfold_reference(img, cur, bias=False).reshape(n, dp, kk, -1).permute(0, 3, 2, 1)
+    patches = unfold_reference(img, cur, bias=False)
+    bhat = patches.reshape(n, dp, kk, patches.shape[-1]).permute(0, 3, 2, 1)
     u = unfold_reference(x, cur, bias=bias, precision=precision)
     g = round_reference(grad, precision).flatten(2)
     c_out = g.shape[1]

@@ -1,0 +1,167 @@
+"""PNG plots of a growth run (matplotlib, Agg backend; imported lazily).
+
+    accuracy_vs_parameters.png   accuracy (train / val / test) and loss vs parameter count
+    widths.png                   width of every growable layer after each step
+    first_order_gain.png         first-order gain of every candidate layer per step (chosen marked)
+    singular_values.png          singular values behind each step's added neurons (kept vs cut)
+"""
+
+from __future__ import annotations
+
+import os
+
+from .datasets import MissingDependencyError
+from .records import StepRecord
+
+PLOT_FILES = ("accuracy_vs_parameters.png", "widths.png", "first_order_gain.png", "singular_values.png")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise MissingDependencyError(
+            "plots need matplotlib (pip install matplotlib, or the [demo] extra); use --no-plots to skip them"
+        ) from error
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(records: list[StepRecord], key: str):
+    points = [(r.parameters, getattr(r, key)) for r in records if getattr(r, key) is not None]
+    return [p for p, _ in points], [v for _, v in points]
+
+
+def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "") -> str:
+    """Accuracy and mean cross-entropy vs number of parameters, one point per step."""
+    plt = _pyplot()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (
+        ("train_accuracy", "train", "o-"), ("val_accuracy", "validation", "s-"), ("test_accuracy", "test", "^-"),
+    ):
+        xs, ys = _series(records, key)
+        if xs:
+            ax_acc.plot(xs, [100 * y for y in ys], style, markersize=3.5, label=label)
+    best = max((r for r in records if r.test_accuracy is not None), key=lambda r: r.test_accuracy, default=None)
+    if best is not None:
+        ax_acc.annotate(
+            f"best test {100 * best.test_accuracy:.1f}% (step {best.step})",
+            (best.parameters, 100 * best.test_accuracy), textcoords="offset points", xytext=(-10, -28),
+            arrowprops={"arrowstyle": "->", "lw": 0.8}, fontsize=8,
+        )
+    ax_acc.set_xscale("log")
+    ax_acc.set_xlabel("parameters")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.grid(True, which="both", alpha=0.3)
+    ax_acc.legend(loc="lower right")
+    for key, label, style in (("train_loss", "train", "o-"), ("val_loss", "validation", "s-"), ("test_loss", "test", "^-")):
+        xs, ys = _series(records, key)
+        if xs:
+            ax_loss.plot(xs, ys, style, markersize=3.5, label=label)
+    ax_loss.set_xscale("log")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("parameters")
+    ax_loss.set_ylabel("mean cross-entropy")
+    ax_loss.grid(True, which="both", alpha=0.3)
+    ax_loss.legend(loc="upper right")
+    fig.suptitle(title or "accuracy and loss vs parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_widths(records: list[StepRecord], layer_names: list[str], path: str, title: str = "") -> str:
+    """Width (hidden neurons / channels) of each growable layer after each step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [r.step for r in records]
+    for index, name in enumerate(layer_names):
+        widths = [r.widths[index] if index < len(r.widths) else None for r in records]
+        ax.step(steps, widths, where="post", marker="o", markersize=3, label=name)
+    ax.set_xlabel("growth step")
+    ax.set_ylabel("width (neurons / channels)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    twin = ax.twinx()
+    twin.plot(steps, [r.parameters for r in records], "k:", lw=1, label="parameters")
+    twin.set_ylabel("parameters (dotted)")
+    ax.set_title(title or "layer widths per step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_first_order_gain(records: list[StepRecord], path: str, title: str = "") -> str:
+    """First-order gain of each candidate layer per step (log scale); the chosen layer is starred."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    grown = [r for r in records if r.candidate_gains]
+    names = sorted({name for r in grown for name in r.candidate_gains})
+    for name in names:
+        points = [(r.step, r.candidate_gains[name]) for r in grown if name in r.candidate_gains]
+        points = [(s, g) for s, g in points if g is not None and g > 0]
+        if points:
+            ax.plot([s for s, _ in points], [g for _, g in points], "o-", markersize=3, label=name)
+    chosen = [(r.step, r.first_order_gain) for r in grown if r.first_order_gain and r.first_order_gain > 0]
+    if chosen:
+        ax.plot([s for s, _ in chosen], [g for _, g in chosen], "k*", markersize=9, label="chosen", zorder=5)
+    if names:
+        ax.set_yscale("log")
+    ax.set_xlabel("growth step")
+    ax.set_ylabel("first-order gain (loss decrease per unit scale²)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "first-order gain per candidate layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_singular_values(records: list[StepRecord], path: str, title: str = "") -> str:
+    """For each step the singular values of S^{-1/2}N: kept (filled, added as neurons) and cut (hollow)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    kept_x, kept_y, cut_x, cut_y = [], [], [], []
+    for r in records:
+        kept = len(r.singular_values)
+        for rank, sigma in enumerate(r.singular_values_all or r.singular_values):
+            if sigma is None or sigma <= 0:
+                continue
+            (kept_x if rank < kept else cut_x).append(r.step)
+            (kept_y if rank < kept else cut_y).append(sigma)
+    if cut_x:
+        ax.scatter(cut_x, cut_y, s=14, facecolors="none", edgecolors="tab:gray", label="not added")
+    if kept_x:
+        ax.scatter(kept_x, kept_y, s=16, color="tab:blue", label="added neurons")
+    if kept_x or cut_x:
+        ax.set_yscale("log")
+    ax.set_xlabel("growth step")
+    ax.set_ylabel("singular value σ of S^{-1/2} N")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "singular values behind each added group")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_all(records: list[StepRecord], layer_names: list[str], directory: str, title: str = "") -> list[str]:
+    """Write the four PNGs into ``directory``; returns their paths.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+    """
+    os.makedirs(directory, exist_ok=True)
+    prefix = f"{title}: " if title else ""
+    return [
+        plot_accuracy_loss(records, os.path.join(directory, PLOT_FILES[0]), prefix + "accuracy and loss vs parameters"),
+        plot_widths(records, layer_names, os.path.join(directory, PLOT_FILES[1]), prefix + "layer widths per step"),
+        plot_first_order_gain(records, os.path.join(directory, PLOT_FILES[2]), prefix + "first-order gain per candidate layer"),
+        plot_singular_values(records, os.path.join(directory, PLOT_FILES[3]), prefix + "singular values behind each added group"),
+    ]

@@ -1,0 +1,743 @@
+"""GroMo's ``gromo.modules.linear_growing_module``: growing fully-connected layers (gromo_math.md
+§3.3, §3.7, §5.5, §7.4).
+
+``LinearGrowingModule`` wraps an ``nn.Linear``; its statistics come from one
+``gromo_kernels.layer_statistics(kind="linear", ...)`` call per batch (see
+:mod:`gromo.modules.growing_module`). Inputs may carry extra token dimensions ``(n, …, d)``: sums run
+over every token, the sample count is the batch size ``n`` only (GroMo's convention).
+
+Deliberate differences from GroMo:
+* the cross-covariance with a ``LinearMergeGrowingModule`` predecessor includes this layer's bias
+  column (GroMo omits it, so ``tensor_n`` then fails its shape assertion when ``use_bias``);
+* the "safe forward" of a zero-input layer returns zeros of shape ``(*leading, out)`` (GroMo returns
+  ``(n, out)`` even for inputs with token dimensions); like GroMo it ignores the bias and is
+  attached to the original layer only;
+* new layers (deltas, extensions, surgery) are created in the dtype of the tensors they hold
+  (GroMo creates float32 layers), and the merge's full activity uses the predecessors' dtype;
+* the merge's previous S and M are computed in one gromo_kernels call and the concatenated
+  predecessor activity is built once per batch (GroMo rebuilds it for each statistic).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+import gromo_kernels as gk
+from gromo.modules.growing_module import (
+    GrowingModule,
+    MergeGrowingModule,
+    _CachedStatistic,
+)
+from gromo.utils.tensor_statistic import TensorStatistic
+from gromo.utils.utils import get_correct_device
+
+__all__ = ["LinearGrowingModule", "LinearMergeGrowingModule"]
+
+
+def _zero_input_linear_hook(layer: nn.Linear, args: tuple[Any, ...], output: torch.Tensor):
+    """GroMo's safe forward: a Linear without inputs outputs zeros (bias ignored)."""
+    if layer.in_features == 0:
+        x = args[0]
+        return torch.zeros(
+            *x.shape[:-1], layer.out_features, device=x.device, dtype=output.dtype, requires_grad=True
+        )
+    return None
+
+
+class LinearMergeGrowingModule(MergeGrowingModule):
+    """Merge of linear growing modules (its input is the sum of their outputs).
+
+    Args:
+        post_merge_function: activation after the merge.
+        previous_modules, next_modules: neighbours.
+        allow_growing: stored.
+        in_features: width of the merged tensor.
+        device: device.
+        name: name.
+    """
+
+    def __init__(
+        self,
+        post_merge_function: nn.Module = nn.Identity(),
+        previous_modules: list[GrowingModule | MergeGrowingModule] | None = None,
+        next_modules: list[GrowingModule | MergeGrowingModule] | None = None,
+        allow_growing: bool = False,
+        in_features: int | None = None,
+        device: torch.device | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.in_features = in_features
+        self._full_activity_cache: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
+        super().__init__(
+            post_merge_function=post_merge_function,
+            previous_modules=previous_modules,
+            next_modules=next_modules,
+            allow_growing=allow_growing,
+            tensor_s_shape=None if in_features is None else (in_features + 1, in_features + 1),
+            device=device,
+            name=name,
+        )
+
+    @property
+    def out_features(self) -> int:
+        """= in_features."""
+        return self.in_features
+
+    @property
+    def input_volume(self) -> int:
+        """= in_features."""
+        return self.in_features
+
+    @property
+    def output_volume(self) -> int:
+        """= in_features."""
+        return self.in_features
+
+    def set_next_modules(self, next_modules: list[GrowingModule | MergeGrowingModule]) -> None:
+        """Set the successors.
+
+        Raises:
+            AssertionError: a successor's in_features differs from out_features.
+        Warns:
+            UserWarning: the tensor S already holds samples.
+        """
+        next_modules = list(next_modules) if next_modules else []
+        for module in next_modules:
+            assert module.in_features == self.out_features, (
+                f"The next module {getattr(module, 'name', module)} has in_features="
+                f"{module.in_features}, expected {self.out_features}"
+            )
+        if self.tensor_s is not None and self.tensor_s.samples > 0:
+            warnings.warn(
+                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=2
+            )
+        self.next_modules = next_modules
+
+    def set_previous_modules(self, previous_modules: list[GrowingModule | MergeGrowingModule]) -> None:
+        """Set the predecessors and (re)create the previous S (total, total) and M (total, in).
+
+        Raises:
+            TypeError: a predecessor is neither a LinearGrowingModule nor a merge.
+            ValueError: a predecessor's output volume differs from in_features.
+        Warns:
+            UserWarning: the previous statistics already hold samples.
+        """
+        previous_modules = list(previous_modules) if previous_modules else []
+        for module in previous_modules:
+            if not isinstance(module, (LinearGrowingModule, MergeGrowingModule)):
+                raise TypeError(
+                    "The previous modules must be LinearGrowingModule or MergeGrowingModule, got "
+                    f"{type(module).__name__}"
+                )
+            if module.output_volume != self.in_features:
+                raise ValueError(
+                    f"The output volume of {getattr(module, 'name', module)} is "
+                    f"{module.output_volume}, expected in_features={self.in_features}"
+                )
+        if any(
+            statistic is not None and statistic.samples > 0
+            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
+        ):
+            warnings.warn(
+                f"{self.name}: setting the previous modules with non-empty previous statistics.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.previous_modules = previous_modules
+        self.total_in_features = self.sum_in_features(with_bias=True)
+        self._create_previous_statistics()
+
+    def _create_previous_statistics(self) -> None:
+        total = self.total_in_features
+        if total > 0:
+            self.previous_tensor_s = TensorStatistic(
+                (total, total), update_function=self.compute_previous_s_update, device=self.device,
+                name=f"S[-1]({self.name})",
+            )
+            self.previous_tensor_m = TensorStatistic(
+                (total, self.in_features), update_function=self.compute_previous_m_update,
+                device=self.device, name=f"M[-1]({self.name})",
+            )
+        else:
+            self.previous_tensor_s = None
+            self.previous_tensor_m = None
+
+    def update_size(self) -> None:
+        """Follow the predecessors' sizes; recreate statistics whose declared shape changed."""
+        if self.previous_modules:
+            self.in_features = self.previous_modules[0].out_features
+        self.total_in_features = self.sum_in_features(with_bias=True)
+        s_shape = (self.in_features + 1, self.in_features + 1)
+        if self.tensor_s._shape != s_shape:
+            self.tensor_s = TensorStatistic(
+                s_shape, update_function=self.compute_s_update, device=self.device,
+                name=f"S({self.name})",
+            )
+        total = self.total_in_features
+        if total <= 0:
+            self.previous_tensor_s = None
+            self.previous_tensor_m = None
+        elif (
+            self.previous_tensor_s is None
+            or self.previous_tensor_s._shape != (total, total)
+            or self.previous_tensor_m is None
+            or self.previous_tensor_m._shape != (total, self.in_features)
+        ):
+            self._create_previous_statistics()
+        self._statistics_cache = {}
+        self._full_activity_cache = None
+
+    @torch.no_grad()
+    def construct_full_activity(self) -> torch.Tensor:
+        """``B = [x̃_1, …, x̃_k]`` (n, total): the predecessors' inputs, each followed by its ones column.
+
+        Built once per batch (cached on the identity of the predecessors' inputs).
+
+        Raises:
+            AssertionError: no predecessors.
+        """
+        assert self.previous_modules, f"{self.name}: no previous modules to build the activity from."
+        growing = self._growing_predecessors()
+        inputs = tuple(module.input for module in growing)
+        cached = self._full_activity_cache
+        if cached is not None and len(cached[0]) == len(inputs) and all(
+            a is b for a, b in zip(cached[0], inputs)
+        ):
+            return cached[1]
+        reference = inputs[0] if inputs else self.input
+        full = torch.ones(
+            reference.shape[0], self.total_in_features, dtype=reference.dtype, device=reference.device
+        )
+        index = 0
+        for module, x in zip(growing, inputs):
+            width = module.in_features
+            full[:, index: index + width] = torch.flatten(x, 1)
+            index += width + module.use_bias
+        self._full_activity_cache = (inputs, full)
+        return full
+
+    @torch.no_grad()
+    def _previous_statistic(self, key: str) -> tuple[torch.Tensor, int]:
+        """Previous S ("s") or M ("m") sums; both in one gromo_kernels call when both are pending."""
+        full = self.construct_full_activity()
+        grad = self.input.grad if self.input is not None else None
+        sources = {"s": {"x": full}, "m": {"x": full, "grad": grad}}
+        entry = self._statistics_cache.get(key)
+        if entry is not None and all(sources[key][k] is v for k, v in entry.sources.items()):
+            return entry.value, entry.samples
+        if key == "m":
+            assert grad is not None, f"{self.name}: the gradient of the merge input is not available."
+        want = [key]
+        other, statistic = ("m", self.previous_tensor_m) if key == "s" else ("s", self.previous_tensor_s)
+        if (
+            statistic is not None and statistic._in_use and not statistic.updated
+            and (other == "s" or grad is not None)
+        ):
+            want.append(other)
+        results = gk.layer_statistics(
+            "linear", full, grad if "m" in want else None, want=tuple(want), bias=False
+        )
+        samples = int(full.shape[0])
+        for name in want:
+            self._statistics_cache[name] = _CachedStatistic(results[name], samples, sources[name])
+        return results[key], samples
+
+    def compute_previous_s_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ BᵀB, n) over the full activity B (n, total)."""
+        return self._previous_statistic("s")
+
+    def compute_previous_m_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ Bᵀ dA, n) with dA the gradient of the merge input: (total, in)."""
+        return self._previous_statistic("m")
+
+    @torch.no_grad()
+    def compute_s_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ ããᵀ, n) of the activity with a ones column: (in+1, in+1).
+
+        Raises:
+            AssertionError: the activity is not stored.
+        """
+        assert self.activity is not None, f"{self.name}: the activity is not stored."
+        return gk.linear_input_cov(self.activity, bias=True), int(self.activity.shape[0])
+
+    def reset_computation(self) -> None:
+        """As MergeGrowingModule.reset_computation, also forgetting the full activity."""
+        super().reset_computation()
+        self._full_activity_cache = None
+
+    def delete_update(self, include_previous: bool = False) -> None:
+        """As MergeGrowingModule.delete_update, also forgetting the full activity."""
+        super().delete_update(include_previous=include_previous)
+        self._full_activity_cache = None
+
+
+class LinearGrowingModule(GrowingModule):
+    """A growing ``nn.Linear`` (``a = W x + b``, ``W (out, in)``).
+
+    Args:
+        in_features, out_features: sizes.
+        use_bias: the layer has a bias.
+        post_layer_function: activation after the layer.
+        extended_post_layer_function: deprecated.
+        previous_module, next_module: neighbours.
+        allow_growing: the module can grow (needs a growing previous module).
+        device: device.
+        name: name.
+        target_in_features: target fan-in for ``missing_neurons`` / ``complete_growth``.
+    """
+
+    _layer_type = nn.Linear
+    _statistics_kind = "linear"
+    _fused_statistics = {
+        "_tensor_s": ("s", frozenset({"x"})),
+        "tensor_m": ("m", frozenset({"x", "grad"})),
+        "covariance_loss_gradient": ("e", frozenset({"grad"})),
+        "tensor_m_prev": ("m_prev", frozenset({"x_prev", "grad"})),
+        "cross_covariance": ("cross_cov", frozenset({"x_prev", "x"})),
+    }
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        use_bias: bool = True,
+        post_layer_function: nn.Module = nn.Identity(),
+        extended_post_layer_function: nn.Module | None = None,
+        previous_module: GrowingModule | MergeGrowingModule | None = None,
+        next_module: GrowingModule | MergeGrowingModule | None = None,
+        allow_growing: bool = False,
+        device: torch.device | None = None,
+        name: str | None = None,
+        target_in_features: int | None = None,
+    ) -> None:
+        device = get_correct_device(self, device)
+        super().__init__(
+            layer=nn.Linear(in_features, out_features, bias=use_bias, device=device),
+            tensor_s_shape=(in_features + use_bias, in_features + use_bias),
+            tensor_m_shape=(in_features + use_bias, out_features),
+            post_layer_function=post_layer_function,
+            extended_post_layer_function=extended_post_layer_function,
+            allow_growing=allow_growing,
+            previous_module=previous_module,
+            next_module=next_module,
+            device=device,
+            name=name,
+            target_in_neurons=target_in_features,
+            initial_in_neurons=in_features,
+        )
+        self.use_bias = use_bias
+
+    # ----- sizes --------------------------------------------------------------------------
+
+    @property
+    def in_features(self) -> int:
+        """Fan-in."""
+        return self.layer.in_features
+
+    @property
+    def in_neurons(self) -> int:
+        """= in_features."""
+        return self.layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        """Fan-out."""
+        return self.layer.out_features
+
+    @property
+    def input_volume(self) -> int:
+        """= in_features."""
+        return self.in_features
+
+    @property
+    def output_volume(self) -> int:
+        """= out_features."""
+        return self.out_features
+
+    @property
+    def input_extended(self) -> torch.Tensor:
+        """``[x, 1]`` (…, in+1) when the layer has a bias, else ``x``."""
+        x = self.input
+        if not self.use_bias:
+            return x
+        ones = torch.ones(*x.shape[:-1], 1, device=x.device)
+        return torch.cat((x, ones), dim=-1)
+
+    def number_of_parameters(self) -> int:
+        """``in·out + out·use_bias``."""
+        return self.in_features * self.out_features + self.out_features * self.use_bias
+
+    def __str__(self, verbose: int = 0) -> str:
+        if verbose == 0:
+            return (
+                f"LinearGrowingModule({self.name})(in_features={self.in_features}, "
+                f"out_features={self.out_features}, use_bias={self.use_bias})"
+            )
+        return super().__str__(verbose=verbose)
+
+    # ----- statistics hooks -----------------------------------------------------------------
+
+    def _patch_layer_forward(self, layer: nn.Module) -> None:
+        layer.register_forward_hook(_zero_input_linear_hook)
+
+    def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
+        reference = sources.get("x_prev", sources.get("grad"))
+        assert reference is not None, f"{self.name}: no stored tensor to compute statistics from."
+        return reference.new_zeros(*reference.shape[:-1], 0)
+
+    # ----- statistics updates ---------------------------------------------------------------
+
+    def compute_s_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ x̃x̃ᵀ, n): (in+b, in+b) summed over every leading dimension, n = batch size."""
+        self.input  # GroMo's ValueError when the input is not stored
+        return self._layer_statistic("s")
+
+    def _gradient(self, desired_activation: torch.Tensor | None) -> torch.Tensor:
+        if desired_activation is not None:
+            return desired_activation
+        gradient = self.pre_activity.grad
+        assert gradient is not None, (
+            f"{self.name}: the gradient of the pre-activity is not available (run the backward)."
+        )
+        return gradient
+
+    def compute_m_update(self, desired_activation: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """(Σ x̃ dAᵀ, n): (in+b, out); dA = ``desired_activation`` or the pre-activity gradient."""
+        x = self.input
+        gradient = self._gradient(desired_activation)
+        if desired_activation is not None:
+            with torch.no_grad():
+                return gk.linear_input_grad(x, gradient, bias=self.use_bias), int(x.shape[0])
+        return self._layer_statistic("m")
+
+    def compute_m_prev_update(
+        self, desired_activation: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """(Σ x̃₋₂ dAᵀ, n): (in_p+b_p, out) (merge predecessor: full activity, no extra ones column).
+
+        Raises:
+            ValueError: no previous module.
+            NotImplementedError: previous module neither linear nor a linear merge.
+        """
+        previous = self.previous_module
+        if previous is None:
+            raise ValueError(f"{self.name}: no previous module, M_{{-2}} is undefined.")
+        if isinstance(previous, LinearGrowingModule):
+            gradient = self._gradient(desired_activation)
+            if desired_activation is not None:
+                with torch.no_grad():
+                    return (
+                        gk.linear_input_grad(previous.input, gradient, bias=previous.use_bias),
+                        int(gradient.shape[0]),
+                    )
+            return self._layer_statistic("m_prev")
+        if isinstance(previous, LinearMergeGrowingModule):
+            if previous.number_of_successors > 1:
+                warnings.warn(
+                    f"The previous merge of {self.name} has {previous.number_of_successors} "
+                    "successors: M_{-2} only uses this module's gradient.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            gradient = self._gradient(desired_activation)
+            with torch.no_grad():
+                full = previous.construct_full_activity()
+                return gk.linear_input_grad(full, gradient, bias=False), int(gradient.shape[0])
+        raise NotImplementedError(
+            f"M_{{-2}} is not implemented for a previous module of type {type(previous).__name__}"
+        )
+
+    def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ x̃₋₂ x̃ᵀ, n): (in_p+b_p, in+b).
+
+        Raises:
+            ValueError: no previous module.
+            NotImplementedError: previous module neither linear nor a linear merge.
+        """
+        previous = self.previous_module
+        if previous is None:
+            raise ValueError(f"{self.name}: no previous module, the cross covariance is undefined.")
+        if isinstance(previous, LinearGrowingModule):
+            self.input
+            return self._layer_statistic("cross_cov")
+        if isinstance(previous, LinearMergeGrowingModule):
+            x = self.input
+            with torch.no_grad():
+                full = previous.construct_full_activity()
+                return (
+                    gk.linear_cross_cov(full, x, bias_prev=False, bias=self.use_bias),
+                    int(x.shape[0]),
+                )
+        raise NotImplementedError(
+            f"The cross covariance is not implemented for a previous module of type "
+            f"{type(previous).__name__}"
+        )
+
+    def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
+        """(Σ dA dAᵀ, n): (out, out).
+
+        Raises:
+            AssertionError: pre-activity not stored or no gradient.
+        """
+        assert self.store_pre_activity, f"{self.name}: the pre-activity is not stored."
+        self._gradient(None)
+        return self._layer_statistic("e")
+
+    def compute_n_update(self) -> tuple[torch.Tensor, int]:
+        """Legacy: (Σ x vᵀ, prod(input.shape[:-1])) with v the next module's projected goal.
+
+        Raises:
+            TypeError: next module not a LinearGrowingModule.
+        """
+        following = self.next_module
+        if not isinstance(following, LinearGrowingModule):
+            raise TypeError(
+                f"compute_n_update needs a LinearGrowingModule next module, got {type(following).__name__}"
+            )
+        x = self.input
+        v_goal = following.projected_v_goal(following.input)
+        with torch.no_grad():
+            return gk.linear_input_grad(x, v_goal, bias=False), math.prod(x.shape[:-1])
+
+    @property
+    def tensor_n(self) -> torch.Tensor:
+        """``N = −M₋₂ + P δᵀ`` (in_p+b_p, out).
+
+        Raises:
+            AssertionError: no ``delta_raw`` or incompatible shapes.
+        """
+        assert self.delta_raw is not None, f"{self.name}: compute the optimal delta first (delta_raw)."
+        tensor_m_prev = self.tensor_m_prev()
+        cross_covariance = self.cross_covariance()
+        assert tensor_m_prev.ndim == 2 and cross_covariance.ndim == 2, "M_{-2} and P must be 2-D."
+        assert tensor_m_prev.shape[1] == self.out_features, (
+            f"M_{{-2}} has shape {tuple(tensor_m_prev.shape)}, expected (*, {self.out_features})"
+        )
+        assert cross_covariance.shape[1] == self.in_features + self.use_bias, (
+            f"P has shape {tuple(cross_covariance.shape)}, expected "
+            f"(*, {self.in_features + self.use_bias})"
+        )
+        return -tensor_m_prev + cross_covariance @ self.delta_raw.T.to(cross_covariance.dtype)
+
+    # ----- surgery ------------------------------------------------------------------------
+
+    def layer_of_tensor(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, force_bias: bool = True
+    ) -> nn.Linear:
+        """``nn.Linear(weight.shape[1], weight.shape[0])`` holding ``weight`` / ``bias`` (shared storage).
+
+        Raises:
+            AssertionError: ``force_bias`` and bias presence differs from ``use_bias``.
+        """
+        if force_bias:
+            assert self.use_bias is (bias is not None), (
+                f"The bias must be {'given' if self.use_bias else 'None'} (use_bias={self.use_bias})"
+            )
+        layer = nn.Linear(
+            weight.shape[1], weight.shape[0], bias=bias is not None, device=self.device, dtype=weight.dtype
+        )
+        layer.weight = nn.Parameter(weight)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias)
+        return layer
+
+    @torch.no_grad()
+    def layer_in_extension(self, weight: torch.Tensor) -> None:
+        """``W ← [W | w]`` for ``w (out, K)``; S and M are recreated empty.
+
+        Raises:
+            AssertionError: wrong shape.
+        """
+        assert weight.ndim == 2 and weight.shape[0] == self.out_features, (
+            f"The extension weight must have shape ({self.out_features}, K), got {tuple(weight.shape)}"
+        )
+        self.layer = self.layer_of_tensor(
+            torch.cat((self.weight, weight.to(self.weight.dtype)), dim=1), self.bias
+        )
+        self._recreate_statistics(tensor_s=True)
+
+    @torch.no_grad()
+    def layer_out_extension(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """``W ← [W; w]``, ``b ← [b; b_ext]`` for ``w (K, in)``; M is recreated empty.
+
+        Raises:
+            AssertionError: wrong shape, or missing bias while ``use_bias``.
+        """
+        assert weight.ndim == 2 and weight.shape[1] == self.in_features, (
+            f"The extension weight must have shape (K, {self.in_features}), got {tuple(weight.shape)}"
+        )
+        if self.use_bias:
+            assert bias is not None, f"{self.name} has a bias: the bias extension must be given."
+            assert bias.shape == (weight.shape[0],), (
+                f"The bias extension must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+            )
+            new_bias = torch.cat((self.bias, bias.to(self.bias.dtype)), dim=0)
+        else:
+            new_bias = None
+        self.layer = self.layer_of_tensor(
+            torch.cat((self.weight, weight.to(self.weight.dtype)), dim=0), new_bias
+        )
+        self._recreate_statistics(tensor_s=False)
+
+    def _recreate_statistics(self, tensor_s: bool) -> None:
+        width = self.in_features + self.use_bias
+        if tensor_s:
+            self._tensor_s = TensorStatistic(
+                (width, width), update_function=self.compute_s_update, device=self.device,
+                name=f"S({self.name})",
+            )
+        self.tensor_m = TensorStatistic(
+            (width, self.out_features), update_function=self.compute_m_update, device=self.device,
+            name=f"M({self.name})",
+        )
+        self._clear_statistics_cache()
+
+    def add_parameters(
+        self,
+        matrix_extension: torch.Tensor | None,
+        bias_extension: torch.Tensor | None,
+        added_in_features: int = 0,
+        added_out_features: int = 0,
+    ) -> None:
+        """Add input columns or output rows (zeros when an extension is None).
+
+        Raises:
+            AssertionError: both in and out features added, or wrong shapes.
+        Warns:
+            UserWarning: the neighbours must be updated by the user.
+        """
+        assert not (added_in_features > 0 and added_out_features > 0), (
+            "Cannot add input and output features at the same time."
+        )
+        if added_in_features > 0:
+            if matrix_extension is None:
+                matrix_extension = torch.zeros(
+                    self.out_features, added_in_features, device=self.device, dtype=self.weight.dtype
+                )
+            else:
+                assert matrix_extension.shape == (self.out_features, added_in_features), (
+                    f"matrix_extension must have shape {(self.out_features, added_in_features)}, "
+                    f"got {tuple(matrix_extension.shape)}"
+                )
+            self.layer_in_extension(matrix_extension)
+        if added_out_features > 0:
+            if matrix_extension is None:
+                matrix_extension = torch.zeros(
+                    added_out_features, self.in_features, device=self.device, dtype=self.weight.dtype
+                )
+            else:
+                assert matrix_extension.shape == (added_out_features, self.in_features), (
+                    f"matrix_extension must have shape {(added_out_features, self.in_features)}, "
+                    f"got {tuple(matrix_extension.shape)}"
+                )
+            if self.use_bias:
+                if bias_extension is None:
+                    bias_extension = torch.zeros(
+                        added_out_features, device=self.device, dtype=self.weight.dtype
+                    )
+                else:
+                    assert bias_extension.shape == (added_out_features,), (
+                        f"bias_extension must have shape ({added_out_features},), got "
+                        f"{tuple(bias_extension.shape)}"
+                    )
+            self.layer_out_extension(matrix_extension, bias_extension if self.use_bias else None)
+        warnings.warn(
+            f"The size of {self.name} changed: the neighbouring modules must be updated by the user.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def _compute_optimal_added_parameters(
+        self,
+        numerical_threshold: float = 1e-6,
+        statistical_threshold: float = 1e-3,
+        maximum_added_neurons: int | None = None,
+        update_previous: bool = True,
+        dtype: torch.dtype = torch.float32,
+        use_covariance: bool = True,
+        alpha_zero: bool = False,
+        omega_zero: bool = False,
+        use_projection: bool = True,
+        ignore_singular_values: bool = False,
+        use_fisher: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """New neurons as layers: ``extended_input_layer`` = Linear(k → out) holding ω (zero bias),
+        previous ``extended_output_layer`` = Linear(in_p → k) holding α (§5.5).
+
+        Returns:
+            (α weight (k, in_p), α bias (k,) or None, ω (out, k), eigenvalues (k,)).
+        Raises:
+            ValueError: no previous module.
+            NotImplementedError: ``update_previous`` with a merge / non-linear previous module.
+        """
+        previous = self.previous_module
+        if previous is None:
+            raise ValueError(f"{self.name}: no previous module, cannot add neurons.")
+        if update_previous and not isinstance(previous, LinearGrowingModule):
+            raise NotImplementedError(
+                f"Adding neurons is not implemented with a previous module of type "
+                f"{type(previous).__name__}"
+            )
+        alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
+            numerical_threshold=numerical_threshold,
+            statistical_threshold=statistical_threshold,
+            maximum_added_neurons=maximum_added_neurons,
+            dtype=dtype,
+            use_covariance=use_covariance,
+            alpha_zero=alpha_zero,
+            omega_zero=omega_zero,
+            use_projection=use_projection,
+            ignore_singular_values=ignore_singular_values,
+            use_fisher=use_fisher,
+        )
+        k = eigenvalues.shape[0]
+        assert alpha.shape[0] == k and omega.shape == (self.out_features, k), (
+            f"Inconsistent shapes: alpha {tuple(alpha.shape)}, omega {tuple(omega.shape)}, "
+            f"{k} eigenvalues"
+        )
+        previous_bias = bool(getattr(previous, "use_bias", False))
+        if previous_bias:
+            alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
+        else:
+            alpha_weight, alpha_bias = alpha, None
+        self.eigenvalues_extension = eigenvalues
+        self.extended_input_layer = self.layer_of_tensor(
+            omega,
+            bias=torch.zeros(self.out_features, device=omega.device, dtype=omega.dtype)
+            if self.use_bias else None,
+        )
+        if update_previous:
+            previous.extended_output_layer = previous.layer_of_tensor(alpha_weight, alpha_bias)
+        return alpha_weight, alpha_bias, omega, eigenvalues
+
+    # ----- extensions -----------------------------------------------------------------------
+
+    def get_fan_in_from_layer(self, layer: nn.Module | None = None, num_neurons: int | None = None) -> int:
+        """``layer.in_features`` or ``num_neurons``.
+
+        Raises:
+            AssertionError: layer not an nn.Linear, or neither argument given.
+        """
+        if layer is not None:
+            assert isinstance(layer, nn.Linear), f"layer must be an nn.Linear, got {type(layer).__name__}"
+            return layer.in_features
+        assert num_neurons is not None, "Give a layer or a number of neurons."
+        return num_neurons
+
+    def create_layer_in_extension(self, extension_size: int) -> None:
+        """``extended_input_layer = Linear(extension_size → out, bias=False)`` (default init)."""
+        self.extended_input_layer = nn.Linear(
+            extension_size, self.out_features, bias=False, device=self.device, dtype=self.weight.dtype
+        )
+
+    def create_layer_out_extension(self, extension_size: int) -> None:
+        """``extended_output_layer = Linear(in → extension_size, bias=use_bias)`` (default init)."""
+        self.extended_output_layer = nn.Linear(
+            self.in_features, extension_size, bias=self.use_bias, device=self.device,
+            dtype=self.weight.dtype,
+        )

@@ -1,0 +1,172 @@
+"""Running averages of statistics over machine batches (gromo_math.md §2).
+
+``TensorStatistic`` accumulates the SUM returned by its update function and the number of samples;
+calling it returns the mean. Its ``updated`` flag is the guard against double counting: a module's
+forward sets it to False, the first ``update()`` after that forward consumes it.
+
+Differences from GroMo (deliberate):
+* ``init()`` marks the statistic as *in use* and ``reset()`` clears that mark (otherwise both do
+  the same thing, as in GroMo). The mark is only a hint: the owning module computes every in-use
+  statistic that is waiting for this forward in ONE gromo_kernels call, instead of one pass per
+  statistic. Statistics that were never ``init()``-ed still update correctly when asked.
+* ``TensorStatiticWithEstimationError`` keeps its trace estimate as Python floats.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["TensorStatistic", "TensorStatiticWithEstimationError"]
+
+
+class TensorStatistic:
+    """Mean over samples of a tensor statistic: ``value = Σ_batches U_b / Σ_batches k_b``.
+
+    Args:
+        shape: expected shape of every update (None: free), entries non-negative ints.
+        update_function: callable returning ``(U, k)``: the update (a sum) and its sample count.
+        device: stored for reference (allocation follows the update tensors).
+        name: printed name (default "TensorStatistic").
+    Raises:
+        AssertionError: a shape entry is not a non-negative int.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...] | None,
+        update_function: Callable[..., tuple[torch.Tensor, int]],
+        device: torch.device | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if shape is not None:
+            assert all(
+                isinstance(i, (int, np.integer)) and i >= 0 for i in shape
+            ), f"The shape must be a tuple of non-negative integers, got {shape}"
+            shape = tuple(int(i) for i in shape)
+        self._shape = shape
+        self._update_function = update_function
+        self.name = name if name is not None else "TensorStatistic"
+        self._tensor: torch.Tensor | None = None
+        self.samples = 0
+        self.updated = True
+        self.device = device
+        self._in_use = False
+
+    def __str__(self) -> str:
+        return f"{self.name} tensor of shape {self._shape} with {self.samples} samples"
+
+    @torch.no_grad()
+    def update(self, **kwargs: Any) -> tuple[torch.Tensor, int] | None:
+        """Add one batch, once per forward: no-op (returns None) if already updated.
+
+        Returns:
+            (U, k) the update and its sample count, or None when nothing was done.
+        Raises:
+            AssertionError: the update's shape differs from the declared / accumulated shape.
+        """
+        if self.updated:
+            return None
+        update, samples = self._update_function(**kwargs)
+        assert self._shape is None or tuple(self._shape) == tuple(update.shape), (
+            f"The update of {self.name} has shape {tuple(update.shape)}, "
+            f"expected {self._shape}"
+        )
+        if self._tensor is None:
+            self._tensor = update
+        else:
+            assert self._tensor.shape == update.shape, (
+                f"The update of {self.name} has shape {tuple(update.shape)}, but the "
+                f"accumulated tensor has shape {tuple(self._tensor.shape)}"
+            )
+            self._tensor += update
+        self.samples += samples
+        self.updated = True
+        return update, samples
+
+    def init(self) -> None:
+        """Reset and mark as in use (see the module docstring)."""
+        self.reset()
+        self._in_use = True
+
+    def reset(self) -> None:
+        """Forget the accumulated tensor and samples (the ``updated`` flag is untouched)."""
+        self._tensor = None
+        self.samples = 0
+        self._in_use = False
+
+    def __call__(self) -> torch.Tensor:
+        """The mean ``Σ U / Σ k`` (a fresh tensor).
+
+        Raises:
+            ValueError: no sample accumulated yet.
+        """
+        if self.samples == 0:
+            raise ValueError(f"The tensor statistic {self.name} has not been computed.")
+        assert self._tensor is not None, f"{self.name}: samples > 0 but no tensor stored"
+        return self._tensor / self.samples
+
+
+class TensorStatiticWithEstimationError(TensorStatistic):
+    """TensorStatistic that also estimates the variance of its mean (GroMo's misspelt name).
+
+    trace t = mean_b ‖U_b/k_b‖² − ‖mean‖²; ``error() = t / batches`` (inf after one batch).
+    The trace stops being updated once it moves by less than ``trace_precision·|t|``.
+
+    Args:
+        shape, update_function, device, name: as TensorStatistic.
+        trace_precision: relative change below which the trace is frozen.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...] | None,
+        update_function: Callable[..., tuple[torch.Tensor, int]],
+        device: torch.device | str | None = None,
+        name: str | None = None,
+        trace_precision: float = 1e-3,
+    ) -> None:
+        super().__init__(shape, update_function, device=device, name=name)
+        self._trace_precision = trace_precision
+        self._square_norm_sum: float = 0
+        self._batches = 0
+        self._trace: float | None = None
+        self._compute_trace = True
+
+    @torch.no_grad()
+    def update(self, **kwargs: Any) -> tuple[torch.Tensor, int] | None:
+        """As TensorStatistic.update, plus the trace estimate."""
+        result = super().update(**kwargs)
+        if result is None:
+            return None
+        update, samples = result
+        self._batches += 1
+        if self._compute_trace:
+            self._square_norm_sum += float(update.pow(2).sum()) / samples**2
+            mean_square = float(self._tensor.pow(2).sum()) / self.samples**2
+            trace = self._square_norm_sum / self._batches - mean_square
+            if self._trace is not None and abs(trace - self._trace) < self._trace_precision * abs(trace):
+                self._compute_trace = False
+            self._trace = trace
+        return result
+
+    def error(self) -> float:
+        """Estimated squared error of the mean: ``trace / batches`` (inf with one batch).
+
+        Raises:
+            AssertionError: nothing accumulated yet.
+        """
+        assert self._trace is not None, f"{self.name}: the trace has not been computed yet"
+        if self._batches == 1:
+            return float("inf")
+        return self._trace / self._batches
+
+    def reset(self) -> None:
+        """Also forget the trace estimate."""
+        super().reset()
+        self._square_norm_sum = 0
+        self._batches = 0
+        self._trace = None
+        self._compute_trace = True

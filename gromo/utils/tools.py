@@ -1,0 +1,379 @@
+"""GroMo's ``gromo.utils.tools``: thin wrappers that keep GroMo's signatures, warnings and error
+types while gromo_kernels does the linear algebra (gromo_math.md §4.1, §5.3, §5.4, §15).
+
+Differences from GroMo (deliberate, all in the direction of correctness):
+* Solves run in float64 inside gromo_kernels (``dtype`` is still the precision the inputs are
+  rounded to first, and the results are returned in the inputs' dtype).
+* ``optimal_delta``: GroMo solves with LU and falls back to ``pinv`` only when LU meets an
+  *exactly* zero pivot, so a rank-deficient float32 ``S`` (rounding noise instead of zeros) yields a
+  delta ~1e9x too large. gromo_kernels uses Cholesky and switches to an eigen pseudo-inverse
+  whenever ``S`` is not numerically positive definite (cut-off relative to the precision ``S``
+  arrived in). The "Using the pseudo-inverse" warning is therefore emitted whenever that
+  pseudo-inverse was used. On a PSD ``S`` (and ``E``) the first-order decrease ``tr(Mᵀ S⁺ M)`` is
+  non-negative, so GroMo's negative-decrease retry essentially never triggers; it is kept, and its
+  float64 retry returns in the statistics' dtype (GroMo returns the outer ``dtype``, §13.2).
+* ``compute_optimal_added_parameters``: the SVD sign of each singular pair is fixed (largest
+  magnitude entry of each alpha row positive) so results do not depend on the LAPACK driver.
+* ``compute_output_shape_conv`` uses the exact output-size formula, without GroMo's verification
+  forward pass.
+* ``compute_mask_tensor_t`` is built by vectorised index arithmetic instead of a Python double loop;
+  same tensor.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gromo_kernels as gk
+
+__all__ = [
+    "optimal_delta",
+    "compute_optimal_added_parameters",
+    "sqrt_inverse_matrix_semi_positive",
+    "compute_output_shape_conv",
+    "create_bordering_effect_weight",
+    "apply_border_effect_on_unfolded",
+    "compute_mask_tensor_t",
+    "lecun_normal_",
+]
+
+
+def _used_pinv(result) -> bool:
+    """Whether a gromo_kernels solve result reports a pseudo-inverse (False when it cannot tell)."""
+    flag = getattr(result, "used_pinv", None)
+    if flag is None:
+        return False
+    if isinstance(flag, torch.Tensor):
+        return bool(flag.any())
+    return bool(flag)
+
+
+def optimal_delta(
+    tensor_s: torch.Tensor,
+    tensor_m: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+    force_pseudo_inverse: bool = False,
+    tensor_covariance_loss_gradient: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Natural-gradient step ``Δ = E⁻¹ (S⁺ M)ᵀ`` and first-order decrease ``d = tr(M Δ)``.
+
+    Shapes: S (D, D), M (D, o), E (o, o) -> Δ (o, D), d ().
+
+    Args:
+        tensor_s: input covariance S.
+        tensor_m: M = E[x̃ dAᵀ].
+        dtype: precision the statistics are rounded to before the solve.
+        force_pseudo_inverse: always use the pseudo-inverse of S.
+        tensor_covariance_loss_gradient: optional gradient covariance E (output-side preconditioner).
+    Returns:
+        (Δ, d) in the dtype of ``tensor_s``.
+    Raises:
+        AssertionError: S and M dtypes differ, or Δ contains NaN.
+    Warns:
+        UserWarning: pseudo-inverse used; negative decrease (float64 retry, then zero).
+    """
+    assert tensor_s.dtype == tensor_m.dtype, (
+        f"tensor_s and tensor_m must have the same dtype, got {tensor_s.dtype} and {tensor_m.dtype}"
+    )
+    saved_dtype = tensor_s.dtype
+    # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
+    assert torch.isfinite(tensor_s).all() and torch.isfinite(tensor_m).all(), (
+        "The optimal delta contains NaN values (non-finite statistics)."
+    )
+    delta, decrease = _optimal_delta(
+        tensor_s.to(dtype), tensor_m.to(dtype), dtype, force_pseudo_inverse,
+        None if tensor_covariance_loss_gradient is None else tensor_covariance_loss_gradient.to(dtype),
+    )
+    return delta.to(saved_dtype), decrease.to(saved_dtype)
+
+
+def _optimal_delta(s, m, dtype, force, e):
+    result = gk.optimal_delta(s, m, E=e, force_pinv=force)
+    delta, decrease = result.delta.to(dtype), result.decrease.to(dtype)
+    if not force and _used_pinv(result):
+        warnings.warn(
+            "Using the pseudo-inverse for the computation of the optimal delta "
+            "(the tensor S is not numerically positive definite).",
+            UserWarning,
+            stacklevel=3,
+        )
+        force = True
+    assert not torch.isnan(delta).any(), "The optimal delta contains NaN values."
+    if decrease < 0:
+        warnings.warn(
+            f"The parameter update decrease should be positive, but got {decrease.item()}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        if not force:
+            warnings.warn("Trying to use the pseudo-inverse with torch.float64.", UserWarning, stacklevel=3)
+            delta64, decrease64 = _optimal_delta(
+                s.to(torch.float64), m.to(torch.float64), torch.float64, True,
+                None if e is None else e.to(torch.float64),
+            )
+            return delta64.to(dtype), decrease64.to(dtype)
+        warnings.warn(
+            "Failed to compute the optimal delta, set delta to zero.", UserWarning, stacklevel=3
+        )
+        delta = torch.zeros_like(delta)
+        decrease = torch.zeros_like(decrease)
+    return delta, decrease
+
+
+def sqrt_inverse_matrix_semi_positive(
+    matrix: torch.Tensor, threshold: float = 1e-5, preferred_linalg_library: str | None = None
+) -> torch.Tensor:
+    """Pseudo-inverse square root ``V_k diag(λ_k^{-1/2}) V_kᵀ`` keeping eigenvalues ``λ > threshold``.
+
+    Shapes: matrix (s, s) -> (s, s).
+
+    Args:
+        matrix: symmetric positive semi-definite matrix.
+        threshold: absolute eigenvalue cut-off (strict), as GroMo.
+        preferred_linalg_library: accepted for compatibility, ignored.
+    Returns:
+        the pseudo-inverse square root, in ``matrix``'s dtype.
+    Raises:
+        AssertionError: not square, not symmetric, or NaN.
+        torch.linalg.LinAlgError: eigendecomposition failed twice.
+    Warns:
+        RuntimeWarning: the first eigendecomposition failed; ``matrix`` is regularised IN PLACE
+        (``+= resolution·I``) and the decomposition retried once (GroMo's behaviour).
+    """
+    assert matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], (
+        f"The input matrix must be square, got shape {tuple(matrix.shape)}"
+    )
+    assert not torch.isnan(matrix).any(), "The input matrix must not contain NaN values."
+    assert torch.allclose(matrix, matrix.t()), "The input matrix must be symmetric."
+    try:
+        result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
+    except torch.linalg.LinAlgError as err:
+        warnings.warn(
+            f"The eigendecomposition failed ({err}); regularising the matrix and retrying.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        resolution = torch.finfo(matrix.dtype).resolution
+        matrix += resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+        result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
+    return result.r.to(matrix.dtype)
+
+
+def compute_optimal_added_parameters(
+    matrix_s: torch.Tensor | None,
+    matrix_n: torch.Tensor,
+    numerical_threshold: float = 1e-6,
+    statistical_threshold: float = 1e-3,
+    maximum_added_neurons: int | None = None,
+    alpha_zero: bool = False,
+    omega_zero: bool = False,
+    ignore_singular_values: bool = False,
+    matrix_covariance_loss_gradient: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """New neurons from the SVD of ``S^{-1/2} N [E^{-1/2}]`` (TINY, gromo_math.md §5.3).
+
+    ``α = S^{-1/2} U_k √σ_k``, ``ω = √σ_k V_kᵀ [E^{-1/2}]``; keep ``σ ≥ min(statistical_threshold,
+    σ_max)`` then the first ``maximum_added_neurons``; eigenvalues of S (and E) ``≤ numerical_threshold``
+    are dropped from the inverse square roots. Shapes: S (s, s) or None, N (s, t), E (t, t).
+
+    Args:
+        matrix_s: growth covariance S (None: identity, GradMax).
+        matrix_n: N = −E[x̃₋₂ vᵀ] (projected) or −M₋₂ (raw gradient).
+        numerical_threshold: absolute eigenvalue cut-off for S^{-1/2} and E^{-1/2}.
+        statistical_threshold: singular value cut-off (the largest is always kept).
+        maximum_added_neurons: keep at most this many (0 keeps none).
+        alpha_zero, omega_zero: zero the corresponding weights.
+        ignore_singular_values: use r = 1 instead of √σ.
+        matrix_covariance_loss_gradient: optional gradient covariance E.
+    Returns:
+        (alpha (k, s), omega (t, k), sigma (k,)).
+    Raises:
+        AssertionError: incompatible shapes.
+    Warns:
+        UserWarning: S not symmetric (it is symmetrised).
+    """
+    s_dim, t_dim = matrix_n.shape
+    if matrix_s is not None:
+        assert not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values."
+        assert matrix_s.ndim == 2 and matrix_s.shape[0] == matrix_s.shape[1], (
+            f"matrix_s must be square, got shape {tuple(matrix_s.shape)}"
+        )
+        assert matrix_s.shape[1] == s_dim, (
+            f"matrix_s of shape {tuple(matrix_s.shape)} is incompatible with matrix_n of shape "
+            f"{tuple(matrix_n.shape)}"
+        )
+        if not torch.allclose(matrix_s, matrix_s.t()):
+            warnings.warn(
+                "Warning: The input matrix S is not symmetric. "
+                f"Max difference: {(matrix_s - matrix_s.t()).abs().max().item():.2e}",
+                UserWarning,
+                stacklevel=2,
+            )
+            matrix_s = (matrix_s + matrix_s.t()) / 2
+    matrix_e = matrix_covariance_loss_gradient
+    if matrix_e is not None:
+        assert matrix_e.ndim == 2 and matrix_e.shape == (t_dim, t_dim), (
+            f"matrix_covariance_loss_gradient of shape {tuple(matrix_e.shape)} is incompatible "
+            f"with matrix_n of shape {tuple(matrix_n.shape)}"
+        )
+        if not torch.allclose(matrix_e, matrix_e.t()):
+            matrix_e = (matrix_e + matrix_e.t()) / 2
+    result = gk.optimal_added_neurons(
+        matrix_s,
+        matrix_n,
+        E=matrix_e,
+        numerical_threshold=numerical_threshold,
+        statistical_threshold=statistical_threshold,
+        max_neurons=maximum_added_neurons,
+        ignore_singular_values=ignore_singular_values,
+        alpha_zero=alpha_zero,
+        omega_zero=omega_zero,
+        rtol=0.0,
+    )
+    dtype = matrix_n.dtype
+    return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution helpers (used by the conv modules)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def compute_output_shape_conv(input_shape: tuple[int, int], conv: nn.Conv2d) -> tuple[int, int]:
+    """Output grid ``⌊(h + 2p − d(k−1) − 1)/s⌋ + 1`` per dimension.
+
+    Args:
+        input_shape: (h, w).
+        conv: the convolution (integer padding).
+    Returns:
+        (h_out, w_out).
+    Raises:
+        AssertionError: non-integer (string) padding.
+    """
+    assert isinstance(conv.padding, (int, tuple)) and not isinstance(conv.padding, str), (
+        f"The padding must be an integer or a pair of integers, got {conv.padding!r}"
+    )
+    padding = _pair(conv.padding)
+    assert all(isinstance(p, int) for p in padding), f"The padding must be integers, got {padding}"
+    kernel, stride, dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    out = tuple(
+        (int(size) + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(input_shape, kernel, stride, padding, dilation)
+    )
+    return out[0], out[1]
+
+
+def create_bordering_effect_weight(channels: int, convolution: nn.Conv2d) -> torch.Tensor:
+    """Depthwise kernel ``(channels, 1, kh, kw)``: zeros with a 1 at ``(kh//2, kw//2)``.
+
+    Args:
+        channels: number of channels (positive int).
+        convolution: the convolution whose kernel size is used.
+    Returns:
+        float32 tensor on the convolution's weight device.
+    Raises:
+        ValueError: channels not a positive int.
+        TypeError: convolution not an nn.Conv2d.
+    """
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    if not isinstance(convolution, nn.Conv2d):
+        raise TypeError(f"convolution must be a torch.nn.Conv2d, got {type(convolution).__name__}")
+    kh, kw = _pair(convolution.kernel_size)
+    weight = torch.zeros(channels, 1, kh, kw, device=convolution.weight.device)
+    weight[:, 0, kh // 2, kw // 2] = 1.0
+    return weight
+
+
+@torch.no_grad()
+def apply_border_effect_on_unfolded(
+    unfolded: torch.Tensor,
+    original_size: tuple[int, int],
+    border_effect_conv: nn.Conv2d,
+    identity_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per output location of ``border_effect_conv``, the unfolded column under its centre tap.
+
+    Shapes: unfolded (n, D, H·W) -> (n, D, H_o·W_o).
+
+    Args:
+        unfolded: unfolded input of the previous layer, laid out on an H×W grid.
+        original_size: (H, W).
+        border_effect_conv: the convolution whose stride/padding/dilation are simulated.
+        identity_weight: the depthwise bordering kernel (built if None).
+    Returns:
+        the bordered unfolded tensor.
+    Raises:
+        TypeError: unfolded not a tensor.
+        AssertionError: bad convolution or size.
+    """
+    if not isinstance(unfolded, torch.Tensor):
+        raise TypeError(f"unfolded must be a torch.Tensor, got {type(unfolded).__name__}")
+    assert isinstance(border_effect_conv, nn.Conv2d), "border_effect_conv must be a torch.nn.Conv2d"
+    assert len(original_size) == 2 and all(
+        isinstance(s, int) and s > 0 for s in original_size
+    ), f"original_size must be two positive integers, got {original_size}"
+    n, channels, positions = unfolded.shape
+    assert positions == original_size[0] * original_size[1], (
+        f"unfolded has {positions} positions, expected {original_size[0]}x{original_size[1]}"
+    )
+    if identity_weight is None:
+        identity_weight = create_bordering_effect_weight(channels, border_effect_conv)
+    image = unfolded.reshape(n, channels, *original_size)
+    out = F.conv2d(
+        image,
+        identity_weight.to(image.dtype),
+        stride=border_effect_conv.stride,
+        padding=border_effect_conv.padding,
+        dilation=border_effect_conv.dilation,
+        groups=channels,
+    )
+    return out.flatten(2)
+
+
+def compute_mask_tensor_t(input_size: tuple[int, int], convolution: nn.Conv2d) -> torch.Tensor:
+    """0/1 tensor ``T (L, kh·kw, H·W)``: ``T[l, e, p] = 1`` iff output ``l`` reads pixel ``p`` at tap ``e``.
+
+    Args:
+        input_size: (H, W).
+        convolution: the convolution (kernel/stride/padding/dilation).
+    Returns:
+        float32 dense tensor on CPU (rows of padding taps are zero).
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    kh, kw = _pair(convolution.kernel_size)
+    # Unfold the image of pixel indices 1..HW: 0 marks padding.
+    index_image = torch.arange(1, h * w + 1, dtype=torch.float64).reshape(1, 1, h, w)
+    unfolded = F.unfold(
+        index_image, (kh, kw), dilation=convolution.dilation,
+        padding=convolution.padding, stride=convolution.stride,
+    )[0].round().long()  # (kk, L)
+    kk, positions = unfolded.shape
+    mask = torch.zeros(positions, kk, h * w, dtype=torch.float32)
+    taps, locations = torch.nonzero(unfolded > 0, as_tuple=True)
+    mask[locations, taps, unfolded[taps, locations] - 1] = 1.0
+    return mask
+
+
+@torch.no_grad()
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """In place ``N(0, 1/fan_in)`` for a 2-D (Linear) or 4-D (Conv) weight.
+
+    Raises:
+        ValueError: other ranks.
+    """
+    if tensor.ndim == 2:
+        fan_in = tensor.shape[1]
+    elif tensor.ndim == 4:
+        fan_in = tensor.shape[1] * tensor.shape[2] * tensor.shape[3]
+    else:
+        raise ValueError(f"tensor must be 2-D or 4-D, got {tensor.ndim} dimensions")
+    return tensor.normal_(0.0, (1.0 / max(fan_in, 1)) ** 0.5)

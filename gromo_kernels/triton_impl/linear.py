@@ -1,0 +1,107 @@
+"""Linear-layer statistics on the Gram kernel (gram.py): S, M, P and E as blocks of ZᵀZ.
+
+    S = Σ_r x̃ x̃ᵀ (d+b, d+b)    M = Σ_r x̃ dAᵀ (d+b, o)    P = Σ_r x̃₋₂ x̃ᵀ (dp+bp, d+b)    E = Σ_r dA dAᵀ (o, o)
+
+A 2-D ``x (R, d)`` is the image ``(R, d, 1, 1)`` under a 1×1 kernel, so the conv machinery serves
+unchanged and the bias is a virtual ones column (no concatenation, no copy). The launchers are thin:
+check, view, call :func:`gram_triton`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..geometry import Conv2dGeometry
+from .gram import Patches, check_launch, gram_triton
+
+__all__ = ["linear_input_cov_triton", "linear_input_grad_triton", "linear_cross_cov_triton",
+           "grad_cov_triton", "rows_as_image", "POINTWISE"]
+
+POINTWISE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
+
+
+def rows_as_image(name: str, t: torch.Tensor) -> torch.Tensor:
+    """(R, d) -> the (R, d, 1, 1) view the Gram kernel reads; copied only if the last stride is not 1.
+
+    Raises:
+        ValueError: ``t`` is not 2-D (names it).
+    """
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(t.shape)}")
+    if t.stride(1) != 1 and t.shape[1] > 1:
+        t = t.contiguous()
+    return t[:, :, None, None]
+
+
+def _rows(x: torch.Tensor) -> tuple[int, int, int]:
+    return (x.shape[0], 1, 1)
+
+
+def linear_input_cov_triton(x: torch.Tensor, *, bias: bool, precision=None, chunk=None,
+                            split_k: int | None = None) -> torch.Tensor:
+    """S = Σ_r x̃_r x̃_rᵀ for x (R, d): (d+b, d+b), upper tiles only, mirrored once.
+
+    Args:
+        x: (R, d) float16/bfloat16/float32/float64, any strides.
+        bias: append a ones column last.
+        precision: "ieee", "tf32x3", "tf32" or "bf16".
+        chunk: ignored (the kernel streams rows; no extra memory but its split-K partials).
+        split_k: row splits (None = automatic); any value gives a deterministic result.
+    Returns:
+        (d+b, d+b) fp32 (fp64 for fp64 x).
+    Raises:
+        TypeError / RuntimeError / ValueError: see :func:`gram.check_launch`, :func:`rows_as_image`.
+    """
+    check_launch("linear_input_cov", x=x)
+    xi = rows_as_image("x", x)
+    seg = Patches(xi, POINTWISE, bias)
+    return gram_triton((seg, None, None), _rows(x), (0, seg.width), precision=precision,
+                       split_k=split_k)[0]
+
+
+def linear_input_grad_triton(x: torch.Tensor, grad: torch.Tensor, *, bias: bool, precision=None,
+                             chunk=None, split_k: int | None = None) -> torch.Tensor:
+    """M = Σ_r x̃_r dA_rᵀ for x (R, d), grad (R, o): (d+b, o).
+
+    Args / Returns / Raises: as :func:`linear_input_cov_triton`; ``grad`` has the rows of ``x``.
+    """
+    check_launch("linear_input_grad", x=x, grad=grad)
+    a = Patches(rows_as_image("x", x), POINTWISE, bias)
+    g = Patches(rows_as_image("grad", grad), POINTWISE, False)
+    _check_rows(x, grad, "grad")
+    return gram_triton((a, g, None), _rows(x), (0, a.width), (a.width, g.width),
+                       precision=precision, split_k=split_k)[0]
+
+
+def linear_cross_cov_triton(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool, bias: bool,
+                            precision=None, chunk=None, split_k: int | None = None) -> torch.Tensor:
+    """P = Σ_r x̃₋₂,r x̃_rᵀ for x_prev (R, dp), x (R, d): (dp+bp, d+b).
+
+    Args / Returns / Raises: as :func:`linear_input_cov_triton`.
+    """
+    check_launch("linear_cross_cov", x_prev=x_prev, x=x)
+    a = Patches(rows_as_image("x_prev", x_prev), POINTWISE, bias_prev)
+    b = Patches(rows_as_image("x", x), POINTWISE, bias)
+    _check_rows(x_prev, x, "x")
+    return gram_triton((a, b, None), _rows(x), (0, a.width), (a.width, b.width),
+                       precision=precision, split_k=split_k)[0]
+
+
+def grad_cov_triton(grad: torch.Tensor, *, precision=None, chunk=None,
+                    split_k: int | None = None) -> torch.Tensor:
+    """E = Σ_r dA_r dA_rᵀ for grad (R, o): (o, o), upper tiles only, mirrored once.
+
+    Args / Returns / Raises: as :func:`linear_input_cov_triton`.
+    """
+    check_launch("grad_cov", grad=grad)
+    g = Patches(rows_as_image("grad", grad), POINTWISE, False)
+    return gram_triton((g, None, None), _rows(grad), (0, g.width), precision=precision,
+                       split_k=split_k)[0]
+
+
+def _check_rows(ref: torch.Tensor, t: torch.Tensor, name: str) -> None:
+    if t.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} has {t.shape[0]} rows, expected {ref.shape[0]}")
+    if t.device != ref.device or t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the device and dtype of the first operand "
+                        f"({ref.device}, {ref.dtype}), got ({t.device}, {t.dtype})")

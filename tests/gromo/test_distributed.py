@@ -1,0 +1,123 @@
+"""Data-parallel statistics: 2 gloo workers on CPU (spawned here) must reproduce one process on the union.
+
+Each worker gets every other sample of the same batch; after ``sync_statistics`` its statistics
+must equal (float64 reference, fp32 tolerance) those of a single process on the whole batch, and
+the growth decision (layer, neurons, singular values) must be the same.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from gromo.growth.distributed import Communicator, collect_statistics, sync_statistics
+from gromo.utils.tensor_statistic import TensorStatistic
+
+WORLD_SIZE = 2
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _init(rank: int, port: int) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+
+
+class _ToyStatistics(nn.Module):
+    """A module owning GroMo statistics fed from its input x (n, d): S = Σ x̃x̃ᵀ, M = Σ x yᵀ, and one
+    statistic that only rank 0 ever updates."""
+
+    def __init__(self):
+        super().__init__()
+        self._tensor_s = TensorStatistic(None, self._s_update, name="S")
+        self.tensor_m = TensorStatistic(None, self._m_update, name="M")
+        self.only_some = TensorStatistic(None, self._m_update, name="only_some")
+        self.x = self.y = None
+
+    def _s_update(self):
+        x1 = torch.cat([self.x, torch.ones(len(self.x), 1)], dim=1)
+        return x1.T @ x1, len(self.x)
+
+    def _m_update(self):
+        return self.x.T @ self.y, len(self.x)
+
+    def feed(self, x, y, update_only_some: bool):
+        self.x, self.y = x, y
+        for statistic in (self._tensor_s, self.tensor_m, self.only_some):
+            statistic.updated = False
+        self._tensor_s.update()
+        self.tensor_m.update()
+        if update_only_some:
+            self.only_some.update()
+
+
+def _toy_data():
+    generator = torch.Generator().manual_seed(1234)
+    return torch.randn(37, 5, generator=generator), torch.randn(37, 3, generator=generator)
+
+
+def _toy_worker(rank: int, port: int, out_dir: str) -> None:
+    _init(rank, port)
+    x, y = _toy_data()
+    module = _ToyStatistics()
+    mine = torch.arange(rank, len(x), WORLD_SIZE)
+    for chunk in mine.split(6):  # several batches per worker
+        module.feed(x[chunk], y[chunk], update_only_some=(rank == 0))
+    count = sync_statistics(module, Communicator())
+    torch.save(
+        {"count": count, "S": module._tensor_s(), "M": module.tensor_m(), "only": module.only_some(),
+         "samples": [module._tensor_s.samples, module.tensor_m.samples, module.only_some.samples]},
+        os.path.join(out_dir, f"toy{rank}.pt"),
+    )
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_sync_statistics_equals_single_process_on_union(tmp_path):
+    mp.spawn(_toy_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    x, y = _toy_data()
+    x64, y64 = x.double(), y.double()
+    x1 = torch.cat([x64, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
+    s_ref, m_ref = x1.T @ x1 / len(x), x64.T @ y64 / len(x)
+    rank0_rows = torch.arange(0, len(x), WORLD_SIZE)
+    only_ref = x64[rank0_rows].T @ y64[rank0_rows] / len(rank0_rows)
+    results = [torch.load(tmp_path / f"toy{rank}.pt") for rank in range(WORLD_SIZE)]
+    for result in results:
+        assert result["count"] == 3
+        assert result["samples"] == [37, 37, len(rank0_rows)]
+        torch.testing.assert_close(result["S"].double(), s_ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(result["M"].double(), m_ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(result["only"].double(), only_ref, rtol=1e-6, atol=1e-6)
+        assert torch.equal(result["S"], result["S"].T)  # mirrored from the upper triangle
+    assert torch.equal(results[0]["S"], results[1]["S"]) and torch.equal(results[0]["M"], results[1]["M"])
+
+
+def test_collect_statistics_deduplicates_and_orders():
+    outer = nn.Module()
+    outer.a, outer.b = _ToyStatistics(), _ToyStatistics()
+    outer.b.tensor_m = outer.a.tensor_m  # shared statistic (like tensor_s_growth = previous tensor_s)
+    names = [entry.name for entry in collect_statistics(outer)]
+    assert names == ["a._tensor_s", "a.only_some", "a.tensor_m", "b._tensor_s", "b.only_some"]
+    symmetric = {entry.name: entry.symmetric for entry in collect_statistics(outer)}
+    assert symmetric["a._tensor_s"] and not symmetric["a.tensor_m"]
+
+
+def test_sync_is_a_no_op_in_one_process():
+    module = _ToyStatistics()
+    x, y = _toy_data()
+    module.feed(x, y, update_only_some=True)
+    before = module._tensor_s._tensor.clone()
+    assert sync_statistics(module) == 3
+    assert torch.equal(module._tensor_s._tensor, before) and module._tensor_s.samples == 37
