@@ -40,6 +40,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "full64: Full conv pair at n=64; deselected unless --full64")
+    # Other processes compete for the cores on a shared machine: record how busy it was.
+    _RESULTS["load_at_start"] = os.getloadavg()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -134,6 +136,8 @@ def _machine() -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "git_sha": sha,
+        "load_average_1_5_15_min_at_start": _RESULTS.get("load_at_start"),
+        "load_average_1_5_15_min_at_end": os.getloadavg(),
     }
 
 
@@ -146,8 +150,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(table)
     terminalreporter.write_line(
         f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads); times are medians; memory = peak resident bytes above "
-        "the level before the call, measured in a fresh process (bench/memory.py)"
+        f"({machine['torch_threads']} threads); load average at start/end "
+        f"{machine['load_average_1_5_15_min_at_start']} / {machine['load_average_1_5_15_min_at_end']}; "
+        "memory = peak resident bytes above the level before the call, measured in a fresh process "
+        "(bench/memory.py)"
     )
     path = config.getoption("--stats-table")
     if path:

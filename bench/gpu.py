@@ -240,7 +240,6 @@ def bench_pairs(device, time_ms, ceiling: dict, modes, smoke: bool) -> list[dict
     import torch
 
     import gromo_kernels as gk
-    from gromo_kernels import testing
 
     sys.path.insert(0, str(BENCH_DIR))
     try:
@@ -349,24 +348,24 @@ def _unfold_rows(x, geometry):
     return u.transpose(0, 1).reshape(u.shape[1], -1)
 
 
-def bench_sweep(device, time_ms, ceiling: dict, modes, smoke: bool) -> list[dict]:
+def bench_sweep(device, time_ms, ceiling: dict, modes, smoke: bool, quick: bool = False) -> list[dict]:
     import torch
 
     import gromo_kernels as gk
 
     sys.path.insert(0, str(BENCH_DIR))
     try:
-        import gromo_baseline as baseline
-        unfold_baseline = baseline.unfolded_extended
+        from gromo_baseline import unfolded_extended as unfold_baseline
     except ImportError:
-        baseline = None
-
         def unfold_baseline(x, geometry):
+            """Minimal GroMo-style unfold (F.unfold + ones row) when bench/gromo_baseline.py is absent."""
             u = _unfold_rows(x, geometry)
             return u.reshape(u.shape[0], x.shape[0], -1).transpose(0, 1)
 
     n, hw, c_out = (2, 6, 5) if smoke else (64, 32, 64)
-    points = {65: (2, 2), 129: (4, 2)} if smoke else SWEEP_SHAPES
+    points = {65: (2, 2), 129: (4, 2)} if smoke else dict(SWEEP_SHAPES)
+    if quick and not smoke:
+        points = {d: points[d] for d in (65, 577, 2305)}
     results = []
     for d, (c, k) in points.items():
         geometry = gk.Conv2dGeometry(k, 1, k // 2)
@@ -511,11 +510,8 @@ def main(argv=None) -> int:
     print("  ceilings TFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in result["ceilings"].items()), flush=True)
     result["pairs"] = [] if args.no_pairs else bench_pairs(device, time_ms, result["ceilings"], modes,
                                                             args.smoke)
-    global SWEEP_SHAPES
-    if args.quick:
-        SWEEP_SHAPES = {d: SWEEP_SHAPES[d] for d in (65, 577, 2305)}
     result["sweep"] = [] if args.no_sweep else bench_sweep(device, time_ms, result["ceilings"], modes,
-                                                            args.smoke)
+                                                            args.smoke, args.quick)
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{result['meta']['device_slug']}_{result['meta']['date'][:10]}" + ("_smoke" if args.smoke else "")

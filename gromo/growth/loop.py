@@ -27,6 +27,7 @@ Each step yields a :class:`~gromo.growth.records.StepRecord`.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -288,26 +289,97 @@ def accumulate_statistics(
     sync_statistics(model, comm)
 
 
+def _is_plain_linear(layer: nn.Module) -> bool:
+    """A LinearGrowingModule after a LinearGrowingModule: its new neurons can be solved in a batch."""
+    from gromo.modules.linear_growing_module import LinearGrowingModule
+
+    return isinstance(layer, LinearGrowingModule) and isinstance(layer.previous_module, LinearGrowingModule)
+
+
+def _prepare_delta(layer: nn.Module, config: GrowthConfig) -> None:
+    """GroMo's delta part of ``compute_optimal_updates`` (§5.1): δ applied (compute_delta) or only
+    computed for the projection (TINY), decrease 0 in the latter case."""
+    if config.compute_delta:
+        layer.compute_optimal_delta(update=True)
+        return
+    layer.optimal_delta_layer = None
+    layer.parameter_update_decrease = torch.tensor(0.0, dtype=layer.weight.dtype, device=layer.weight.device)
+    if config.use_projection:
+        layer.compute_optimal_delta(update=False)
+    else:
+        layer.delta_raw = None
+
+
+def _install_linear_neurons(layer: nn.Module, alpha: torch.Tensor, omega: torch.Tensor, sigma: torch.Tensor) -> None:
+    """Package solved neurons as GroMo does for a linear layer (§5.5): ω → input extension of
+    ``layer`` (zero bias), α → output extension of the previous layer."""
+    previous = layer.previous_module
+    dtype = layer.weight.dtype
+    alpha, omega, sigma = alpha.to(dtype), omega.to(dtype), sigma.to(dtype)
+    if previous.use_bias:
+        alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
+    else:
+        alpha_weight, alpha_bias = alpha, None
+    layer.eigenvalues_extension = sigma
+    layer._first_order_uses_squared_singular_values = True
+    layer.extended_input_layer = layer.layer_of_tensor(
+        omega, bias=torch.zeros(layer.out_features, device=omega.device, dtype=dtype) if layer.use_bias else None
+    )
+    previous.extended_output_layer = previous.layer_of_tensor(alpha_weight, alpha_bias)
+
+
 def _compute_updates(model: nn.Module, config: GrowthConfig) -> dict[int, dict]:
-    """Optimal added neurons of every growable layer with relative thresholds; returns per-layer info."""
+    """Optimal added neurons of every growable layer with relative thresholds; returns per-layer info.
+
+    Linear layers (GrowingMLP) are solved together: one ``gromo_kernels.optimal_added_neurons``
+    call on the list of their (S_growth, N) pairs, layers of equal shape in one batched
+    decomposition, with the numerical threshold relative to each ``λ_max(S_growth)`` (``rtol``).
+    Other layers (conv blocks) go through their own ``compute_optimal_updates`` with the same
+    relative rule (``λ_max`` computed here). Every layer then keeps
+    ``min(neurons_per_step, #{σ ≥ relative_statistical_threshold · σ_max})`` neurons.
+    """
+    import gromo_kernels as gk
+
+    layers = growable_layers(model)
+    batched = [i for i, layer in enumerate(layers) if _is_plain_linear(layer)]
+    with warnings.catch_warnings():
+        # Dead ReLU units make S singular: the pseudo-inverse is the intended solve, not news.
+        warnings.filterwarnings("ignore", message="Using the pseudo-inverse", category=UserWarning)
+        if batched:
+            matrices_s, matrices_n = [], []
+            for index in batched:
+                layer = layers[index]
+                _prepare_delta(layer, config)
+                matrix_n = layer.tensor_n if config.use_projection else -layer.tensor_m_prev()
+                matrices_n.append(matrix_n)
+                matrices_s.append(layer.tensor_s_growth().to(matrix_n.dtype))
+            solved = gk.optimal_added_neurons(
+                matrices_s, matrices_n, numerical_threshold=0.0, rtol=config.relative_numerical_threshold,
+                statistical_threshold=0.0, max_neurons=None,
+            )
+            for index, result in zip(batched, solved):
+                _install_linear_neurons(layers[index], result.alpha, result.omega, result.sigma)
+        for index, layer in enumerate(layers):
+            if index in batched:
+                continue
+            lam_max = _largest_eigenvalue(_growth_covariance(layer))
+            numerical = config.relative_numerical_threshold * lam_max if lam_max else 1e-6
+            layer.compute_optimal_updates(
+                numerical_threshold=numerical,
+                statistical_threshold=0.0,
+                maximum_added_neurons=None,
+                compute_delta=config.compute_delta,
+                use_projection=config.use_projection,
+            )
     info: dict[int, dict] = {}
-    for index, layer in enumerate(growable_layers(model)):
-        lam_max = _largest_eigenvalue(_growth_covariance(layer))
-        numerical = config.relative_numerical_threshold * lam_max if lam_max else 1e-6
-        layer.compute_optimal_updates(
-            numerical_threshold=numerical,
-            statistical_threshold=0.0,
-            maximum_added_neurons=None,
-            compute_delta=config.compute_delta,
-            use_projection=config.use_projection,
-        )
+    for index, layer in enumerate(layers):
         sigma = layer.eigenvalues_extension
         entry = {"sigma_all": [], "keep": 0}
         if sigma is not None and sigma.numel() > 0:
             sigma_all = sigma.detach().double().abs().cpu()
             entry["sigma_all"] = sigma_all.tolist()
-            threshold = config.relative_statistical_threshold * float(sigma_all.max())
-            keep = int((sigma_all >= threshold).sum()) if float(sigma_all.max()) > 0 else 0
+            largest = float(sigma_all.max())
+            keep = int((sigma_all >= config.relative_statistical_threshold * largest).sum()) if largest > 0 else 0
             keep = min(keep, config.neurons_per_step)
             if keep > 0:
                 layer.sub_select_optimal_added_parameters(keep_neurons=keep)

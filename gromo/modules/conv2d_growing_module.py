@@ -298,12 +298,14 @@ class Conv2dGrowingModule(GrowingModule):
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(H, W) of the input: the stored input's, else the recorded one, else from the previous conv.
+        """(H, W) of the input: the stored input's, else the previous conv's output grid (when its
+        own input size is known), else the recorded one. A recorded size is the last resort because
+        it goes stale when the previous layer's geometry or input changes (GroMo keeps it).
 
         Raises:
             ValueError: it cannot be determined.
         """
-        size = self._stored_input_size() or self._input_size or self._size_from_previous()
+        size = self._stored_input_size() or self._size_from_previous() or self._input_size
         if size is None:
             raise ValueError(
                 f"The input size of {self.name} is unknown: give input_size, store an input or "

@@ -30,6 +30,8 @@ A subclass declares:
 * ``_statistics_placeholder_input(sources)``: a zero-width stand-in for ``x`` when only statistics
   that do not read ``x`` are wanted and ``x`` is not stored (linear: ``(…, 0)``; conv:
   ``(n, 0, H, W)``);
+* ``_statistics_accept_previous(previous)``: whether the growth statistics can be computed with
+  this previous module (linear: a LinearGrowingModule); others are never fused;
 * optionally ``_patch_layer_forward(layer)`` (GroMo's "safe forward" for zero-width layers).
 Its ``compute_*_update`` methods check GroMo's preconditions (raising GroMo's errors) and then
 ``return self._layer_statistic(key)`` → ``(sum, n)``.
@@ -53,6 +55,10 @@ Deliberate differences from GroMo (documented where they happen):
   ``create_layer_extensions``) and then scales only the layers.
 * Variance-transfer rescaling treats a NaN variance (one-element weight) as "no rescaling" for
   both layers (GroMo only does so for the previous layer).
+* ``.to()`` / ``.double()`` also convert the scaling tensors and update ``device`` (GroMo leaves
+  them behind, so an extended forward after ``model.to("cuda")`` fails).
+* ``forward`` retains the pre-activation's gradient only when it requires grad (GroMo's
+  ``retain_grad()`` raises under ``torch.no_grad()``).
 """
 
 from __future__ import annotations
@@ -476,7 +482,7 @@ class MergeGrowingModule(nn.Module):
             TypeError: a neighbour is not a GrowingModule.
         """
         if isinstance(scaling_factor, torch.Tensor):
-            scaling_factor = scaling_factor.item()
+            scaling_factor = scaling_factor.detach().item()
         for module in (*self.previous_modules, *self.next_modules):
             if not isinstance(module, GrowingModule):
                 raise TypeError(
@@ -706,6 +712,23 @@ class GrowingModule(nn.Module):
         self._write_scaling("input_extension_scaling", value)
         if isinstance(previous, GrowingModule):
             previous._write_scaling("output_extension_scaling", value)
+
+    def _apply(self, fn, recurse: bool = True):
+        # Scaling tensors are plain attributes: follow .to() / .double() like the parameters do,
+        # and keep ``device`` (used to build extension layers) on the layer's device.
+        super()._apply(fn, recurse)
+        with torch.no_grad():
+            for key in _SCALING_ATTRIBUTES:
+                tensor = self.__dict__[key]
+                moved = fn(tensor)
+                if moved is not tensor:
+                    self.__dict__[key] = moved.detach().requires_grad_(
+                        tensor.requires_grad and moved.is_floating_point()
+                    )
+        weight = getattr(self.layer, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            self.device = weight.device
+        return self
 
     def set_scaling_factor(self, factor: float) -> None:
         """``scaling_factor = factor`` (γ² on the delta, γ on both extensions)."""
@@ -972,6 +995,14 @@ class GrowingModule(nn.Module):
         """Hook: a zero-width stand-in for ``x`` when it is not stored and not read."""
         raise NotImplementedError
 
+    def _statistics_accept_previous(self, previous: GrowingModule) -> bool:
+        """Hook: whether growth statistics (``x_prev``) can be fused with this previous module.
+
+        Statistics the layer type cannot compute for this predecessor (GroMo raises
+        NotImplementedError when they are asked for) must not be fused into another request.
+        """
+        return True
+
     def _statistic_sources(self) -> dict[str, torch.Tensor]:
         """The tensors currently available: "x", "grad", "x_prev" (missing keys: not available)."""
         sources: dict[str, torch.Tensor] = {}
@@ -988,7 +1019,7 @@ class GrowingModule(nn.Module):
         if pre_activity is not None and pre_activity.grad is not None:
             sources["grad"] = pre_activity.grad
         previous = self.previous_module
-        if isinstance(previous, GrowingModule):
+        if isinstance(previous, GrowingModule) and self._statistics_accept_previous(previous):
             try:
                 x_prev = previous.input
             except (ValueError, AssertionError):
@@ -1673,7 +1704,7 @@ class GrowingModule(nn.Module):
         weight = getattr(layer, "weight", None) if layer is not None else None
         if weight is None or weight.numel() == 0:
             return None
-        std = float(weight.std()) if weight.numel() > 1 else float("nan")
+        std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
         if std > 0:
             return std
         return float(self._fan_in_of(layer, owner) ** -0.5)
@@ -1700,7 +1731,7 @@ class GrowingModule(nn.Module):
 
         if std_target is None:
             weight = self.layer.weight
-            std = float(weight.std()) if weight.numel() > 1 else float("nan")
+            std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
             if weight.numel() > 0 and std > 0:
                 std_target = std
             else:

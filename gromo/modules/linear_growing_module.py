@@ -385,6 +385,9 @@ class LinearGrowingModule(GrowingModule):
     def _patch_layer_forward(self, layer: nn.Module) -> None:
         layer.register_forward_hook(_zero_input_linear_hook)
 
+    def _statistics_accept_previous(self, previous: GrowingModule) -> bool:
+        return isinstance(previous, LinearGrowingModule)
+
     def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
         reference = sources.get("x_prev", sources.get("grad"))
         assert reference is not None, f"{self.name}: no stored tensor to compute statistics from."

@@ -7,7 +7,7 @@ then the global device (``cuda`` when available, else ``cpu``). The global devic
 first use, never at import time.
 
 Differences from GroMo (deliberate):
-* the configuration file is parsed once per (file, modification time) instead of at every module
+* the configuration file is parsed once per (file, modification time, size) instead of at every module
   construction (GroMo re-reads it for each module: pure overhead, same result).
 """
 
@@ -68,7 +68,7 @@ def reset_device() -> None:
 # Configuration file
 # ----------------------------------------------------------------------------------------------
 
-_CONFIG_CACHE: dict[tuple[str, float], dict[str, Any]] = {}
+_CONFIG_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
@@ -110,7 +110,8 @@ def load_config() -> dict[str, Any]:
         return {}
     path, flavour = found
     try:
-        key = (str(path), path.stat().st_mtime)
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
     except OSError:
         return {}
     if key not in _CONFIG_CACHE:

@@ -167,8 +167,10 @@ class ShiftCorrelator:
             for term in terms:
                 shift = (term.b_off[0] - term.a_off[0], term.b_off[1] - term.a_off[1])
                 rows = _excluded(term.window[0], term.a_off[0], shift[0], ha, hb)
-                cols = _excluded(term.window[1], term.a_off[1], shift[1], wa, wb) if rows is not None else None
-                if rows is None or cols is None:
+                if rows is None:
+                    continue
+                cols = _excluded(term.window[1], term.a_off[1], shift[1], wa, wb)
+                if cols is None:
                     continue
                 kept.append((k, shifts.setdefault(shift, len(shifts)), rows, cols))
         self.shifts = list(shifts)
@@ -239,8 +241,9 @@ class ShiftCorrelator:
         body[:, :, :h, :w].copy_(t.transpose(0, 1))
         return buf
 
-    def _strip_index(self, kind: str, nc: int, device) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        """Flat canvas indices (A, B) of every strip of one kind for a chunk of nc items."""
+    def _strip_index(self, kind: str, nc: int, device):
+        """Flat canvas indices (A, B) of every strip of one kind for a chunk of nc items, with the
+        number of strips and their length; None when the kind has no strips."""
         key = (kind, nc, str(device))
         if key in self._index_cache:
             return self._index_cache[key]
@@ -262,7 +265,8 @@ class ShiftCorrelator:
         pa = torch.tensor(pos_a, dtype=torch.int64)  # (P, length)
         pb = pa + torch.tensor(shift, dtype=torch.int64)[:, None]
         item = torch.arange(nc, dtype=torch.int64)[:, None, None] * tile + self.front
-        idx = ((item + pa).reshape(-1).to(device), (item + pb).reshape(-1).to(device), pa.shape[1])
+        idx = ((item + pa).reshape(-1).to(device), (item + pb).reshape(-1).to(device), pa.shape[0],
+               pa.shape[1])
         self._index_cache[key] = idx
         return idx
 
@@ -289,9 +293,9 @@ class ShiftCorrelator:
             idx = self._strip_index(kind, nc, a.device)
             if idx is None:
                 continue
-            ia, ib, length = idx
-            ga = buf_a.index_select(1, ia).view(ca, nc, -1, length)
-            gb = buf_b.index_select(1, ib).view(cb, nc, -1, length)
+            ia, ib, count, length = idx
+            ga = buf_a.index_select(1, ia).view(ca, nc, count, length)
+            gb = buf_b.index_select(1, ib).view(cb, nc, count, length)
             prod = torch.einsum("cips,dips->pcd", ga, gb)
             old = getattr(self, attr)
             setattr(self, attr, prod if old is None else old.add_(prod))
@@ -303,14 +307,19 @@ class ShiftCorrelator:
                  if t is not None]
         if not parts or not self._coef:
             return torch.zeros(self.n_blocks, ca, cb, dtype=dtype, device=device)
+        # The canvases are not needed any more: free them before the assembly allocates.
+        self._canvas_cache.clear()
         z = torch.cat(parts).reshape(self.n_terms, ca * cb)
-        rows = torch.tensor([k for (k, _), _ in self._coef], dtype=torch.int64)
-        cols = torch.tensor([j for (_, j), _ in self._coef], dtype=torch.int64)
-        vals = torch.tensor([v for _, v in self._coef], dtype=dtype)
-        # Gather the used terms, scale, and scatter-add into their blocks (exact ±1·term sums).
-        contrib = z.index_select(0, cols.to(device)) * vals.to(device)[:, None]
+        rows = torch.tensor([k for (k, _), _ in self._coef], dtype=torch.int64, device=device)
+        cols = torch.tensor([j for (_, j), _ in self._coef], dtype=torch.int64, device=device)
+        vals = torch.tensor([v for _, v in self._coef], dtype=dtype, device=device)
         out = torch.zeros(self.n_blocks, ca * cb, dtype=dtype, device=device)
-        out.index_add_(0, rows.to(device), contrib)
+        # Gather, scale by ±1 (exact) and scatter-add, a slice of entries at a time so the gathered
+        # copy stays small.
+        step = max(1, (16 * 2**20) // max(1, ca * cb * z.element_size()))
+        for lo in range(0, len(self._coef), step):
+            sl = slice(lo, lo + step)
+            out.index_add_(0, rows[sl], z.index_select(0, cols[sl]) * vals[sl, None])
         return out.view(self.n_blocks, ca, cb)
 
 # ----------------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ MEASURED (pair shapes above; shift path chosen by "auto" in each case):
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -400,6 +399,7 @@ def _full_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, w
             correlators[key] = ShiftCorrelator((hp, wp), b_hw[key], terms, same=key == "s")
     b_src = {"m": grad, "p": x}
     b_ch = {"s": cp, "m": c_out, "p": c}
+    blocks = {}
     for key, corr in correlators.items():
         per_item = corr.canvas_bytes_per_item(cp, b_ch[key], itemsize) + itemsize * (
             x_prev[0].numel() + (b_src[key][0].numel() if key in b_src else 0))
@@ -410,6 +410,8 @@ def _full_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, w
                 corr.accumulate(xp)
             else:
                 corr.accumulate(xp, round_operand(b_src[key][lo:hi], precision))
+        # Assemble now: this frees the correlator's canvases before the next one builds its own.
+        blocks[key] = corr.blocks(cp, b_ch[key], acc, x.device)
     sum_xprev = next(iter(correlators.values())).sum_a if correlators else None
     sizes = [(r1 - r0) * (c1 - c0) for (r0, r1), (c0, c1) in wins]
 
@@ -423,7 +425,7 @@ def _full_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, w
         pairs, _ = plans["s"]
         s_growth = torch.zeros(d_p, d_p, dtype=acc, device=x.device)
         s_growth[:cp * kkp, :cp * kkp] = symmetric_from_blocks(
-            correlators["s"].blocks(cp, cp, acc, x.device), pairs, kkp)
+            blocks["s"], pairs, kkp)
         if bias_prev:
             col = torch.stack([sum(prev_window_sum(e, ep) for e in range(kk)) for ep in range(kkp)], 1)
             s_growth[:cp * kkp, cp * kkp] = col.reshape(-1)
@@ -431,15 +433,15 @@ def _full_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, w
             s_growth[cp * kkp, cp * kkp] = n * sum(sizes)
     if "m" in want:
         m_prev = torch.zeros(d_p, c_out * kk, dtype=acc, device=x.device)
-        blocks = correlators["m"].blocks(cp, c_out, acc, x.device).view(kkp, kk, cp, c_out)
-        m_prev[:cp * kkp] = blocks.permute(2, 0, 3, 1).reshape(cp * kkp, c_out * kk)
+        m_blocks = blocks["m"].view(kkp, kk, cp, c_out)
+        m_prev[:cp * kkp] = m_blocks.permute(2, 0, 3, 1).reshape(cp * kkp, c_out * kk)
         if bias_prev:
             sum_g = correlators["m"].sum_b
             m_prev[cp * kkp] = torch.stack([rect_sum(sum_g, *wins[e]) for e in range(kk)], 1).reshape(-1)
     if "p" in want:
         cross = torch.zeros(kk, d_p, d, dtype=acc, device=x.device)
-        blocks = correlators["p"].blocks(cp, c, acc, x.device).view(kk, kkp, kk, cp, c)
-        cross[:, :cp * kkp, :c * kk] = blocks.permute(0, 3, 1, 4, 2).reshape(kk, cp * kkp, c * kk)
+        p_blocks = blocks["p"].view(kk, kkp, kk, cp, c)
+        cross[:, :cp * kkp, :c * kk] = p_blocks.permute(0, 3, 1, 4, 2).reshape(kk, cp * kkp, c * kk)
         sum_x = correlators["p"].sum_b
         for e in range(kk):
             (r0, r1), (c0, c1) = wins[e]

@@ -326,7 +326,7 @@ def _escalate(run, inputs: tuple, bad: torch.Tensor, outputs: list) -> torch.Ten
     idx = bad.nonzero().squeeze(1)  # host sync: which elements fp32 could not be trusted with
     if idx.numel() == 0:
         return bad
-    sub = run(*[None if t is None else t[idx] for t in inputs], work=torch.float64)
+    sub = run(*[t[idx] if isinstance(t, torch.Tensor) else t for t in inputs], work=torch.float64)
     for out, new in zip(outputs, sub):
         out[idx] = new.to(out.dtype)
     return bad

@@ -42,6 +42,7 @@ stride-1 convs (perf_notes identity 3) to cut Full P and S by ~(2k−1)²/k⁴; 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -127,18 +128,24 @@ def _patch_tile(x_ptr, img, py, px, pos_ok, f, C, H, W, s_n, s_c, s_h, s_w,
     """(BLOCK_R, BLOCK_D) im2col tile: rows (img, py, px) on the output grid, features ``f``.
 
     Features outside [0, C·KK + BIAS) and rows with ``pos_ok`` false read as 0; feature C·KK is the
-    ones column when BIAS. Returned in fp32 (fp64 when ACC64: fp64 inputs keep every bit). The input coordinate is a row part plus a column part, so the per-element
-    work is two adds, four compares and one masked load.
+    ones column when BIAS. Returned in fp32 (fp64 when ACC64: fp64 inputs keep every bit).
+    Coordinates and addresses are a row part plus a column part (1-D), so the per-element work is
+    three adds, four compares and one masked load.
     """
     c = f // KK
     t = f - c * KK
     ki = t // KW
     kj = t - ki * KW
     col_ok = (f >= 0) & (c < C)
-    y = (py * SH - PH)[:, None] + (ki * DH)[None, :]
-    x = (px * SW - PW)[:, None] + (kj * DW)[None, :]
-    ok = pos_ok[:, None] & col_ok[None, :] & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    ptrs = x_ptr + (img * s_n)[:, None] + (c * s_c)[None, :] + y * s_h + x * s_w
+    # Image coordinates fit in int32; addresses are int64 row and column parts added once.
+    y0 = py * SH - PH
+    x0 = px * SW - PW
+    y = y0.to(tl.int32)[:, None] + (ki * DH).to(tl.int32)[None, :]
+    x = x0.to(tl.int32)[:, None] + (kj * DW).to(tl.int32)[None, :]
+    ok = (pos_ok[:, None] & col_ok[None, :]) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+    row_off = img * s_n + y0 * s_h + x0 * s_w
+    col_off = c * s_c + (ki * DH) * s_h + (kj * DW) * s_w
+    ptrs = x_ptr + row_off[:, None] + col_off[None, :]
     v = tl.load(ptrs, mask=ok, other=0.0)
     if ACC64:
         v = v.to(tl.float64)
@@ -215,11 +222,20 @@ def _prune_configs(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
+def _autotune_options() -> dict:
+    """cache_results (triton >= 3.2): the chosen config persists on disk, so a later process sums in
+    the same order and reproduces results bit for bit; older triton retunes per process."""
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        return {"cache_results": True}
+    return {}
+
+
 @triton.autotune(
     configs=_gram_configs(),
     key=["DA_BUCKET", "DB_BUCKET", "R_BUCKET", "MODE", "ACC64", "SYMMETRIC", "WEIGHTED", "COMPOSE",
          "HAS1", "HAS2", "HAS3"],
     prune_configs_by={"early_config_prune": _prune_configs},
+    **_autotune_options(),
 )
 @triton.jit(do_not_specialize=_UNSPECIALISED)
 def _gram_kernel(

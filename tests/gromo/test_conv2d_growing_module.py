@@ -64,8 +64,13 @@ def _output_shape(first, second, x):
         return second(first(x)).shape
 
 
-@pytest.mark.parametrize("bias", [(True, True), (False, True), (True, False)], ids=["bb", "nb", "bn"])
-@pytest.mark.parametrize("geometry", list(GEOMETRIES), ids=list(GEOMETRIES))
+STATISTICS_CASES = [(geometry, (True, True)) for geometry in GEOMETRIES] + [
+    ("rect_stride", (False, True)), ("dilated_padded", (True, False)), ("strided_prev", (False, False)),
+]
+
+
+@pytest.mark.parametrize(("geometry", "bias"), STATISTICS_CASES,
+                         ids=[f"{g}-{'b' if b[0] else 'n'}{'b' if b[1] else 'n'}" for g, b in STATISTICS_CASES])
 @pytest.mark.parametrize("scheme", SCHEMES, ids=["restricted", "full"])
 def test_pair_statistics_match_float64_reference(scheme, geometry, bias, generator, device):
     prev_spec, cur_spec = GEOMETRIES[geometry]
@@ -73,7 +78,7 @@ def test_pair_statistics_match_float64_reference(scheme, geometry, bias, generat
     second.init_computation()
     batches = []
     for n in (3, 2):
-        x = _randn(generator, n, 3, 9, 8, device=device)
+        x = _randn(generator, n, 3, 7, 6, device=device)
         target = _randn(generator, *_output_shape(first, second, x), device=device)
         run_batch(first, second, x, target)
         second.update_computation()
@@ -227,13 +232,13 @@ def test_restricted_extension_lives_on_the_centre_tap(generator, device):
     alpha_w, alpha_b, omega, eigenvalues = second._compute_optimal_added_parameters(
         dtype=torch.float64, use_projection=False)
     k = eigenvalues.shape[0]
-    weight = second.extended_input_layer.weight
+    weight = second.extended_input_layer.weight.detach()
     assert weight.shape == (5, k, 3, 5) and alpha_w.shape == (k, 3, 3, 3) and alpha_b.shape == (k,)
     torch.testing.assert_close(weight[:, :, 1, 2], omega, rtol=0, atol=0)
     mask = torch.ones(3, 5, dtype=torch.bool)
     mask[1, 2] = False
     assert float(weight[:, :, mask].abs().max()) == 0.0
-    assert float(second.extended_input_layer.bias.abs().max()) == 0.0
+    assert float(second.extended_input_layer.bias.detach().abs().max()) == 0.0
     layer = first.extended_output_layer
     assert (layer.kernel_size, layer.padding) == ((3, 3), (1, 1))
     torch.testing.assert_close(layer.weight, alpha_w, rtol=0, atol=0)
@@ -273,7 +278,7 @@ def test_extensions_with_pairing_preserve_the_function(scheme, generator, device
     with torch.no_grad():
         extended = second.extended_forward(*first.extended_forward(x))[0]
         torch.testing.assert_close(extended, before, rtol=1e-12, atol=1e-12)
-        second.apply_change(apply_delta=False)
+        second.apply_change(apply_delta=False, extension_size=4)
         second.delete_update()
         after = second(first(x))
     assert second.in_channels == 8 and first.out_channels == 8
@@ -287,7 +292,7 @@ def test_statistics_after_growth_have_the_correct_shapes(generator, device):
     third = RestrictedConv2dGrowingModule(5, 2, 3, padding=1, previous_module=second, device=device).double()
     second.next_module = third
     second.create_layer_extensions(2)
-    second.apply_change(scaling_factor=0.5)
+    second.apply_change(scaling_factor=0.5, extension_size=2)
     second.delete_update()
     assert second.tensor_s._shape == (6 * 9 + 1, 6 * 9 + 1) and second.tensor_m._shape == (55, 5)
     first.init_computation()
@@ -301,7 +306,7 @@ def test_statistics_after_growth_have_the_correct_shapes(generator, device):
     ref.assert_close_to_reference(second.tensor_s(), expected_s, dtype=torch.float64, reduction_length=100, scale=10)
     assert first.tensor_m().shape == (28, 6)
     third.create_layer_extensions(3)
-    third.apply_change(scaling_factor=1.0)
+    third.apply_change(scaling_factor=1.0, extension_size=3)
     assert second.tensor_m._shape == (55, 8)
 
 
@@ -310,7 +315,7 @@ def test_zero_width_layers_forward_and_survive_surgery(generator, device):
     x = _randn(generator, 2, 0, 5, 4, device=device)
     out = layer(x)
     assert out.shape == (2, 3, 5, 4) and out.requires_grad
-    assert float(layer.bias.abs().max()) == 0.0
+    assert float(layer.bias.detach().abs().max()) == 0.0
     with torch.no_grad():
         layer.layer.bias.fill_(0.5)
     torch.testing.assert_close(layer(x), torch.full((2, 3, 5, 4), 0.5, dtype=torch.float64, device=device))
@@ -555,3 +560,12 @@ def test_surgery_shape_errors(generator, device):
     with pytest.warns(UserWarning, match="bias"):
         no_bias.layer_out_extension(torch.randn(1, 3, 3, 3, generator=generator).to(device), torch.zeros(1).to(device))
     assert no_bias.out_channels == 5 and no_bias.bias is None
+
+
+def test_input_size_follows_the_previous_geometry(device):
+    """A recorded size goes stale when the previous conv changes; the derived one does not."""
+    first = RestrictedConv2dGrowingModule(2, 3, 3, stride=2, input_size=(9, 7), device=device)
+    second = RestrictedConv2dGrowingModule(3, 2, 3, previous_module=first, input_size=(4, 3), device=device)
+    assert second.input_size == (4, 3)
+    first.padding = 1
+    assert second.input_size == (5, 4) and second.output_volume == 2 * 3 * 2

@@ -67,8 +67,43 @@ def _toy_data():
     return torch.randn(37, 5, generator=generator), torch.randn(37, 3, generator=generator)
 
 
-def _toy_worker(rank: int, port: int, out_dir: str) -> None:
+def _mlp_scenario() -> dict:
+    """Train one epoch, accumulate statistics, solve, then a full growth step; return what matters.
+
+    Runs identically in one process (local communicator) and in each data-parallel worker.
+    """
+    from gromo.containers.growing_mlp import GrowingMLP
+    from gromo.growth.datasets import make_synthetic
+    from gromo.growth.loop import (
+        GrowthConfig, _compute_updates, _first_order_gain, accumulate_statistics, growth_step, train_epochs,
+    )
+
+    comm = Communicator()
+    data = make_synthetic(n_train=300, n_test=50, num_features=6, num_classes=3, teacher_width=8, seed=2)
+    torch.manual_seed(0)
+    model = GrowingMLP(6, 3, hidden_size=3, number_hidden_layers=2, activation=nn.ReLU(), device="cpu")
+    config = GrowthConfig(neurons_per_step=3, line_search_samples=64, relative_statistical_threshold=0.05)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_epochs(model, optimizer, data.x_train, data.y_train, epochs=1, batch_size=32, generator=generator, comm=comm)
+    accumulate_statistics(model, data.x_train, data.y_train, torch.arange(300), batch_size=40, comm=comm)
+    statistics = {e.name: e.statistic() for e in collect_statistics(model) if e.statistic.samples > 0}
+    info = _compute_updates(model, config)
+    gains = [_first_order_gain(layer) if info[i]["keep"] else 0.0 for i, layer in enumerate(model._growing_layers)]
+    model.reset_computation()
+    model.delete_update()
+    optimizer, record = growth_step(model, data, config, optimizer, generator=generator, comm=comm)
+    return {
+        "statistics": statistics, "keep": [info[i]["keep"] for i in sorted(info)],
+        "sigma": [info[i]["sigma_all"] for i in sorted(info)], "gains": gains,
+        "layer": record.layer, "neurons_added": record.neurons_added, "scale": record.scale,
+        "widths": model.hidden_widths, "weight": model.layers[1].weight.detach().clone(),
+    }
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
     _init(rank, port)
+    torch.save(_mlp_scenario(), os.path.join(out_dir, f"mlp{rank}.pt"))
     x, y = _toy_data()
     module = _ToyStatistics()
     mine = torch.arange(rank, len(x), WORLD_SIZE)
@@ -85,8 +120,32 @@ def _toy_worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def test_sync_statistics_equals_single_process_on_union(tmp_path):
-    mp.spawn(_toy_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """Run the 2-worker gloo scenarios once for the module; returns the output directory."""
+    out = tmp_path_factory.mktemp("distributed")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD_SIZE, join=True)
+    return out
+
+
+def test_two_workers_grow_like_one_process(spawned):
+    single = _mlp_scenario()
+    for rank in range(WORLD_SIZE):
+        worker = torch.load(spawned / f"mlp{rank}.pt")
+        assert set(worker["statistics"]) == set(single["statistics"]) and len(single["statistics"]) >= 8
+        for name, value in single["statistics"].items():
+            torch.testing.assert_close(worker["statistics"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        assert worker["keep"] == single["keep"]
+        for mine, reference in zip(worker["sigma"], single["sigma"]):
+            torch.testing.assert_close(torch.tensor(mine), torch.tensor(reference), rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(worker["gains"]), torch.tensor(single["gains"]), rtol=1e-3, atol=1e-8)
+        assert worker["layer"] == single["layer"] and worker["neurons_added"] == single["neurons_added"] >= 1
+        assert worker["scale"] == single["scale"] and worker["widths"] == single["widths"]
+        torch.testing.assert_close(worker["weight"], single["weight"], rtol=1e-3, atol=1e-4)
+
+
+def test_sync_statistics_equals_single_process_on_union(spawned):
+    tmp_path = spawned
     x, y = _toy_data()
     x64, y64 = x.double(), y.double()
     x1 = torch.cat([x64, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)

@@ -291,3 +291,25 @@ def test_constructor_checks(device):
         LinearGrowingModule(2, 2, allow_growing=True, device=device)
     with pytest.warns(DeprecationWarning, match="extended_post_layer_function"):
         LinearGrowingModule(2, 2, extended_post_layer_function=nn.ReLU(), device=device)
+
+
+def test_unsupported_growth_statistics_are_not_fused(generator, device):
+    # a linear layer after a growing layer of another type: S, M, E work, M_{-2} is GroMo's
+    # NotImplementedError when asked for, and never breaks the fused S/M/E call.
+    class OtherGrowing(LinearGrowingModule):
+        pass
+
+    before = OtherGrowing(4, 3, device=device)
+    after = LinearGrowingModule(3, 2, previous_module=before, device=device)
+
+    def not_linear(previous):
+        return False
+
+    after._statistics_accept_previous = not_linear
+    after.init_computation()
+    y = after(before(torch.randn(5, 4, generator=generator).to(device)))
+    y.sum().backward()
+    after.tensor_s.update()
+    after.tensor_m.update()
+    assert set(after._statistics_cache) == {"s", "m", "e"}
+    assert after.tensor_s.samples == 5 and after.tensor_m.samples == 5

@@ -162,3 +162,34 @@ def test_bad_config_is_rejected():
         grow(_model(), _data(), GrowthConfig(scales=(0.0, 1.0)))
     with pytest.raises(ValueError, match="too few"):
         grow(_model(), _data(n_train=3), _config())
+
+
+def test_batched_solve_equals_each_layers_own_solve():
+    from gromo.growth.loop import _compute_updates, _growth_covariance, _largest_eigenvalue
+
+    data, model = _data(seed=2), _model(hidden_layers=3, width=4, seed=2)
+    accumulate_statistics(model, data.x_train, data.y_train, torch.arange(len(data.y_train)), batch_size=128)
+    config = _config(neurons_per_step=100, relative_statistical_threshold=0.0, relative_numerical_threshold=1e-5)
+    own = []
+    for layer in model._growing_layers:
+        lam_max = _largest_eigenvalue(_growth_covariance(layer))
+        layer.compute_optimal_updates(
+            numerical_threshold=1e-5 * lam_max, statistical_threshold=0.0, compute_delta=False,
+        )
+        own.append((
+            layer.eigenvalues_extension.clone(), layer.extended_input_layer.weight.detach().clone(),
+            layer.previous_module.extended_output_layer.weight.detach().clone(),
+            layer.previous_module.extended_output_layer.bias.detach().clone(),
+        ))
+        layer.delete_update()
+    info = _compute_updates(model, config)
+    assert len(info) == 3
+    for layer, (sigma, omega, alpha_w, alpha_b) in zip(model._growing_layers, own):
+        torch.testing.assert_close(layer.eigenvalues_extension, sigma, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(layer.extended_input_layer.weight, omega, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(layer.previous_module.extended_output_layer.weight, alpha_w, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(layer.previous_module.extended_output_layer.bias, alpha_b, rtol=1e-4, atol=1e-6)
+        assert float(layer.parameter_update_decrease) == 0.0 and layer.optimal_delta_layer is None
+        torch.testing.assert_close(layer.first_order_improvement, layer.activation_gradient * (sigma**2).sum())
+    model.reset_computation()
+    model.delete_update()

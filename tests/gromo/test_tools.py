@@ -300,3 +300,50 @@ def test_mask_tensor_t_marks_the_pixels_each_tap_reads(geometry):
                         ref[i * wo + j, a * kw + b, r * w + c] = 1.0
     assert mask.dtype == torch.float32
     assert torch.equal(mask, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# gromo.utils.utils: devices and small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_global_device_helpers():
+    from gromo.utils import utils
+
+    default = utils.global_device()
+    assert default.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        utils.set_device("meta")
+        assert utils.global_device() == torch.device("meta")
+        assert utils.torch_zeros(2, 3).device == torch.device("meta")
+        assert utils.torch_ones(2).device == torch.device("meta")
+    finally:
+        utils.reset_device()
+    assert utils.global_device() == default
+
+
+def test_device_precedence_argument_config_global(tmp_path, monkeypatch):
+    from gromo.utils import utils
+
+    (tmp_path / "pyproject.toml").write_text('[tool.gromo]\ndevice = "meta"\n')
+    monkeypatch.chdir(tmp_path)
+    holder = object()
+    assert utils.get_correct_device(holder, None) == torch.device("meta")
+    assert utils.get_correct_device(holder, "cpu") == torch.device("cpu")
+    (tmp_path / "pyproject.toml").write_text('[tool.gromo]\nenv = "dev"\n[tool.gromo.dev]\nother = 1\n')
+    assert utils.get_correct_device(holder, None) == utils.global_device()
+
+
+def test_compute_tensor_stats_and_activation_fn():
+    from gromo.utils import utils
+
+    stats = utils.compute_tensor_stats(torch.tensor([1.0, 2.0, 4.0]))
+    assert stats == pytest.approx({"min": 1.0, "max": 4.0, "mean": 7 / 3, "std": float(torch.tensor([1.0, 2.0, 4.0]).std())})
+    assert utils.compute_tensor_stats(torch.tensor([3.0]))["std"] == 0.0
+    assert all(v != v for v in utils.compute_tensor_stats(torch.empty(0)).values())
+    assert isinstance(utils.activation_fn("relu"), nn.ReLU) and isinstance(utils.activation_fn(None), nn.Identity)
+    with pytest.raises(ValueError, match="fn_name"):
+        utils.activation_fn("swish42")
+    x = torch.tensor([0.0, -1.0, 2.0], requires_grad=True)
+    utils.ReLUDerivativeOneAtZero()(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 1.0]

@@ -86,8 +86,11 @@ def test_solve_psd_kappa_sweep_fp64(d, cond, generator):
     assert bool(out.used_pinv) == (int(out.rank) < d)
 
 
-@pytest.mark.parametrize("spectrum", ["geometric", "linear", "clustered", "repeated"])
-@pytest.mark.parametrize("d,rank", [(9, 4), (64, 63), (64, 32), (200, 120)])
+_RANK_CASES = [(sp, d, r) for sp in ("geometric", "linear", "clustered", "repeated")
+               for d, r in ((9, 4), (64, 63), (64, 32))] + [("geometric", 200, 120), ("clustered", 200, 120)]
+
+
+@pytest.mark.parametrize("spectrum,d,rank", _RANK_CASES)
 def test_solve_psd_exact_rank_deficiency(spectrum, d, rank, generator):
     s = random_psd(d, spectrum, cond=1e4, rank=rank, generator=generator)
     m = torch.randn(d, 5, generator=generator, dtype=torch.float64)
@@ -170,8 +173,8 @@ def test_pseudo_inverse_penrose_identities(d, rank, cond, generator):
     assert np.linalg.norm(xn @ sn - (xn @ sn).T, 2) / (ns * nx * d * eps) < RESIDUAL_LIMIT
 
 
-@pytest.mark.parametrize("spectrum", ["geometric", "clustered", "repeated"])
-@pytest.mark.parametrize("d,rank", [(30, 20), (257, 200)])
+@pytest.mark.parametrize("spectrum,d,rank", [("geometric", 30, 20), ("clustered", 30, 20), ("repeated", 30, 20),
+                                             ("clustered", 96, 70), ("geometric", 257, 200)])
 def test_inv_sqrt_retained_subspace_by_angle(spectrum, d, rank, generator):
     s = random_psd(d, spectrum, cond=1e3, rank=rank, generator=generator)
     out = gk.psd_inv_sqrt(s)

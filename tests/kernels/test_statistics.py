@@ -26,7 +26,7 @@ DTYPES = (torch.float32, torch.float64)
 LAYOUTS = ("contiguous", "strided", "permuted")
 
 HYPOTHESIS = settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
