@@ -6,7 +6,8 @@
 
 What it does on a CUDA machine:
 1. ``GROMO_TEST_DEVICE=cuda pytest tests/kernels`` (compiled kernels, same tests as the interpreter
-   job plus larger batches); the pass/fail summary goes into the results.
+   job plus larger batches; GROMO_KERNELS_TRITON_AUTOTUNE=0 so each kernel variant compiles once);
+   the pass/fail summary goes into the results.
 2. Matmul ceilings measured on this device, per precision: torch.mm 8192³ in fp32 with TF32 off
    ("ieee"), TF32 on ("tf32"), bf16 ("bf16"); "tf32x3" = tf32 ceiling / 3 (three TF32 MMAs).
 3. The benchmark pairs (linear 512→256→512 n=1024; Restricted 64→64→64 3×3 pad 1 32×32 n=64; Full
@@ -139,7 +140,9 @@ def tflops(flops: float, ms: float) -> float:
 
 
 def run_tests(timeout_s: int) -> dict:
-    env = dict(os.environ, GROMO_TEST_DEVICE="cuda")
+    # One block config per kernel variant: the suite compiles each variant once instead of autotuning
+    # four configs per variant (the benchmark below autotunes).
+    env = dict(os.environ, GROMO_TEST_DEVICE="cuda", GROMO_KERNELS_TRITON_AUTOTUNE="0")
     env.pop("TRITON_INTERPRET", None)
     cmd = [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", "--maxfail=20"]
     start = time.time()

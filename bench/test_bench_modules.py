@@ -45,17 +45,25 @@ CASE_PARAMS = [
 _BASELINE_OUTPUTS: dict[str, dict] = {}
 
 
-def build_pair(conv_type, n: int):
-    """A pair after one forward / sum-loss backward, with every statistic of the second layer in use."""
-    g = torch.Generator().manual_seed(SEED)
-    first = conv_type(64, 64, 3, padding=1, post_layer_function=nn.ReLU(), device="cpu", name="first")
-    second = conv_type(64, 64, 3, padding=1, previous_module=first, device="cpu", name="second")
-    first.next_module = second
-    second.init_computation()
-    x = torch.randn(n, 64, 32, 32, generator=g)
-    target = torch.randn(n, 64, 32, 32, generator=g)
-    ((second(first(x)) - target) ** 2).sum().backward()
-    return first, second
+_PAIRS: dict[str, tuple] = {}
+
+
+def build_pair(case_name: str):
+    """The case's pair after one forward / sum-loss backward, every statistic of the second layer
+    in use; built once per session so that every implementation reads the same tensors."""
+    if case_name not in _PAIRS:
+        conv_type, n, _ = MODULE_CASES[case_name]
+        with torch.random.fork_rng():
+            torch.manual_seed(SEED)
+            first = conv_type(64, 64, 3, padding=1, post_layer_function=nn.ReLU(), device="cpu", name="first")
+            second = conv_type(64, 64, 3, padding=1, previous_module=first, device="cpu", name="second")
+            first.next_module = second
+            second.init_computation()
+            x = torch.randn(n, 64, 32, 32)
+            target = torch.randn(n, 64, 32, 32)
+        ((second(first(x)) - target) ** 2).sum().backward()
+        _PAIRS[case_name] = (first, second)
+    return _PAIRS[case_name]
 
 
 def rearm(first, second) -> None:
@@ -89,14 +97,23 @@ def agreement(ours: dict, reference: dict, lengths: dict) -> float:
     return worst
 
 
-@pytest.mark.parametrize("impl", ["gromo", "ours"])
+@pytest.mark.parametrize("impl", ["gromo", "ours", "kernels"])
 @pytest.mark.parametrize("case_name", CASE_PARAMS)
 def test_module_update_computation(benchmark, bench_results, case_name, impl):
+    """impl: "gromo" (baseline), "ours" (the modules), "kernels" (one direct gromo_kernels
+    layer_statistics call on the same tensors: the module layer's overhead is ours − kernels)."""
     conv_type, n, rounds = MODULE_CASES[case_name]
-    first, second = build_pair(conv_type, n)
+    first, second = build_pair(case_name)
     x_prev, x, grad = first.input, second.input, second.pre_activity.grad
     benchmark.group = _DESCRIPTION[case_name]
     benchmark.extra_info.update(case=case_name, impl=impl)
+    if impl == "kernels":
+        kind = "conv2d_restricted" if conv_type is RestrictedConv2dGrowingModule else "conv2d_full"
+        benchmark.pedantic(
+            lambda: gk.layer_statistics(kind, x, grad, x_prev=x_prev, prev=_GEOMETRY, cur=_GEOMETRY),
+            rounds=rounds["ours"], warmup_rounds=1, iterations=1,
+        )
+        return
     if impl == "gromo":
         if conv_type is RestrictedConv2dGrowingModule:
             weight = baseline.bordering_weight(64 * 9 + 1, _GEOMETRY)

@@ -15,6 +15,8 @@ Deliberate differences from GroMo:
   ``extended_forward`` when it has one (a growing norm is bypassed, exactly as at width > 0).
 * ``reset_computation`` also drops the stored tensors of both layers.
 * ``parameter_update_decrease`` also accepts None.
+* ``weights_statistics`` reports both layers ({0: first, 1: second}); GroMo's block inherits the
+  container's version over its (always empty) ``_growing_layers`` and returns {}.
 """
 
 from __future__ import annotations

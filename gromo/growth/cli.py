@@ -41,29 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     grow = commands.add_parser(
         "grow", help="grow a tiny network on a dataset",
         description="Grow a tiny network where its expressivity is the bottleneck (TINY updates).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    grow.add_argument("--model", default="mlp", help=f"one of {', '.join(MODELS)}")
-    grow.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    grow.add_argument("--steps", type=int, default=30, help="growth steps")
-    grow.add_argument("--neurons-per-step", type=int, default=8, help="at most this many neurons/channels per step")
-    grow.add_argument("--initial-width", type=int, default=None, help="hidden width at start (mlp: 1, cnn: 1)")
-    grow.add_argument("--hidden-layers", type=int, default=1, help="mlp: number of hidden layers")
-    grow.add_argument("--channels", type=int, default=16, help="cnn: channels of the stem and of the residual stream")
-    grow.add_argument("--blocks", type=int, default=2, help="cnn: number of growing residual blocks")
-    grow.add_argument("--epochs", type=int, default=5, help="training epochs after each growth step")
+    grow.add_argument("--model", default="mlp", help=f"one of {', '.join(MODELS)} (default: %(default)s)")
+    grow.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
+    grow.add_argument("--steps", type=int, default=30, help="growth steps (default: %(default)s)")
+    grow.add_argument("--neurons-per-step", type=int, default=8, help="at most this many neurons/channels per step (default: %(default)s)")
+    grow.add_argument("--initial-width", type=int, default=None, help="hidden width at start (default: 1)")
+    grow.add_argument("--hidden-layers", type=int, default=1, help="mlp: number of hidden layers (default: %(default)s)")
+    grow.add_argument("--channels", type=int, default=16, help="cnn: channels of the stem and of the residual stream (default: %(default)s)")
+    grow.add_argument("--blocks", type=int, default=2, help="cnn: number of growing residual blocks (default: %(default)s)")
+    grow.add_argument("--epochs", type=int, default=5, help="training epochs after each growth step (default: %(default)s)")
     grow.add_argument("--initial-epochs", type=int, default=None, help="training epochs before the first step (default: --epochs)")
-    grow.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    grow.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    grow.add_argument("--line-search-samples", type=int, default=256, help="training samples held out for the line search")
-    grow.add_argument("--relative-threshold", type=float, default=1e-2, help="keep singular values >= this × the largest")
+    grow.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
+    grow.add_argument("--batch-size", type=int, default=64, help="training batch size (default: %(default)s)")
+    grow.add_argument("--line-search-samples", type=int, default=256, help="training samples held out for the line search (default: %(default)s)")
+    grow.add_argument("--relative-threshold", type=float, default=1e-2, help="keep singular values >= this × the largest (default: %(default)s)")
     grow.add_argument("--delta", action="store_true", help="also apply the natural-gradient update of existing weights")
-    grow.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the training set used for validation")
-    grow.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffles and held-out samples")
-    grow.add_argument("--output-dir", default=None, help="where growth.json and the PNGs go (default runs/<model>-<dataset>-seed<seed>)")
-    grow.add_argument("--backend", default="auto", help=f"gromo_kernels backend: {', '.join(BACKENDS)}")
-    grow.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    grow.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    grow.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the training set used for validation (default: %(default)s)")
+    grow.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffles and held-out samples (default: %(default)s)")
+    grow.add_argument("--output-dir", default=None, help="where growth.json and the PNGs go (default: runs/<model>-<dataset>-seed<seed>)")
+    grow.add_argument("--backend", default="auto", help=f"gromo_kernels backend: {', '.join(BACKENDS)} (default: %(default)s)")
+    grow.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    grow.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads (default: 1 for mlp, whose tiny matrix products only lose time to "
+        "thread synchronisation, torch's choice for cnn)",
+    )
     grow.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     grow.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     grow.add_argument("--quiet", action="store_true", help="no progress bars and no table")
@@ -128,6 +131,18 @@ def _check_backend(backend: str, device) -> None:
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
             raise UsageError("backend 'triton' needs --device cuda (or TRITON_INTERPRET=1 to run the interpreter on CPU)")
     os.environ["GROMO_KERNELS_BACKEND"] = backend
+
+
+def _check_writable(directory: str) -> None:
+    """Create ``directory`` and make sure files can be written there (else a UsageError)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".gromo-write-test")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as error:
+        raise UsageError(f"cannot write to output directory {directory!r} ({error.strerror or error})") from None
 
 
 def build_model(args, data, device):
@@ -204,13 +219,28 @@ def run_grow(args, start_time: float) -> int:
     _check_args(args)
     import torch
 
+    threads = args.threads if args.threads is not None else (1 if args.model == "mlp" else None)
+    previous_threads = torch.get_num_threads()
+    previous_backend = os.environ.get("GROMO_KERNELS_BACKEND")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_grow(args, start_time, torch)
+    finally:
+        # main() may be called in-process (tests, notebooks): leave threads and environment as found.
+        torch.set_num_threads(previous_threads)
+        if previous_backend is None:
+            os.environ.pop("GROMO_KERNELS_BACKEND", None)
+        else:
+            os.environ["GROMO_KERNELS_BACKEND"] = previous_backend
+
+
+def _run_grow(args, start_time: float, torch) -> int:
     from gromo.growth.datasets import MissingDependencyError, load_dataset
     from gromo.growth.distributed import init_distributed
     from gromo.growth.loop import GrowthConfig, grow, layer_names
     from gromo.growth.records import GrowthLog
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     device = _resolve_device(args.device)
     _check_backend(args.backend, device)
     if not args.no_plots:
@@ -237,6 +267,8 @@ def run_grow(args, start_time: float) -> int:
     model = build_model(args, data, device)
     output_dir = args.output_dir or os.path.join("runs", f"{args.model}-{args.dataset}-seed{args.seed}")
     json_path = os.path.join(output_dir, "growth.json")
+    if comm.is_main:
+        _check_writable(output_dir)
     settings = {key: value for key, value in vars(args).items() if key != "command"}
     settings.update(world_size=comm.world_size, device=str(device), torch=torch.__version__)
     log = GrowthLog(json_path if comm.is_main else None, {"command": settings, "growth": vars(config).copy()})
@@ -250,6 +282,9 @@ def run_grow(args, start_time: float) -> int:
             log.finish("interrupted", None)
             print(f"gromo grow: interrupted; {json_path} holds the {len(log.steps)} finished step(s)", file=sys.stderr)
         return 130
+    finally:
+        if comm.active:
+            comm._dist.destroy_process_group()
     wall = time.perf_counter() - start_time
     summary = dict(result.summary, wall_time=wall, import_time=import_time)
     if not comm.is_main:
@@ -282,6 +317,9 @@ def main(argv=None, start_time: float | None = None) -> int:
         if args.command is None:
             raise UsageError("missing command; try 'python -m gromo grow' (or --help)")
         return run_grow(args, start_time)
+    except KeyboardInterrupt:
+        print("gromo: interrupted before the first growth step", file=sys.stderr)
+        return 130
     except UsageError as error:
         prefix = "gromo grow" if "grow" in (argv if argv is not None else sys.argv[1:]) else "gromo"
         print(f"{prefix}: error: {error}", file=sys.stderr)

@@ -66,6 +66,8 @@ class GrowthConfig:
         use_projection: TINY's projection of the desired update on δ (N = −M₋₂ + P δᵀ).
         seed: seed of every random draw of the loop (shuffles, held-out samples).
         loss: "cross_entropy" (classification; the only task the data loader produces).
+        fused_adam: use torch's fused Adam kernel (one kernel for all parameters: ~20 % faster
+            training steps for small models); plain Adam where fused is not supported.
     """
 
     steps: int = 30
@@ -83,6 +85,7 @@ class GrowthConfig:
     use_projection: bool = True
     seed: int = 0
     loss: str = "cross_entropy"
+    fused_adam: bool = True
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
@@ -414,6 +417,16 @@ def line_search(
     return best_scale, curve
 
 
+def make_adam(model: nn.Module, config: GrowthConfig) -> torch.optim.Adam:
+    """Adam(lr=config.lr) over ``model.parameters()``, fused when asked and supported."""
+    if config.fused_adam:
+        try:
+            return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        except (RuntimeError, ValueError, TypeError):
+            pass  # e.g. a device / dtype without a fused kernel: the plain implementation is exact too
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
 def _progress(iterable, enabled: bool, **kwargs):
     if not enabled:
         return iterable
@@ -460,7 +473,7 @@ def grow(
     if n_held_out < 1 or n_train - n_held_out < 1:
         raise ValueError(f"data: {n_train} training samples are too few to hold out line-search samples")
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_adam(model, config)
     x_train, y_train = data.x_train, data.y_train
 
     def measure(record: StepRecord) -> None:

@@ -59,6 +59,7 @@ from gromo.utils.tools import (
     compute_output_shape_conv,
     create_bordering_effect_weight,
 )
+from gromo.utils.utils import get_correct_device
 
 __all__ = [
     "Conv2dGrowingModule",
@@ -106,6 +107,11 @@ class _ZeroWidthSafeConv2d(nn.Conv2d):
         """Convolution of input (n, C, H, W) -> (n, C_out, H_o, W_o)."""
         if self.in_channels > 0 and self.out_channels > 0:
             return super().forward(input)
+        if input.ndim != 4 or input.shape[1] != self.in_channels:
+            raise RuntimeError(
+                f"expected input of shape (n, {self.in_channels}, H, W) for a convolution with "
+                f"{self.in_channels} input channels, got {tuple(input.shape)}"
+            )
         h_out, w_out = compute_output_shape_conv(tuple(input.shape[-2:]), self)
         out = input.new_zeros(input.shape[0], self.out_channels, h_out, w_out)
         if self.bias is not None and self.out_channels > 0:
@@ -117,7 +123,8 @@ class _ZeroWidthSafeConv2d(nn.Conv2d):
 
 def _new_conv(in_channels: int, out_channels: int, geometry: gk.Conv2dGeometry, bias: bool,
               device, dtype, initialise: bool = True) -> nn.Conv2d:
-    """A zero-width-safe conv; without ``initialise`` no parameter is initialised (meta, then empty)."""
+    """A zero-width-safe conv. Without ``initialise`` it lives on the meta device: the caller must
+    assign every parameter (no initialisation, no RNG draw, no wasted allocation)."""
     kernel, stride, padding, dilation = geometry
     with warnings.catch_warnings():
         # torch warns that initialising a zero-width weight is a no-op: expected here.
@@ -126,9 +133,7 @@ def _new_conv(in_channels: int, out_channels: int, geometry: gk.Conv2dGeometry, 
             in_channels, out_channels, kernel, stride=stride, padding=padding, dilation=dilation,
             bias=bias, device=device if initialise else "meta", dtype=dtype,
         )
-    if not initialise:
-        conv = conv.to_empty(device=device)
-    elif in_channels == 0 and conv.bias is not None:
+    if initialise and in_channels == 0 and conv.bias is not None:
         # torch skips the bias init when fan_in == 0 and leaves uninitialised memory.
         with torch.no_grad():
             conv.bias.zero_()
@@ -185,7 +190,8 @@ class Conv2dGrowingModule(GrowingModule):
         target_in_channels: int | None = None,
     ) -> None:
         geometry = gk.Conv2dGeometry(kernel_size, stride, padding, dilation).normalized()
-        layer = _new_conv(in_channels, out_channels, geometry, use_bias, device="cpu", dtype=None)
+        layer = _new_conv(in_channels, out_channels, geometry, use_bias, device=get_correct_device(None, device),
+                          dtype=None)
         kh, kw = geometry.kernel_size
         width = in_channels * kh * kw + use_bias
         super().__init__(
@@ -1080,7 +1086,9 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         if self.input_size is None:
             raise ValueError(f"{self.name}: the input size is unknown.")
         h, w = self.input_size
-        probe = torch.zeros(1, self.in_channels, h, w, device=self.device)
+        parameters = [*self.post_merge_function.parameters(), *self.reshape_function.parameters()]
+        dtype = parameters[0].dtype if parameters else None
+        probe = torch.zeros(1, self.in_channels, h, w, device=self.device, dtype=dtype)
         with torch.no_grad():
             out = self.reshape_function(self.post_merge_function(probe))
         return int(out.numel())

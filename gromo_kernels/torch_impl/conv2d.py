@@ -34,6 +34,7 @@ GroMo's unfold + einsum takes 0.59 s for S and 0.24 s for M):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -48,6 +49,8 @@ __all__ = [
     "conv2d_input_cov_torch",
     "conv2d_input_grad_torch",
     "ShiftCorrelator",
+    "ShiftPlan",
+    "shift_plan",
     "auto_chunk",
     "batch_chunks",
     "conv_weight_grad",
@@ -133,6 +136,74 @@ def _excluded(window: tuple[int, int], a_off: int, shift: int, size_a: int, size
     return tuple(range(v0, y0)) + tuple(range(y1, v1))
 
 
+class ShiftPlan:
+    """Which shifts, strips and ±1 combinations a set of shift-correlation blocks needs.
+
+    Depends only on image sizes and the term lists, so it is built once per layer shape
+    (:func:`shift_plan` caches it) and shared by every call; see :class:`ShiftCorrelator`.
+    """
+
+    def __init__(self, a_hw: tuple[int, int], b_hw: tuple[int, int],
+                 blocks: Sequence[Sequence[ShiftTerm]], same: bool):
+        self.a_hw, self.b_hw, self.same = tuple(a_hw), tuple(b_hw), same
+        self.n_blocks = len(blocks)
+        (ha, wa), (hb, wb) = self.a_hw, self.b_hw
+        shifts: dict[tuple[int, int], int] = {}
+        kept = []  # (block, shift index, excluded rows, excluded cols)
+        for k, terms in enumerate(blocks):
+            for term in terms:
+                shift = (term.b_off[0] - term.a_off[0], term.b_off[1] - term.a_off[1])
+                rows = _excluded(term.window[0], term.a_off[0], shift[0], ha, hb)
+                if rows is None:
+                    continue
+                cols = _excluded(term.window[1], term.a_off[1], shift[1], wa, wb)
+                if cols is None:
+                    continue
+                kept.append((k, shifts.setdefault(shift, len(shifts)), rows, cols))
+        self.shifts = list(shifts)
+        drs = [d[0] for d in self.shifts] or [0]
+        dcs = [d[1] for d in self.shifts] or [0]
+        self.hc = max(ha + max(0, max(drs)), hb + max(0, -min(drs)), 1)
+        self.wc = max(wa + max(0, max(dcs)), wb + max(0, -min(dcs)), 1)
+        sig = [self.flat_shift(d) for d in self.shifts] or [0]
+        self.front = max(0, -min(sig))
+        self.back = max(0, max(sig))
+        # Strip ids per kind: row (shift, r), col (shift, c), pixel (shift, r, c).
+        strips = {"row": {}, "col": {}, "pix": {}}
+        coef: dict[tuple[int, tuple[str, int]], float] = {}
+
+        def add(k, z, value):
+            coef[(k, z)] = coef.get((k, z), 0.0) + value
+
+        for k, s, rows, cols in kept:
+            add(k, ("F", s), 1.0)
+            for r in rows:
+                add(k, ("row", strips["row"].setdefault((s, r), len(strips["row"]))), -1.0)
+            for c in cols:
+                add(k, ("col", strips["col"].setdefault((s, c), len(strips["col"]))), -1.0)
+            for r in rows:
+                for c in cols:
+                    add(k, ("pix", strips["pix"].setdefault((s, r, c), len(strips["pix"]))), 1.0)
+        self.strips = strips
+        n_f, n_r, n_c = len(self.shifts), len(strips["row"]), len(strips["col"])
+        base = {"F": 0, "row": n_f, "col": n_f + n_r, "pix": n_f + n_r + n_c}
+        self.n_terms = n_f + n_r + n_c + len(strips["pix"])
+        # (block, term, coefficient) triples of the final sparse combination.
+        self.coef = sorted(((k, base[kind] + j), v) for (k, (kind, j)), v in coef.items() if v != 0.0)
+        self._index_cache: dict = {}
+
+    def flat_shift(self, delta: tuple[int, int]) -> int:
+        """Offset in the flat canvas that moves pixel (r, c) to (r + δr, c + δc)."""
+        return delta[0] * self.wc + delta[1]
+
+
+@functools.lru_cache(maxsize=64)
+def shift_plan(a_hw: tuple[int, int], b_hw: tuple[int, int],
+               blocks: tuple[tuple[ShiftTerm, ...], ...], same: bool) -> ShiftPlan:
+    """The cached :class:`ShiftPlan` for these image sizes and terms (layers repeat shapes)."""
+    return ShiftPlan(a_hw, b_hw, blocks, same)
+
+
 class ShiftCorrelator:
     """Blocks Σ_i Σ_{o∈O} A[i,:,o+a] B[i,:,o+b]ᵀ (Ca × Cb) for many (a, b, O) sharing few shifts.
 
@@ -158,51 +229,12 @@ class ShiftCorrelator:
 
     def __init__(self, a_hw: tuple[int, int], b_hw: tuple[int, int],
                  blocks: Sequence[Sequence[ShiftTerm]], *, same: bool = False):
-        self.a_hw, self.b_hw, self.same = tuple(a_hw), tuple(b_hw), same
-        self.n_blocks = len(blocks)
-        (ha, wa), (hb, wb) = self.a_hw, self.b_hw
-        shifts: dict[tuple[int, int], int] = {}
-        kept = []  # (block, shift index, excluded rows, excluded cols)
-        for k, terms in enumerate(blocks):
-            for term in terms:
-                shift = (term.b_off[0] - term.a_off[0], term.b_off[1] - term.a_off[1])
-                rows = _excluded(term.window[0], term.a_off[0], shift[0], ha, hb)
-                if rows is None:
-                    continue
-                cols = _excluded(term.window[1], term.a_off[1], shift[1], wa, wb)
-                if cols is None:
-                    continue
-                kept.append((k, shifts.setdefault(shift, len(shifts)), rows, cols))
-        self.shifts = list(shifts)
-        drs = [d[0] for d in self.shifts] or [0]
-        dcs = [d[1] for d in self.shifts] or [0]
-        self.hc = max(ha + max(0, max(drs)), hb + max(0, -min(drs)), 1)
-        self.wc = max(wa + max(0, max(dcs)), wb + max(0, -min(dcs)), 1)
-        sig = [self.flat_shift(d) for d in self.shifts] or [0]
-        self.front = max(0, -min(sig))
-        self.back = max(0, max(sig))
-        # Strips: (shift index, first flat position in A's tile, step, length) per kind.
-        strips = {"row": {}, "col": {}, "pix": {}}
-        coef: dict[tuple[int, int], float] = {}
-
-        def add(k, z, value):
-            coef[(k, z)] = coef.get((k, z), 0.0) + value
-
-        for k, s, rows, cols in kept:
-            add(k, ("F", s), 1.0)
-            for r in rows:
-                add(k, ("row", strips["row"].setdefault((s, r), len(strips["row"]))), -1.0)
-            for c in cols:
-                add(k, ("col", strips["col"].setdefault((s, c), len(strips["col"]))), -1.0)
-            for r in rows:
-                for c in cols:
-                    add(k, ("pix", strips["pix"].setdefault((s, r, c), len(strips["pix"]))), 1.0)
-        self._strips = strips
-        n_f, n_r, n_c = len(self.shifts), len(strips["row"]), len(strips["col"])
-        base = {"F": 0, "row": n_f, "col": n_f + n_r, "pix": n_f + n_r + n_c}
-        self.n_terms = n_f + n_r + n_c + len(strips["pix"])
-        self._coef = sorted(((k, base[kind] + j), v) for (k, (kind, j)), v in coef.items() if v != 0.0)
-        self._index_cache: dict = {}
+        plan = shift_plan(tuple(a_hw), tuple(b_hw), tuple(tuple(t) for t in blocks), same)
+        self.plan = plan
+        self.a_hw, self.b_hw, self.same = plan.a_hw, plan.b_hw, plan.same
+        self.n_blocks, self.shifts, self.n_terms = plan.n_blocks, plan.shifts, plan.n_terms
+        self.hc, self.wc, self.front, self.back = plan.hc, plan.wc, plan.front, plan.back
+        self._strips, self._coef, self._index_cache = plan.strips, plan.coef, plan._index_cache
         self._canvas_cache: dict = {}
         self.full = self.row_strips = self.col_strips = self.pixel_strips = None
         self.sum_a = self.sum_b = None
@@ -252,6 +284,13 @@ class ShiftCorrelator:
             self._index_cache[key] = None
             return None
         tile = self.hc * self.wc
+        if kind == "row":
+            # Start of each strip's run in item 0 of the canvas, for A and for B.
+            starts_a = [self.front + r * self.wc for _, r in entries]
+            starts_b = [a + self.flat_shift(self.shifts[s]) for a, (s, _) in zip(starts_a, entries)]
+            idx = (starts_a, starts_b, len(starts_a), nc * self.wc)
+            self._index_cache[key] = idx
+            return idx
         pos_a, shift = [], []
         for entry in entries:  # insertion order == strip index
             s = entry[0]
@@ -264,11 +303,21 @@ class ShiftCorrelator:
             shift.append(self.flat_shift(self.shifts[s]))
         pa = torch.tensor(pos_a, dtype=torch.int64)  # (P, length)
         pb = pa + torch.tensor(shift, dtype=torch.int64)[:, None]
-        item = torch.arange(nc, dtype=torch.int64)[:, None, None] * tile + self.front
-        idx = ((item + pa).reshape(-1).to(device), (item + pb).reshape(-1).to(device), pa.shape[0],
-               pa.shape[1])
+        # Order (strip, item, position): each strip's gathered rows are then one contiguous
+        # (C, nc·length) matrix and the batched GEMM reads them without another copy.
+        item = torch.arange(nc, dtype=torch.int64)[None, :, None] * tile + self.front
+        idx = ((item + pa[:, None, :]).reshape(-1).to(device),
+               (item + pb[:, None, :]).reshape(-1).to(device), pa.shape[0], nc * pa.shape[1])
         self._index_cache[key] = idx
         return idx
+
+    def _copy_rows(self, buf: torch.Tensor, starts: list[int], nc: int) -> torch.Tensor:
+        """(count, C, nc·wc): the wc-long run at each start offset of every item's tile."""
+        c, tile = buf.shape[0], self.hc * self.wc
+        out = buf.new_empty(len(starts), c, nc, self.wc)
+        for k, start in enumerate(starts):
+            out[k].copy_(buf.as_strided((c, nc, self.wc), (buf.stride(0), tile, 1), start))
+        return out.view(len(starts), c, nc * self.wc)
 
     def accumulate(self, a: torch.Tensor, b: torch.Tensor | None = None) -> None:
         """Add one batch chunk: a (nc, Ca, Ha, Wa), b (nc, Cb, Hb, Wb) (omit b when ``same``)."""
@@ -294,9 +343,13 @@ class ShiftCorrelator:
             if idx is None:
                 continue
             ia, ib, count, length = idx
-            ga = buf_a.index_select(1, ia).view(ca, nc, count, length)
-            gb = buf_b.index_select(1, ib).view(cb, nc, count, length)
-            prod = torch.einsum("cips,dips->pcd", ga, gb)
+            if kind == "row":
+                # Rows are contiguous runs of wc floats per item: strided copies beat a gather.
+                ga, gb = self._copy_rows(buf_a, ia, nc), self._copy_rows(buf_b, ib, nc)
+            else:
+                ga = buf_a.index_select(1, ia).view(ca, count, length).transpose(0, 1)
+                gb = buf_b.index_select(1, ib).view(cb, count, length).transpose(0, 1)
+            prod = torch.bmm(ga, gb.transpose(1, 2))  # (count, Ca, Cb)
             old = getattr(self, attr)
             setattr(self, attr, prod if old is None else old.add_(prod))
 

@@ -6,8 +6,8 @@ last (the bias). Row ``r = (i, oy, ox)`` runs over an ``n × H_o × W_o`` grid, 
 ``Z[r, c·kh·kw + ki·kw + kj] = x[i, c, oy·s_h − p_h + ki·d_h, ox·s_w − p_w + kj·d_w]`` (0 outside the
 image). Every statistic is a block of ``ZᵀZ``:
 
-* linear: a 2-D ``x (R, d)`` is the image ``(R, d, 1, 1)`` under a 1×1 kernel (ints equal to 1 are
-  specialised by triton, so the index arithmetic folds away);
+* linear: a 2-D ``x (R, d)`` is the image ``(R, d, 1, 1)`` under a 1×1 kernel (a few idle integer
+  ops per element; linear statistics are memory- or launch-bound anyway);
 * conv S / M / E: ``Z = [U | dA]``, dA being the 1×1 "unfold" of the gradient image;
 * Restricted / Full conv-of-conv: segment 1 is the previous layer's unfold read at the pixel under
   tap ``e`` of the current conv (the previous unfold composed with the current gather: the masked
@@ -32,17 +32,26 @@ two tf32 numbers is exact in fp32, so this computes the tensor cores' products a
 fp32 — the GPU construct and its tested equivalent differ only in summation order. fp64 inputs
 accumulate in fp64 ("ieee" fp64 dots; tf32/bf16 modes round the operands first).
 
-Trade-off: one generic kernel, ~70 runtime arguments, versus one kernel per statistic. Widths and
-strides that change with growth are runtime and unspecialised (no recompilation per step); only
-flags are compile-time. GPU tuning ideas not done here: TMA/descriptor loads for the dense
-(linear) case; a direct bf16/fp16 dot for 16-bit inputs in every mode; the shift structure of
-stride-1 convs (perf_notes identity 3) to cut Full P and S by ~(2k−1)²/k⁴; persistent programs.
+Trade-off: one generic kernel, ~70 runtime arguments, versus one kernel per statistic. Every
+runtime int is unspecialised (``do_not_specialize``): growth never recompiles, and a variant is
+fixed by its flags, dtypes and block config. Determinism: the summation order depends on the block
+config, so results are bit-identical for a fixed config; autotune results are cached on disk
+(``cache_results``) so later processes reuse the choice; GROMO_KERNELS_TRITON_AUTOTUNE=0 pins one.
+
+GPU tuning ideas, not done (no GPU in the session that wrote this; measure first with bench/gpu.py):
+a fused tile ([U | dA], three segments) issues the predicated loads of every present segment —
+guard each segment with a scalar ``if`` on the tile's column range if that shows up; the 2-D
+gathers are pipelined through shared memory (3-segment 64×64 tiles need > 227 KB at 3 stages, so
+the autotuner drops them); TMA/descriptor loads for the dense (linear) case; a direct bf16/fp16
+dot for 16-bit inputs; the shift structure of stride-1 convs (perf_notes identity 3) to cut Full P
+and S by ~(2k−1)²/k⁴; persistent programs.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import NamedTuple
 
 import torch
@@ -124,7 +133,7 @@ def _mma(acc, a_t, b, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.const
 
 @triton.jit
 def _patch_tile(x_ptr, img, py, px, pos_ok, f, C, H, W, s_n, s_c, s_h, s_w,
-                KW, KK, SH, SW, PH, PW, DH, DW, BIAS: tl.constexpr, ACC64: tl.constexpr):
+                KW, KK, SH, SW, PH, PW, DH, DW, BIAS, ACC64: tl.constexpr):
     """(BLOCK_R, BLOCK_D) im2col tile: rows (img, py, px) on the output grid, features ``f``.
 
     Features outside [0, C·KK + BIAS) and rows with ``pos_ok`` false read as 0; feature C·KK is the
@@ -151,19 +160,15 @@ def _patch_tile(x_ptr, img, py, px, pos_ok, f, C, H, W, s_n, s_c, s_h, s_w,
         v = v.to(tl.float64)
     else:
         v = v.to(tl.float32)
-    if BIAS:
-        v = tl.where(pos_ok[:, None] & (f == C * KK)[None, :], 1.0, v)
-    return v
+    is_bias = (f == C * KK) & (BIAS != 0)
+    return tl.where(pos_ok[:, None] & is_bias[None, :], 1.0, v)
 
 
 @triton.jit
 def _z_tile(cols, img, oy, ox, row_ok, py1, px1, pos1_ok,
-            x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1,
-            B1: tl.constexpr,
-            x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2,
-            B2: tl.constexpr,
-            x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3,
-            B3: tl.constexpr,
+            x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
+            x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
+            x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
             HAS1: tl.constexpr, HAS2: tl.constexpr, HAS3: tl.constexpr,
             ACC64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """Columns ``cols`` of Z = [segment 1 | segment 2 | segment 3] for one block of rows."""
@@ -197,16 +202,27 @@ def _tap_count(o, KT, ST, PT, DT, OUT):
     return count
 
 
-_UNSPECIALISED = [
-    "s1_n", "C1", "s2_n", "C2", "s3_n", "C3", "R", "ROWS_PER_SPLIT", "A_LO", "DA", "B_LO", "DB",
-    "DA_BUCKET", "DB_BUCKET", "R_BUCKET", "s_out_split", "s_out_e", "s_out_a",
-]
+# Every runtime int of _gram_kernel: none is specialised on its value (== 1, divisible by 16), so
+# a compiled variant is fixed by the flags, dtypes and block config alone — growth (new widths,
+# strides, batch sizes) never recompiles, and the number of variants a test run compiles stays small.
+_SEGMENT_INTS = ("C{0} H{0} W{0} s{0}_n s{0}_c s{0}_h s{0}_w KW{0} KK{0} SH{0} SW{0} PH{0} PW{0} DH{0} DW{0} "
+                 "B{0}")
+_UNSPECIALISED = (
+    ["s_out_split", "s_out_e", "s_out_a"]
+    + [name for i in (1, 2, 3) for name in _SEGMENT_INTS.format(i).split()]
+    + "KHT KWT SHT SWT PHT PWT DHT DWT HT WT HOT WOT TAP0".split()
+    + "HO WO R ROWS_PER_SPLIT A_LO DA B_LO DB DA_BUCKET DB_BUCKET R_BUCKET".split()
+)
+AUTOTUNE_ENV = "GROMO_KERNELS_TRITON_AUTOTUNE"
 
 
 def _gram_configs():
-    """Autotune configurations; a single one under the interpreter (several fail there)."""
+    """Autotune configurations; a single one under the interpreter (several fail there) or when
+    GROMO_KERNELS_TRITON_AUTOTUNE=0 (e.g. a CUDA test run, to compile each variant once)."""
     if interpreter_enabled():
         return [triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4)]
+    if os.environ.get(AUTOTUNE_ENV, "1") == "0":
+        return [triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3)]
     return [
         triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=3),
@@ -240,13 +256,12 @@ def _autotune_options() -> dict:
 @triton.jit(do_not_specialize=_UNSPECIALISED)
 def _gram_kernel(
     out_ptr, s_out_split, s_out_e, s_out_a,
-    x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1,
-    x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2,
-    x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3,
+    x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
+    x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
+    x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
     KHT, KWT, SHT, SWT, PHT, PWT, DHT, DWT, HT, WT, HOT, WOT, TAP0,
     HO, WO, R, ROWS_PER_SPLIT, A_LO, DA, B_LO, DB,
     DA_BUCKET, DB_BUCKET, R_BUCKET,
-    B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
     HAS1: tl.constexpr, HAS2: tl.constexpr, HAS3: tl.constexpr,
     COMPOSE: tl.constexpr, WEIGHTED: tl.constexpr, SYMMETRIC: tl.constexpr,
     MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr,
@@ -432,25 +447,20 @@ def _auto_split(device: torch.device, rows: int, tiles: int, outputs: int, item:
     return max(1, min(want, by_rows, by_memory, 128))
 
 
-def _bias(seg: Patches | None) -> int:
-    """0/1 as an int: a compile-time flag that also enters index arithmetic."""
-    return int(seg is not None and seg.bias)
-
-
 def _dummy(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, dtype=like.dtype, device=like.device)
 
 
 def _segment_args(seg: Patches | None, like: torch.Tensor) -> list:
-    """The 16 runtime kernel arguments of one segment (a harmless placeholder when absent)."""
+    """The 17 runtime kernel arguments of one segment (a harmless placeholder when absent)."""
     if seg is None:
-        return [_dummy(like), 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1]
+        return [_dummy(like), 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0]
     x = seg.x
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = seg.geometry
     n, c, h, w = x.shape
     ptr = x if x.numel() > 0 else _dummy(x)
     sn, sc, shh, sww = x.stride()
-    return [ptr, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, ph, pw, dh, dw]
+    return [ptr, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, ph, pw, dh, dw, int(seg.bias)]
 
 
 def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None = None, precision,
@@ -529,7 +539,6 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
 
     _gram_kernel[grid](
         *args,
-        B1=_bias(segments[0]), B2=_bias(segments[1]), B3=_bias(segments[2]),
         HAS1=segments[0] is not None, HAS2=segments[1] is not None, HAS3=segments[2] is not None,
         COMPOSE=compose, WEIGHTED=weighted, SYMMETRIC=symmetric, MODE=mode,
         EMULATE=interpreter_enabled(), ACC64=acc_dtype == torch.float64,

@@ -95,3 +95,52 @@ def test_small_run_writes_json_and_plots(tmp_path, capsys):
     for name in ("accuracy_vs_parameters.png", "widths.png", "first_order_gain.png", "singular_values.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_missing_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_matplotlib(name, *args, **kwargs):
+        return None if name.split(".")[0] == "matplotlib" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_matplotlib)
+    assert main(["grow", "--dataset", "synthetic", "--output-dir", str(tmp_path), "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plots need matplotlib" in err[0] and "--no-plots" in err[0]
+
+
+def test_interrupted_run_leaves_valid_json(monkeypatch, capsys, tmp_path):
+    import gromo.growth.loop as loop
+
+    real_train = loop.train_epochs
+    calls = {"n": 0}
+
+    def train_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # initial training, step 1 training, then Ctrl-C during step 2's training
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epochs", train_then_interrupt)
+    code = main([
+        "grow", "--dataset", "synthetic", "--steps", "5", "--epochs", "1", "--no-plots", "--no-progress",
+        "--line-search-samples", "64", "--output-dir", str(tmp_path),
+    ])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0]
+    payload = json.loads((tmp_path / "growth.json").read_text())
+    assert payload["status"] == "interrupted"
+    assert [r["step"] for r in payload["steps"]] == [1]
+    assert payload["steps"][0]["test_accuracy"] is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["growth.json"]
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["grow", "--dataset", "synthetic", "--no-plots", "--steps", "0", "--output-dir", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to output directory" in err[0]

@@ -478,6 +478,21 @@ def test_growth_with_a_linear_previous_module_is_not_implemented(scheme, device)
         layer._compute_optimal_added_parameters()
 
 
+@pytest.mark.parametrize("scheme", SCHEMES, ids=["restricted", "full"])
+def test_growth_with_a_conv_merge_previous_module_is_not_implemented(scheme, device):
+    from gromo.modules.conv2d_growing_module import Conv2dMergeGrowingModule
+
+    merge = Conv2dMergeGrowingModule(2, (4, 4), 3, device=device)
+    layer = scheme(2, 3, 3, previous_module=merge, device=device)
+    with pytest.raises(NotImplementedError, match="Conv2dMergeGrowingModule"):
+        layer.compute_m_prev_update()
+    with pytest.raises(NotImplementedError, match="Conv2dMergeGrowingModule"):
+        layer._compute_optimal_added_parameters()
+    prop = "bordered_unfolded_extended_prev_input" if scheme is RestrictedConv2dGrowingModule else "masked_unfolded_prev_input"
+    with pytest.raises(NotImplementedError, match="Conv2dMergeGrowingModule"):
+        getattr(layer, prop)
+
+
 def test_plain_conv_cannot_grow(device):
     first = Conv2dGrowingModule(2, 3, 3, device=device)
     second = Conv2dGrowingModule(3, 2, 3, previous_module=first, device=device)

@@ -291,11 +291,12 @@ def test_batched_equals_looped_with_mixed_paths(generator):
     for i in range(2):
         for j in range(3):
             one = gk.solve_psd(s[i, j], m[i, j])
-            torch.testing.assert_close(out.x[i, j], one.x, rtol=1e-12, atol=0)
+            # Batched and single LAPACK calls may block differently: rounding-level differences only.
+            assert float((out.x[i, j] - one.x).norm() / one.x.norm()) < 1e-10
             assert int(out.rank[i, j]) == int(one.rank)
             assert bool(out.used_pinv[i, j]) == bool(one.used_pinv)
             one_r = gk.psd_inv_sqrt(s[i, j])
-            torch.testing.assert_close(inv.r[i, j], one_r.r, rtol=1e-12, atol=1e-14 * float(one_r.r.abs().max()))
+            assert float((inv.r[i, j] - one_r.r).norm() / one_r.r.norm()) < 1e-10
     assert out.rank.flatten().tolist()[:2] == [24, 10]
     assert int(out.rank.flatten()[5]) == 1
 
