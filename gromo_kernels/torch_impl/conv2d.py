@@ -24,12 +24,20 @@ Three ways to get there, chosen per call by a flop-and-traffic cost model (``met
 Memory: work is done over batch chunks (``chunk`` items, or as many as fit a 256 MB budget of
 temporaries), so peak extra memory is bounded whatever n is.
 
-Measured on the 2-core development machine (fp32, n=64, C=64, 3×3, pad 1, 32×32, D=577;
-GroMo's unfold + einsum takes 0.59 s for S and 0.24 s for M):
-    S shift 0.07 s, S unfold 0.20 s  -> shift wins whenever C ≳ 8 at stride 1;
-    M convolution_backward 0.061 s (a shift-correlation M took 0.045 s but needs stride 1, and
-    the gain did not pay for a second code path).
-(See the report in conv2d_growth.py for the conv-of-conv terms.)
+Measured on the 2-core development machine (fp32, n=64, C=64, 3×3, pad 1, 32×32, D=577), best of
+3+; "1-core" = process CPU time with one thread (the machine was shared, so this is the stable number),
+"2-thread" = wall time on a quiet machine. GroMo's unfold + einsum: S 0.59 s, M 0.24 s (2-thread);
+our GroMo-style re-run: S 1.23 s, M 0.45 s (1-core).
+    S shift   0.07–0.08 s 2-thread, 0.14 s 1-core (13 GEMMs of 64×64 over 74 k canvas pixels, ~60–75
+              GFLOP/s per core, border strips ~15 % of it)            -> 8× GroMo
+    S unfold  0.20–0.33 s 2-thread (block-triangular Gram of the 576×65 536 unfold)
+    M         0.04 s 2-thread, 0.08 s 1-core (convolution_backward)  -> 6× GroMo
+    The cost model picks shift at stride 1 for C >= ~8; at C = 3 both take ~4 ms.
+    Kept: channel-major flat canvas with strided shifted views (no copy per shift), one batched GEMM
+    per strip kind, strided copies for row strips (4× faster than index_select), a cached plan.
+    Not pursued: stacking shifted copies into one wider GEMM (a 64×320 GEMM measured 142 GFLOP/s
+    against 138 for 64×64, no gain to pay for the copies); a shift-correlation M (9 such GEMMs,
+    ≈ 40 ms by the same rate: no better than convolution_backward).
 """
 
 from __future__ import annotations

@@ -25,23 +25,32 @@ the path accepts:
 * ``"shift"`` (both convs stride 1, any padding/dilation): x_prev pixel and x pixel of one term are
   both o + constant, so each block is a windowed shifted cross-correlation of x_prev with x (or dA, or
   itself) and the :class:`~gromo_kernels.torch_impl.conv2d.ShiftCorrelator` evaluates all blocks
-  from one GEMM per distinct shift plus border strips: Restricted P (k_p + k − 1)² shifts instead of
-  kk_p·kk blocks, Full s_growth (2k_p − 1)²/2 instead of kk·kk_p², Full m_prev (k + k_p − 1)²
-  instead of kk·kk_p, Full P (2k + k_p − 2)² instead of kk²·kk_p.
+  from one GEMM per distinct shift plus border strips: Restricted cross_cov (k_p + k − 1)² shifts
+  instead of kk_p·kk blocks, Full s_growth (2k_p − 1)²/2 instead of kk·kk_p²/2, Full m_prev
+  (k + k_p − 1)² instead of kk·kk_p, Full cross_cov (2k + k_p − 2)² instead of kk²·kk_p.
 
 Neither path builds the masked unfold (n, L, kk, D_p) or GroMo's dense mask; peak extra memory is
 bounded by the batch chunk (256 MB of temporaries when ``chunk`` is None).
 
-Measured on the 2-core development machine, fp32, C_p = C = C_out = 64, 3×3, pad 1, 32×32, n = 64
-(GroMo: Restricted M₋₂ 0.43 s + P 0.91 s; Full S_growth 20.1 s, P 9.2 s, M₋₂ 6.7 s):
-    see ``MEASURED`` at the bottom of this docstring.
-
-MEASURED (pair shapes above; shift path chosen by "auto" in each case):
-    filled in below after timing.
+Measured on the 2-core development machine, fp32, C_p = C = C_out = 64, 3×3, pad 1, 32×32
+(D = D_p = 577), best of 3; "1-core" = process CPU time with one thread (stable on the shared
+machine), "2-thread" = wall time on a quiet machine:
+    Restricted n=64 (m_prev + cross_cov): shift 0.29 s 2-thread / 0.41 s 1-core (cross_cov: 25 shifts
+        instead of 81 blocks; m_prev: one weight gradient, 0.08 s 1-core); general 0.78 s 2-thread.
+        GroMo: M₋₂ 0.43 s + P 0.91 s (2-thread); our GroMo-style re-run 2.6 s 1-core.
+    Whole Restricted pair (S, M, E of the current layer, S_growth = previous S, m_prev, cross_cov):
+        0.79 s 1-core (≈ 0.45 s 2-thread) against GroMo's 2.82 s; our GroMo-style re-run 5.36 s 1-core.
+    Full n=64 (s_growth + m_prev + cross_cov): shift 0.84 s 2-thread / 1.33 s 1-core (13 + 25 + 49
+        shifts instead of 45·9 + 81 + 729 blocks); whole Full pair 1.58 s 1-core against GroMo's
+        37 s (2-thread). Full n=16: 0.35 s 1-core against 14.2 s for a GroMo-style re-run (1-core).
+        General path forced on the same shapes: 2.0 s 1-core at n=16 (cross_cov's weight gradient
+        is 98 GFLOP); it serves strided convs.
+    Peak extra memory, Full n=64: shift 165 MB, general 245 MB (GroMo 5.1 GiB); Restricted 82 MB.
+    Border strips (rows/columns a window misses) cost 10–25 % of the shift path; GEMMs of 64 × 64
+    over 74 k canvas pixels run at ~60–75 GFLOP/s per core.
 """
 
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +79,7 @@ _METHODS = ("auto", "shift", "general")
 
 
 def _check_method(method: str) -> None:
+    """ValueError naming ``method`` unless it is one of auto / shift / general."""
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
 
@@ -84,6 +94,7 @@ def _check_grids(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry) ->
 
 
 def _acc_info(t: torch.Tensor, precision: str) -> tuple[torch.dtype, int]:
+    """Accumulation dtype of t under ``precision`` and its size in bytes."""
     acc = round_operand(t.reshape(-1)[:1], precision).dtype
     return acc, torch.finfo(acc).bits // 8
 
@@ -134,40 +145,70 @@ def _restricted_geometry(x: torch.Tensor, grad: torch.Tensor, cur: Conv2dGeometr
     return start, rows, cols
 
 
+def _centre_slices(x, grad, cur):
+    """Strided slices of the current input grid holding the centre pixels of the valid outputs,
+    and the valid output ranges; None when no output has a real centre pixel."""
+    (sh, sw) = cur.stride
+    start, (r0, r1), (c0, c1) = _restricted_geometry(x, grad, cur)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    rs = slice(r0 * sh + start[0], (r1 - 1) * sh + start[0] + 1, sh)
+    cs = slice(c0 * sw + start[1], (c1 - 1) * sw + start[1] + 1, sw)
+    return rs, cs, slice(r0, r1), slice(c0, c1)
+
+
+def _restricted_general_m_prev(x_prev, x, grad, prev, cur, bias_prev, precision, chunk):
+    """Restricted m_prev: the previous conv's weight gradient with dA placed on the centre pixels."""
+    n, cp = x_prev.shape[:2]
+    h, w = x.shape[-2:]
+    c_out = grad.shape[1]
+    kkp = prev.kernel_area
+    acc, itemsize = _acc_info(x, precision)
+    m_prev = torch.zeros(cp * kkp + int(bias_prev), c_out, dtype=acc, device=x.device)
+    where = _centre_slices(x, grad, cur)
+    if where is None:
+        return m_prev
+    rs, cs, out_r, out_c = where
+    size = auto_chunk(n, itemsize * (x_prev[0].numel() + 2 * c_out * h * w), chunk)
+    for lo, hi in batch_chunks(n, size):
+        g = round_operand(grad[lo:hi], precision)
+        g_img = g.new_zeros(hi - lo, c_out, h, w)
+        g_img[:, :, rs, cs] = g[:, :, out_r, out_c]
+        if cp and c_out:
+            xp = round_operand(x_prev[lo:hi], precision)
+            m_prev[:cp * kkp] += conv_weight_grad(xp, g_img, prev).reshape(c_out, cp * kkp).T
+        if bias_prev:
+            m_prev[cp * kkp] += g_img.sum((0, 2, 3))
+    return m_prev
+
+
 def _restricted_general(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk):
+    """Restricted statistics as weight gradients of the previous conv (every geometry)."""
     n, cp = x_prev.shape[:2]
     c, h, w = x.shape[1:]
-    c_out, ho, wo = grad.shape[1:]
+    ho, wo = grad.shape[-2:]
     kkp, kk = prev.kernel_area, cur.kernel_area
     d_p, d = cp * kkp + int(bias_prev), c * kk + int(bias)
     acc, itemsize = _acc_info(x, precision)
-    (sh, sw) = cur.stride
-    start, (r0, r1), (c0, c1) = _restricted_geometry(x, grad, cur)
-    m_prev = torch.zeros(d_p, c_out, dtype=acc, device=x.device)
+    m_prev = _restricted_general_m_prev(x_prev, x, grad, prev, cur, bias_prev, precision, chunk)
     cross = torch.zeros(d_p, d, dtype=acc, device=x.device)
-    if r0 >= r1 or c0 >= c1:
+    where = _centre_slices(x, grad, cur)
+    if where is None:
         return RestrictedGrowthStats(m_prev, cross)
-    # Destination pixels of the valid outputs on the current input grid (a strided slice).
-    rs = slice(r0 * sh + start[0], (r1 - 1) * sh + start[0] + 1, sh)
-    cs = slice(c0 * sw + start[1], (c1 - 1) * sw + start[1] + 1, sw)
-    per_item = itemsize * (x_prev[0].numel() + x[0].numel() + (c_out + 2 * d) * h * w
-                           + d * ho * wo)
+    rs, cs, out_r, out_c = where
+    per_item = itemsize * (x_prev[0].numel() + x[0].numel() + 2 * d * h * w + d * ho * wo)
     size = auto_chunk(n, per_item, chunk)
     for lo, hi in batch_chunks(n, size):
-        xp = round_operand(x_prev[lo:hi], precision)
-        g = round_operand(grad[lo:hi], precision)
-        nc = hi - lo
-        g_img = g.new_zeros(nc, c_out, h, w)
-        g_img[:, :, rs, cs] = g[:, :, r0:r1, c0:c1]
-        u_img = x.new_zeros(nc, d, h, w, dtype=acc)
+        # The current unfold (bias row included) placed on the centre pixels of the input grid:
+        # cross_cov is then the previous conv's weight gradient with it as output gradient.
         u_cur = _cur_unfold_image(round_operand(x[lo:hi], precision), cur, bias, (ho, wo))
-        u_img[:, :, rs, cs] = u_cur[:, :, r0:r1, c0:c1]
+        u_img = u_cur.new_zeros(hi - lo, d, h, w)
+        u_img[:, :, rs, cs] = u_cur[:, :, out_r, out_c]
         del u_cur
         if cp:
-            m_prev[:cp * kkp] += conv_weight_grad(xp, g_img, prev).reshape(c_out, cp * kkp).T
+            xp = round_operand(x_prev[lo:hi], precision)
             cross[:cp * kkp] += conv_weight_grad(xp, u_img, prev).reshape(d, cp * kkp).T
         if bias_prev:
-            m_prev[cp * kkp] += g_img.sum((0, 2, 3))
             cross[cp * kkp] += u_img.sum((0, 2, 3))
     return RestrictedGrowthStats(m_prev, cross)
 
@@ -184,6 +225,7 @@ def _restricted_cross_terms(x_prev, x, grad, prev, cur):
 
 
 def _restricted_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, corr=None):
+    """Restricted statistics with cross_cov from the shift engine (both convs stride 1)."""
     n, cp = x_prev.shape[:2]
     c, h, w = x.shape[1:]
     kkp, kk = prev.kernel_area, cur.kernel_area
@@ -213,33 +255,6 @@ def _restricted_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, ch
     if bias and bias_prev:
         cross[cp * kkp, c * kk] = n * max(0, r1 - r0) * max(0, c1 - c0)
     return RestrictedGrowthStats(m_prev, cross)
-
-
-def _restricted_general_m_prev(x_prev, x, grad, prev, cur, bias_prev, precision, chunk):
-    """Restricted m_prev alone: the previous conv's weight gradient with dA on the centre pixels."""
-    n, cp = x_prev.shape[:2]
-    h, w = x.shape[-2:]
-    c_out = grad.shape[1]
-    kkp = prev.kernel_area
-    acc, itemsize = _acc_info(x, precision)
-    (sh, sw) = cur.stride
-    start, (r0, r1), (c0, c1) = _restricted_geometry(x, grad, cur)
-    m_prev = torch.zeros(cp * kkp + int(bias_prev), c_out, dtype=acc, device=x.device)
-    if r0 >= r1 or c0 >= c1:
-        return m_prev
-    rs = slice(r0 * sh + start[0], (r1 - 1) * sh + start[0] + 1, sh)
-    cs = slice(c0 * sw + start[1], (c1 - 1) * sw + start[1] + 1, sw)
-    size = auto_chunk(n, itemsize * (x_prev[0].numel() + 2 * c_out * h * w), chunk)
-    for lo, hi in batch_chunks(n, size):
-        g = round_operand(grad[lo:hi], precision)
-        g_img = g.new_zeros(hi - lo, c_out, h, w)
-        g_img[:, :, rs, cs] = g[:, :, r0:r1, c0:c1]
-        if cp and c_out:
-            xp = round_operand(x_prev[lo:hi], precision)
-            m_prev[:cp * kkp] += conv_weight_grad(xp, g_img, prev).reshape(c_out, cp * kkp).T
-        if bias_prev:
-            m_prev[cp * kkp] += g_img.sum((0, 2, 3))
-    return m_prev
 
 
 def conv2d_restricted_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, *,
@@ -385,6 +400,7 @@ def _full_plans(x_prev, x, grad, prev, cur, want):
 
 
 def _full_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, want, correlators=None):
+    """The Full statistics named in ``want`` ("s", "m", "p") from the shift engine (stride 1)."""
     n, cp, hp, wp = x_prev.shape
     c, h, w = x.shape[1:]
     c_out, ho, wo = grad.shape[1:]
