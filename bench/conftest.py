@@ -89,6 +89,9 @@ def _rows(results: dict):
             "gromo_min_time_s": ming, "ours_min_time_s": mino,
             "min_time_ratio": ming / mino if ming and mino else None,
             "rounds": f"{gromo.get('rounds', '–')}/{ours.get('rounds', '–')}",
+            "gromo_cpu1_time_s": gromo.get("cpu1_time_s"), "ours_cpu1_time_s": ours.get("cpu1_time_s"),
+            "cpu1_ratio": (gromo["cpu1_time_s"] / ours["cpu1_time_s"]
+                           if gromo.get("cpu1_time_s") and ours.get("cpu1_time_s") else None),
             "gromo_peak_extra_bytes": mg, "ours_peak_extra_bytes": mo,
             "memory_ratio": mo / mg if mg and mo is not None else None,
             "agreement": results["agreement"].get(case),
@@ -98,9 +101,9 @@ def _rows(results: dict):
 
 def format_table(results: dict) -> str:
     head = ("| case | GroMo time (median / min) | ours time (median / min) | time ratio GroMo/ours "
-            "(median / min) | rounds GroMo/ours | GroMo peak extra | ours peak extra "
-            "| memory ratio ours/GroMo | agreement (max err/bound) | target |")
-    lines = [head, "|" + "---|" * 10]
+            "(median / min) | rounds GroMo/ours | 1-thread CPU time GroMo / ours | 1-thread ratio "
+            "| GroMo peak extra | ours peak extra | memory ratio ours/GroMo | agreement (max err/bound) | target |")
+    lines = [head, "|" + "---|" * 12]
 
     def ratio(value):
         return "–" if value is None else f"{value:.1f}×"
@@ -112,6 +115,7 @@ def format_table(results: dict) -> str:
             f"| {r['description']} | {_seconds(r['gromo_time_s'])} / {_seconds(r['gromo_min_time_s'])} | "
             f"{_seconds(r['ours_time_s'])} / {_seconds(r['ours_min_time_s'])} | "
             f"{ratio(r['time_ratio'])} / {ratio(r['min_time_ratio'])} | {r['rounds']} | "
+            f"{_seconds(r['gromo_cpu1_time_s'])} / {_seconds(r['ours_cpu1_time_s'])} | {ratio(r['cpu1_ratio'])} | "
             f"{_mib(r['gromo_peak_extra_bytes'])} | {_mib(r['ours_peak_extra_bytes'])} | "
             f"{mem} | {agree} | {r['target']} |"
         )

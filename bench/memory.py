@@ -1,4 +1,5 @@
-"""Peak extra memory of one "update statistics" call, measured in a fresh subprocess.
+"""Peak extra memory, and single-thread CPU time, of one "update statistics" call, each measured in
+a fresh subprocess.
 
 tracemalloc does not see torch's CPU allocations, and torch has no CPU allocator statistics, so we
 measure the process's resident memory:
@@ -15,7 +16,14 @@ measure the process's resident memory:
 Where /proc/self/clear_refs is not writable, a thread samples /proc/self/statm every 0.2 ms instead
 (the method is reported with the number).
 
-Run ``python bench/memory.py CASE IMPL`` (IMPL in ours, gromo); it prints one JSON line.
+Single-thread CPU time (mode "cpu1"): a fresh process with ``torch.set_num_threads(1)``, default
+allocator settings, one warm-up call on 2 batch items, then the best of ``rounds`` calls measured
+with ``time.process_time``. On a machine shared with other jobs, wall time measures the neighbours
+as much as the code; the CPU time of one thread barely depends on them, so its ratio is the stable
+one (it ignores how well each side uses a second core).
+
+Run ``python bench/memory.py CASE IMPL [memory|cpu1 ROUNDS]`` (IMPL in ours, gromo); it prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -100,33 +108,58 @@ def peak_extra_bytes(fn, *args) -> tuple[int, str]:
     return max(peak - before, 0), "VmHWM after clear_refs"
 
 
-def _main(case_name: str, impl: str) -> None:
+def _main(case_name: str, impl: str, mode: str = "memory", rounds: int = 1) -> None:
     libc = _libc()
-    if libc is not None:
+    if mode == "memory" and libc is not None:
         # Big blocks from mmap, freed memory returned at once: RSS then tracks live allocations.
         libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024)
-    sys.path.insert(0, str(BENCH_DIR))
+    sys.path[:0] = [str(BENCH_DIR), str(REPO_ROOT)]
+    import torch  # noqa: E402
+
     from cases import CASES  # noqa: E402  (needs bench/ on the path)
 
+    if mode == "cpu1":
+        torch.set_num_threads(1)
     case = CASES[case_name]
     inputs = case.inputs()
     fn = case.ours() if impl == "ours" else case.gromo(inputs)
     fn(inputs.head(2))
-    extra, method = peak_extra_bytes(fn, inputs)
-    print(json.dumps({"case": case_name, "impl": impl, "peak_extra_bytes": extra, "method": method}))
+    record = {"case": case_name, "impl": impl, "mode": mode}
+    if mode == "memory":
+        extra, method = peak_extra_bytes(fn, inputs)
+        record.update(peak_extra_bytes=extra, method=method)
+    elif mode == "cpu1":
+        times = []
+        for _ in range(rounds):
+            start = time.process_time()
+            fn(inputs)
+            times.append(time.process_time() - start)
+        record.update(cpu1_time_s=min(times), rounds=rounds)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    print(json.dumps(record))
+
+
+def _run(case_name: str, impl: str, args: list[str], timeout_s: float) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(BENCH_DIR), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), case_name, impl, *args],
+                          capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"measurement {args} of {case_name}/{impl} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure_in_subprocess(case_name: str, impl: str, timeout_s: float = 900) -> dict:
     """Peak extra memory of ``impl`` on ``case_name`` measured in a fresh interpreter (see module doc)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(BENCH_DIR), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), case_name, impl],
-                          capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory measurement of {case_name}/{impl} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _run(case_name, impl, ["memory"], timeout_s)
+
+
+def cpu_time_in_subprocess(case_name: str, impl: str, rounds: int, timeout_s: float = 900) -> dict:
+    """Best-of-``rounds`` single-thread CPU time of ``impl`` on ``case_name`` in a fresh interpreter."""
+    return _run(case_name, impl, ["cpu1", str(rounds)], timeout_s)
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
+    _main(sys.argv[1], sys.argv[2], *(sys.argv[3:4]), *(int(a) for a in sys.argv[4:5]))

@@ -1,8 +1,8 @@
 """CPU benchmark: "update the statistics of a pair of layers", ours beside GroMo's formulation.
 
 For each pair (bench/cases.py) both implementations are timed in the same run with pytest-benchmark
-(median of ``rounds`` after ``warmup`` rounds), their peak extra memory is measured in a fresh process
-(bench/memory.py), and ours is checked equal to the baseline within the fp32 tolerance table, so a
+(median of ``rounds`` after ``warmup`` rounds), their peak extra memory and their single-thread CPU
+time (stable on a shared machine) are measured in fresh processes (bench/memory.py), and ours is checked equal to the baseline within the fp32 tolerance table, so a
 fast wrong answer cannot win. Nothing about speed is asserted: the table at the end of the run
 (bench/conftest.py) reports the ratios.
 
@@ -19,7 +19,7 @@ import gromo_baseline as baseline
 import gromo_kernels as gk
 from cases import CASES
 from gromo_kernels import testing
-from memory import measure_in_subprocess
+from memory import cpu_time_in_subprocess, measure_in_subprocess
 
 CASE_PARAMS = [pytest.param(name, marks=pytest.mark.full64) if name == "full_n64" else name for name in CASES]
 
@@ -57,11 +57,14 @@ def test_update_statistics(benchmark, bench_results, case_name, impl):
     stats = benchmark.stats.stats if benchmark.stats is not None else None
 
     memory = measure_in_subprocess(case_name, impl)
-    benchmark.extra_info.update(peak_extra_bytes=memory["peak_extra_bytes"], memory_method=memory["method"])
+    cpu1 = cpu_time_in_subprocess(case_name, impl, case.cpu1_rounds[impl])
+    benchmark.extra_info.update(peak_extra_bytes=memory["peak_extra_bytes"], memory_method=memory["method"],
+                                cpu1_time_s=cpu1["cpu1_time_s"])
     bench_results["runs"][(case_name, impl)] = dict(
         description=case.description, time_s=stats.median if stats else None,
-        min_time_s=stats.min if stats else None, rounds=case.rounds[impl], peak_extra_bytes=memory["peak_extra_bytes"],
-        memory_method=memory["method"],
+        min_time_s=stats.min if stats else None, rounds=case.rounds[impl],
+        peak_extra_bytes=memory["peak_extra_bytes"], memory_method=memory["method"],
+        cpu1_time_s=cpu1["cpu1_time_s"], cpu1_rounds=case.cpu1_rounds[impl],
     )
 
     if impl == "gromo":

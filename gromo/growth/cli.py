@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     grow.add_argument(
         "--threads", type=int, default=None,
-        help="torch CPU threads (default: 1 for mlp, whose tiny matrix products only lose time to "
-        "thread synchronisation, torch's choice for cnn)",
+        help="torch CPU threads (default: 1: these small models lose more time to thread "
+        "synchronisation than they gain, and a busy machine makes extra threads spin)",
     )
     grow.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     grow.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -210,7 +210,13 @@ def summary_lines(summary: dict, wall: float, import_time: float) -> list[str]:
     parts = [(name, summary.get(f"time_{name}", 0.0)) for name in ("training", "statistics", "solves", "line_search", "evaluation")]
     loop = summary.get("time_total", 0.0)
     split = ", ".join(f"{name.replace('_', ' ')} {t:.2f} s ({100 * t / loop:.0f}%)" for name, t in parts if loop > 0)
-    lines.append(f"wall time {wall:.2f} s (imports + data {import_time:.2f} s, growth loop {loop:.2f} s: {split})")
+    lines.append(f"wall time {wall:.2f} s: imports + data + model {import_time:.2f} s, growth loop {loop:.2f} s ({split})")
+    extras = [(label, summary.get(key)) for label, key in (
+        ("set-up", "time_setup"), ("growth.json writes", "time_json"), ("plots", "time_plots"),
+    )]
+    extras = ", ".join(f"{label} {value:.2f} s" for label, value in extras if value is not None)
+    if extras:
+        lines.append(f"  also: {extras}")
     return lines
 
 
@@ -219,7 +225,7 @@ def run_grow(args, start_time: float) -> int:
     _check_args(args)
     import torch
 
-    threads = args.threads if args.threads is not None else (1 if args.model == "mlp" else None)
+    threads = args.threads if args.threads is not None else 1
     previous_threads = torch.get_num_threads()
     previous_backend = os.environ.get("GROMO_KERNELS_BACKEND")
     if threads is not None:

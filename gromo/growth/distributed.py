@@ -86,6 +86,9 @@ def init_distributed(device: torch.device | str) -> Communicator:
         if not dist.is_available():
             raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this torch build")
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        if backend == "nccl":
+            # NCCL binds each worker's communicator to the current device: one GPU per worker.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group(backend=backend)
     return Communicator()
 

@@ -9,7 +9,8 @@ fixed:
    each step are kept out of them. Data-parallel workers then sum their statistics
    (:func:`~gromo.growth.distributed.sync_statistics`).
 2. **Solves**: every growable layer computes its optimal added neurons (TINY by default:
-   ``compute_delta=False``, projected N). Thresholds are **relative**: the numerical threshold of
+   ``compute_delta=False``, projected N); the linear layers of a container in ONE batched
+   ``gromo_kernels.optimal_added_neurons`` call. Thresholds are **relative**: the numerical threshold of
    ``S^{-1/2}`` is scaled by ``λ_max(S)``, and a layer keeps the singular values
    ``σ ≥ relative_statistical_threshold · σ_max`` (at most ``neurons_per_step``), so growth does
    not collapse to one neuron per step when the loss gets small (GroMo's absolute 1e-3 does).
@@ -19,7 +20,8 @@ fixed:
    with ``extended_forward``; the best *non-zero* γ is applied (a zero scale would add dead
    neurons), then ``apply_change`` + ``delete_update``.
 5. **Training** for ``epochs`` epochs; the optimizer is rebuilt around the new Parameters with the
-   state of the old ones carried over (:mod:`gromo.growth.optim`).
+   state of the old ones carried over (:mod:`gromo.growth.optim`). Adam is
+   :class:`~gromo.growth.optim.LeanAdam` (torch's Adam without the 1.3 s ``torch._dynamo`` import).
 
 Each step yields a :class:`~gromo.growth.records.StepRecord`.
 """
@@ -37,7 +39,7 @@ from torch import nn
 
 from .datasets import ClassificationData
 from .distributed import Communicator, all_reduce_gradients, shard, sync_statistics
-from .optim import ParameterSnapshot, rebuild_optimizer
+from .optim import LeanAdam, ParameterSnapshot, rebuild_optimizer
 from .records import GrowthLog, StepRecord, summarise
 
 DEFAULT_SCALES = tuple(2.0**e for e in range(-6, 5))
@@ -418,13 +420,14 @@ def line_search(
 
 
 def make_adam(model: nn.Module, config: GrowthConfig) -> torch.optim.Adam:
-    """Adam(lr=config.lr) over ``model.parameters()``, fused when asked and supported."""
+    """Adam(lr=config.lr) over ``model.parameters()`` (a :class:`~gromo.growth.optim.LeanAdam`),
+    fused when asked and supported."""
     if config.fused_adam:
         try:
-            return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+            return LeanAdam(model.parameters(), lr=config.lr, fused=True)
         except (RuntimeError, ValueError, TypeError):
             pass  # e.g. a device / dtype without a fused kernel: the plain implementation is exact too
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return LeanAdam(model.parameters(), lr=config.lr)
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -463,6 +466,7 @@ def grow(
     Raises:
         ValueError: impossible configuration or a training set too small to hold out samples.
     """
+    setup_start = time.perf_counter()
     config = config or GrowthConfig()
     config.validate()
     comm = comm or Communicator()
@@ -475,6 +479,7 @@ def grow(
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_adam(model, config)
     x_train, y_train = data.x_train, data.y_train
+    time_setup = time.perf_counter() - setup_start
 
     def measure(record: StepRecord) -> None:
         start = time.perf_counter()
@@ -518,6 +523,7 @@ def grow(
         if on_step is not None:
             on_step(record)
     summary = summarise(log.all_records)
+    summary.update(time_setup=time_setup, time_json=log.time_writing)
     return GrowthResult(model=model, optimizer=optimizer, log=log, summary=summary)
 
 

@@ -90,3 +90,34 @@ def rebuild_optimizer(model: nn.Module, snapshot: ParameterSnapshot) -> torch.op
     for param, state in carried.items():
         new.state[param] = state
     return new
+
+
+class LeanAdam(torch.optim.Adam):
+    """``torch.optim.Adam``, bit for bit, minus the ~1.3 s ``torch._dynamo`` import of its first use.
+
+    ``Optimizer.add_param_group`` / ``zero_grad`` and ``Adam.step`` are wrapped by torch in
+    functions whose only job is to keep ``torch.compile`` out (they import ``torch._dynamo`` on the
+    first call, which pulls in sympy and triton: the "first-call warm-up" of a growth run). This
+    optimizer is never compiled, so it calls the wrapped functions directly (``step`` under
+    ``no_grad``, as the wrapper does). Where a torch version lacks the ``__wrapped__`` attribute the
+    regular methods are used. Everything else (state layout, ``state_dict``, hooks) is Adam's.
+    """
+
+    def add_param_group(self, param_group: dict) -> None:
+        plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+        if plain is None:
+            return super().add_param_group(param_group)
+        return plain(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        plain = getattr(torch.optim.Optimizer.zero_grad, "__wrapped__", None)
+        if plain is None:
+            return super().zero_grad(set_to_none)
+        return plain(self, set_to_none)
+
+    def step(self, closure=None):
+        plain = getattr(torch.optim.Adam.step, "__wrapped__", None)
+        if plain is None or self.defaults.get("differentiable", False):
+            return super().step(closure)
+        with torch.no_grad():
+            return plain(self, closure)

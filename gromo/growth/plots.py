@@ -48,7 +48,7 @@ def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "") ->
     if best is not None:
         ax_acc.annotate(
             f"best test {100 * best.test_accuracy:.1f}% (step {best.step})",
-            (best.parameters, 100 * best.test_accuracy), textcoords="offset points", xytext=(-10, -28),
+            (best.parameters, 100 * best.test_accuracy), textcoords="offset points", xytext=(-150, -45),
             arrowprops={"arrowstyle": "->", "lw": 0.8}, fontsize=8,
         )
     ax_acc.set_xscale("log")

@@ -100,7 +100,8 @@ def conv_weight_grad(inp: torch.Tensor, grad_out: torch.Tensor, geometry: Conv2d
     """
     (kh, kw), stride, padding, dilation = geometry
     c_out, c_in = grad_out.shape[1], inp.shape[1]
-    if c_out == 0 or c_in == 0:
+    if c_out == 0 or c_in == 0 or grad_out[0, 0].numel() == 0:
+        # Nothing to reduce (aten also rejects a kernel larger than the padded input here).
         return torch.zeros(c_out, c_in, kh, kw, dtype=inp.dtype, device=inp.device)
     weight = inp.new_empty((c_out, c_in, kh, kw))  # only its shape is read
     return torch.ops.aten.convolution_backward(

@@ -112,6 +112,8 @@ def _prev_patch_image(x_prev: torch.Tensor, prev: Conv2dGeometry, bias_prev: boo
     (kh, kw), stride, padding, dilation = prev
     nc, cp = x_prev.shape[:2]
     h, w = hw
+    if h <= 0 or w <= 0:
+        return x_prev.new_zeros(nc, cp * kh * kw + int(bias_prev), max(h, 0), max(w, 0))
     parts = []
     if cp:
         parts.append(F.unfold(x_prev, (kh, kw), dilation=dilation, padding=padding,

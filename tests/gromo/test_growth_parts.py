@@ -163,3 +163,39 @@ def test_plots_written(tmp_path):
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
         assert os.path.getsize(path) > 5000
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_lean_adam_is_adam_bit_for_bit(fused, generator):
+    import copy
+
+    from gromo.growth.optim import LeanAdam
+
+    lean_model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    torch_model = copy.deepcopy(lean_model)
+    lean = LeanAdam(lean_model.parameters(), lr=1e-2, fused=fused)
+    reference = torch.optim.Adam(torch_model.parameters(), lr=1e-2, fused=fused)
+    x = torch.randn(9, 3, generator=generator)
+    for _ in range(4):
+        for model, optimizer in ((lean_model, lean), (torch_model, reference)):
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+    for mine, theirs in zip(lean_model.parameters(), torch_model.parameters()):
+        assert torch.equal(mine, theirs)
+    snapshot = ParameterSnapshot(lean_model, lean)
+    assert isinstance(rebuild_optimizer(lean_model, snapshot), LeanAdam)
+
+
+def test_lean_adam_does_not_import_dynamo():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from gromo.growth.optim import LeanAdam; m = torch.nn.Linear(2, 2); "
+        "o = LeanAdam(m.parameters(), fused=True); o.zero_grad(); m(torch.ones(1, 2)).sum().backward(); o.step(); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -336,3 +336,23 @@ def test_growth_stats_bad_grids_and_methods_raise(generator):
         strided = dict(args, cur=_geo((3, 2, 1, 1)))
         with pytest.raises(ValueError, match="method"):
             fn(xp, x, g[:, :, ::2, ::2], method="shift", **strided)
+
+
+def test_empty_output_grid_gives_zero_statistics(generator):
+    # A 3×3 kernel without padding on a 2×2 input has no output position: every sum is empty.
+    prev, cur = _geo((3, 1, 1, 1)), _geo((3, 1, 0, 1))
+    xp, x = _randn(generator, 2, 3, 2, 2), _randn(generator, 2, 2, 2, 2)
+    g = _randn(generator, 2, 4, 0, 0)
+    for method in ("shift", "unfold", "auto"):
+        s = conv2d_input_cov_torch(x, cur, bias=True, precision="ieee", chunk=None, method=method)
+        assert s.shape == (19, 19) and not s.any()
+    m = conv2d_input_grad_torch(x, g, cur, bias=True, precision="ieee", chunk=None)
+    assert m.shape == (19, 4) and not m.any()
+    for method in ("shift", "general", "auto"):
+        args = dict(prev=prev, cur=cur, bias_prev=True, bias=True, precision="ieee", chunk=None,
+                    method=method)
+        r = conv2d_restricted_growth_stats_torch(xp, x, g, **args)
+        f = conv2d_full_growth_stats_torch(xp, x, g, **args)
+        assert [tuple(t.shape) for t in r] == [(28, 4), (28, 19)]
+        assert [tuple(t.shape) for t in f] == [(28, 28), (28, 36), (9, 28, 19)]
+        assert not any(t.any() for t in (*r, *f))
