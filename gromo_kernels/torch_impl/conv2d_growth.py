@@ -35,14 +35,16 @@ bounded by the batch chunk (256 MB of temporaries when ``chunk`` is None).
 Measured on the 2-core development machine, fp32, C_p = C = C_out = 64, 3×3, pad 1, 32×32
 (D = D_p = 577), best of 3; "1-core" = process CPU time with one thread (stable on the shared
 machine), "2-thread" = wall time on a quiet machine:
-    Restricted n=64 (m_prev + cross_cov): shift 0.29 s 2-thread / 0.41 s 1-core (cross_cov: 25 shifts
+    Restricted n=64 (m_prev + cross_cov): shift 0.22 s 2-thread / 0.41 s 1-core (cross_cov: 25 shifts
         instead of 81 blocks; m_prev: one weight gradient, 0.08 s 1-core); general 0.78 s 2-thread.
         GroMo: M₋₂ 0.43 s + P 0.91 s (2-thread); our GroMo-style re-run 2.6 s 1-core.
     Whole Restricted pair (S, M, E of the current layer, S_growth = previous S, m_prev, cross_cov):
-        0.79 s 1-core (≈ 0.45 s 2-thread) against GroMo's 2.82 s; our GroMo-style re-run 5.36 s 1-core.
-    Full n=64 (s_growth + m_prev + cross_cov): shift 0.84 s 2-thread / 1.33 s 1-core (13 + 25 + 49
-        shifts instead of 45·9 + 81 + 729 blocks); whole Full pair 1.58 s 1-core against GroMo's
-        37 s (2-thread). Full n=16: 0.35 s 1-core against 14.2 s for a GroMo-style re-run (1-core).
+        0.48 s 2-thread / 0.79 s 1-core against GroMo's 2.82 s (5.9×); GroMo-style re-run 5.36 s
+        1-core (6.8×).
+    Full n=64 (s_growth + m_prev + cross_cov): shift 0.69 s 2-thread / 1.33 s 1-core (13 + 25 + 49
+        shifts instead of 45·9 + 81 + 729 blocks); whole Full pair 0.83 s 2-thread / 1.58 s 1-core
+        against GroMo's 37 s (45×). Full n=16: 0.35 s 1-core against 14.2 s for a GroMo-style
+        re-run (1-core).
         General path forced on the same shapes: 2.0 s 1-core at n=16 (cross_cov's weight gradient
         is 98 GFLOP); it serves strided convs.
     Peak extra memory, Full n=64: shift 165 MB, general 245 MB (GroMo 5.1 GiB); Restricted 82 MB.

@@ -9,7 +9,8 @@ The ones column of x̃ is never concatenated: with X̃ = [X, 1], X̃ᵀX̃ = [[X
 bias row/column are column sums and the corner is the row count (exact in every precision mode).
 Symmetric Grams compute only the blocks on or above the diagonal and mirror them: measured on the
 2-core development machine, 512×512 from 1024 rows takes 2.5 ms instead of 3.3–3.9 ms for a plain
-XᵀX, and 577×577 from 65 536 rows 181 ms instead of 236 ms.
+XᵀX, and 577×577 from 65 536 rows 181 ms instead of 236 ms. The six statistics of a linear pair
+(n=1024, 512→256→512: S, M, E, S₋₂, M₋₂, P) take 14.1 ms together (2 threads) against GroMo's 17.3 ms.
 
 Precision: operands are rounded once with ``round_operand`` (bf16 / tf32 emulate tensor cores) and
 every product is accumulated in fp32, or fp64 for fp64 inputs.
