@@ -1,13 +1,14 @@
 """CPU benchmark: "update the statistics of a pair of layers", ours beside GroMo's formulation.
 
 For each pair (bench/cases.py) both implementations are timed in the same run with pytest-benchmark
-(median of ``rounds`` after ``warmup`` rounds), their peak extra memory and their single-thread CPU
-time (stable on a shared machine) are measured in fresh processes (bench/memory.py), and ours is checked equal to the baseline within the fp32 tolerance table, so a
-fast wrong answer cannot win. Nothing about speed is asserted: the table at the end of the run
-(bench/conftest.py) reports the ratios.
+(median of ``rounds`` after ``warmup`` rounds; the cheap linear case interleaves the two), their peak
+extra memory and their single-thread CPU time (stable on a shared machine) are measured in fresh
+processes (bench/memory.py), and ours is checked equal to the baseline within the fp32 tolerance
+table, so a fast wrong answer cannot win. Nothing about speed is asserted: the table at the end of
+the run (bench/conftest.py) reports the ratios; bench/results/cpu_statistics.md holds a measured one.
 
-    pytest bench/                       linear, Restricted n=64, Full n=16
-    pytest bench/ --full64 -k full_n64  Full n=64 alone (GroMo ~40 s and ~5 GiB per call)
+    pytest bench/test_bench_statistics.py                           linear, Restricted n=64, Full n=16
+    pytest bench/test_bench_statistics.py --full64 -k full_n64      Full n=64 alone (GroMo ~40 s, 5 GiB)
 """
 
 from __future__ import annotations

@@ -109,28 +109,28 @@ def _threshold_batch(name: str, value, default: float, batch: tuple, like: torch
     return torch.full((b,), value, dtype=acc, device=like.device)
 
 
-def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: int = 4) -> None:
+def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: int = 4) -> bool:
     """NaN/Inf, symmetry and threshold checks with ONE host synchronisation.
 
     items: (name, tensor (B, ...), symmetric?) with a flattened batch; thresholds: (name, (B,)).
     Raises ValueError naming the argument (and the batch element); warns for rounding asymmetry.
+    Returns whether every symmetric item is exactly symmetric (the solve then skips (S + Sᵀ)/2).
     """
     flags, what = [], []
     for name, t, symmetric in items:
         if t is None or t.numel() == 0:
             continue
-        t_acc = t.to(accumulate_dtype(t.dtype))
-        flat = t_acc.reshape(t.shape[0], -1)
+        # max|t| is inf/NaN exactly when t holds Inf/NaN: one pass serves both checks.
+        amax = _impl.max_abs(t).to(torch.float64)
         if check_finite:
-            flags.append((~torch.isfinite(flat)).any(dim=-1).to(torch.float64))
+            flags.append((~torch.isfinite(amax)).to(torch.float64))
             what.append(("finite", name))
         if symmetric:
-            asym = (t_acc - t_acc.mT).abs().reshape(t.shape[0], -1).amax(dim=-1)
-            ref = flat.abs().amax(dim=-1)
-            rel = torch.where(ref > 0, asym / torch.where(ref > 0, ref, torch.ones_like(ref)), asym)
+            asym = _impl.asymmetry(t).to(torch.float64)
+            rel = torch.where(amax > 0, asym / torch.where(amax > 0, amax, torch.ones_like(amax)), asym)
             # NaN/Inf (only reachable with check_finite=False) is not an asymmetry.
             rel = torch.nan_to_num(rel, nan=0.0, posinf=0.0)
-            flags.append(rel.to(torch.float64))
+            flags.append(rel)
             eps = torch.finfo(t.dtype).eps
             what.append(("symmetric", name, eps ** 0.5, _SILENT_ASYMMETRY_ULPS * eps))
     for name, t in thresholds:
@@ -138,8 +138,9 @@ def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: 
             flags.append(((t < 0) | ~torch.isfinite(t)).to(torch.float64).reshape(-1))
             what.append(("threshold", name))
     if not flags:
-        return
-    values = torch.stack(_pad(flags)).tolist()
+        return True
+    values = torch.stack(flags).tolist()  # every row has one entry per batch element
+    exactly_symmetric = True
     for info, row in zip(what, values):
         kind, name = info[0], info[1]
         if kind == "finite":
@@ -152,6 +153,7 @@ def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: 
         else:
             limit, silent = info[2], info[3]
             worst = max(range(len(row)), key=row.__getitem__)
+            exactly_symmetric = exactly_symmetric and row[worst] == 0
             if row[worst] > limit:
                 raise ValueError(
                     f"{element_name(name, worst)} is not symmetric: max |{name} − {name}ᵀ| is "
@@ -164,17 +166,7 @@ def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: 
                     UserWarning,
                     stacklevel=stacklevel,
                 )
-
-
-def _pad(flags):
-    """Stack rows of different lengths (per-element flags and per-threshold flags) by padding with 0."""
-    width = max(f.numel() for f in flags)
-    return [torch.nn.functional.pad(f, (0, width - f.numel())) if f.numel() < width else f for f in flags]
-
-
-def _symmetrise(t: torch.Tensor) -> torch.Tensor:
-    t = t.to(accumulate_dtype(t.dtype))
-    return 0.5 * (t + t.mT)
+    return exactly_symmetric
 
 
 def _plain_name(name: str, index: int) -> str:
@@ -256,10 +248,10 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
             torch.zeros(batch, dtype=torch.bool, device=S.device),
         )
     s_flat, m_flat = S.detach().reshape(b, d, d), M.detach().reshape(b, d, k)
-    _screen([("S", s_flat, True), ("M", m_flat, False)], [("rtol", rtol_b), ("atol", atol_b)],
-            check_finite=check_finite, element_name=_batched_name(batch), stacklevel=3)
-    out = _impl.solve_psd_torch(_symmetrise(s_flat), m_flat.to(out_dtype), atol=atol_b, rtol=rtol_b,
-                                work_dtype=work, out_dtype=out_dtype)
+    exact = _screen([("S", s_flat, True), ("M", m_flat, False)], [("rtol", rtol_b), ("atol", atol_b)],
+                    check_finite=check_finite, element_name=_batched_name(batch), stacklevel=3)
+    out = _impl.solve_psd_torch(s_flat, m_flat, atol=atol_b, rtol=rtol_b,
+                                work_dtype=work, out_dtype=out_dtype, exactly_symmetric=exact)
     return SolveResult(out.x.reshape(*batch, d, k), out.rank.reshape(batch), out.used_pinv.reshape(batch))
 
 
@@ -294,13 +286,13 @@ def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True)
     rtol_b = _threshold_batch("rtol", rtol, d * torch.finfo(S.dtype).eps, batch, S)
     atol_b = _threshold_batch("threshold", threshold, 0.0, batch, S)
     s_flat = S.detach().reshape(b, d, d)
-    _screen([("S", s_flat, True)], [("rtol", rtol_b), ("threshold", atol_b)], check_finite=check_finite,
-            element_name=_batched_name(batch), stacklevel=3)
+    exact = _screen([("S", s_flat, True)], [("rtol", rtol_b), ("threshold", atol_b)],
+                    check_finite=check_finite, element_name=_batched_name(batch), stacklevel=3)
     if b == 0 or d == 0:
         return InvSqrtResult(torch.zeros(*batch, d, d, dtype=out_dtype, device=S.device),
                              torch.zeros(batch, dtype=torch.int64, device=S.device))
-    out = _impl.psd_inv_sqrt_torch(_symmetrise(s_flat), atol=atol_b, rtol=rtol_b, work_dtype=work,
-                                   out_dtype=out_dtype)
+    out = _impl.psd_inv_sqrt_torch(s_flat, atol=atol_b, rtol=rtol_b, work_dtype=work,
+                                   out_dtype=out_dtype, exactly_symmetric=exact)
     return InvSqrtResult(out.r.reshape(*batch, d, d), out.rank.reshape(batch))
 
 
@@ -424,16 +416,16 @@ def _optimal_delta_batched(S, M, E, *, force_pinv, work, rtol, atol, check_finit
     atol_b = _threshold_batch("atol", atol, 0.0, batch, S)
     s_flat, m_flat = S.detach().reshape(b, dim, dim), M.detach().reshape(b, dim, o)
     e_flat = None if E is None else E.detach().reshape(b, o, o)
-    _screen([("S", s_flat, True), ("M", m_flat, False), ("E", e_flat, True)],
-            [("rtol", rtol_s), ("atol", atol_b)], check_finite=check_finite, element_name=element_name)
+    exact = _screen([("S", s_flat, True), ("M", m_flat, False), ("E", e_flat, True)],
+                    [("rtol", rtol_s), ("atol", atol_b)], check_finite=check_finite, element_name=element_name)
     if b == 0 or dim == 0 or o == 0:
         return DeltaResult(torch.zeros(*batch, o, dim, dtype=out_dtype, device=S.device),
                            torch.zeros(batch, dtype=out_dtype, device=S.device),
                            torch.zeros(batch, dtype=torch.bool, device=S.device))
     out = _impl.optimal_delta_torch(
-        _symmetrise(s_flat), m_flat.to(out_dtype), None if e_flat is None else _symmetrise(e_flat),
+        s_flat, m_flat, e_flat,
         atol_s=atol_b, rtol_s=rtol_s, atol_e=atol_b, rtol_e=rtol_e, force_pinv=force_pinv,
-        work_dtype=work, out_dtype=out_dtype)
+        work_dtype=work, out_dtype=out_dtype, exactly_symmetric=exact)
     return DeltaResult(out.delta.reshape(*batch, o, dim), out.decrease.reshape(batch),
                        out.used_pinv.reshape(batch))
 
@@ -454,6 +446,8 @@ def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite)
     check_flag("check_finite", check_finite)
     work = _work_dtype(dtype)
     rtol, atol = _nonneg_number("rtol", rtol), _nonneg_number("atol", atol)
+    if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
+        raise TypeError("rtol and atol must be floats (or None) when S is a list of layers")
     results: list = [None] * n
     for idx in _groups([(_key(S[i]), _key(M[i]), _key(E[i])) for i in range(n)]).values():
         out = _optimal_delta_batched(
@@ -567,8 +561,8 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
     n_flat = N.detach().reshape(b, s_dim, t_dim)
     s_flat = None if S is None else S.detach().reshape(b, s_dim, s_dim)
     e_flat = None if E is None else E.detach().reshape(b, t_dim, t_dim)
-    _screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)], [("rtol", rtol_s)],
-            check_finite=options["check_finite"], element_name=element_name)
+    exact = _screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)], [("rtol", rtol_s)],
+                    check_finite=options["check_finite"], element_name=element_name)
     if b == 0:
         return []
     if s_dim == 0 or t_dim == 0:
@@ -577,17 +571,19 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
                              torch.zeros(0, dtype=out_dtype, device=N.device))
         return [empty] * b
     out = _impl.optimal_added_neurons_torch(
-        None if s_flat is None else _symmetrise(s_flat), n_flat.to(out_dtype),
-        None if e_flat is None else _symmetrise(e_flat),
+        s_flat, n_flat, e_flat,
         atol=options["numerical_threshold"], rtol_s=rtol_s, rtol_e=rtol_e,
         statistical_threshold=options["statistical_threshold"], max_neurons=options["max_neurons"],
         ignore_singular_values=options["ignore_singular_values"], alpha_zero=options["alpha_zero"],
-        omega_zero=options["omega_zero"], work_dtype=options["work"], out_dtype=out_dtype)
+        omega_zero=options["omega_zero"], work_dtype=options["work"], out_dtype=out_dtype,
+        exactly_symmetric=exact)
     counts = out.count.tolist()  # host sync: the number of kept neurons differs per element
     return [AddedNeurons(out.alpha[i, :k], out.omega[i, :, :k], out.sigma[i, :k]) for i, k in enumerate(counts)]
 
 
 def _added_list(S, N, E, options) -> list:
+    if isinstance(options["rtol"], torch.Tensor):
+        raise TypeError("rtol must be a float (or None) when N is a list of layers")
     n = len(N)
     S = _as_list("S", S, n, allow_none_entries=True)
     E = _as_list("E", E, n, allow_none_entries=True)

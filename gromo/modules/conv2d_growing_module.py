@@ -656,8 +656,33 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         "cross_covariance": ("cross_cov", frozenset({"x_prev", "x"})),
     }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        input_size: tuple[int, int] | None = None,
+        use_bias: bool = True,
+        post_layer_function: nn.Module = nn.Identity(),
+        extended_post_layer_function: nn.Module | None = None,
+        previous_module: nn.Module | None = None,
+        next_module: nn.Module | None = None,
+        allow_growing: bool = False,
+        device: torch.device | None = None,
+        name: str | None = None,
+        target_in_channels: int | None = None,
+    ) -> None:
+        # Same signature as Conv2dGrowingModule (GroMo inherits it), spelt out for introspection.
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+            input_size=input_size, use_bias=use_bias, post_layer_function=post_layer_function,
+            extended_post_layer_function=extended_post_layer_function, previous_module=previous_module,
+            next_module=next_module, allow_growing=allow_growing, device=device, name=name,
+            target_in_channels=target_in_channels,
+        )
         self.register_buffer("bordering_weight", None, persistent=False)
         self._bordering_key: tuple | None = None
 
@@ -817,8 +842,33 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         "_tensor_s_growth": ("s_growth", frozenset({"x_prev"})),
     }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        input_size: tuple[int, int] | None = None,
+        use_bias: bool = True,
+        post_layer_function: nn.Module = nn.Identity(),
+        extended_post_layer_function: nn.Module | None = None,
+        previous_module: nn.Module | None = None,
+        next_module: nn.Module | None = None,
+        allow_growing: bool = False,
+        device: torch.device | None = None,
+        name: str | None = None,
+        target_in_channels: int | None = None,
+    ) -> None:
+        # Same signature as Conv2dGrowingModule (GroMo inherits it), spelt out for introspection.
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+            input_size=input_size, use_bias=use_bias, post_layer_function=post_layer_function,
+            extended_post_layer_function=extended_post_layer_function, previous_module=previous_module,
+            next_module=next_module, allow_growing=allow_growing, device=device, name=name,
+            target_in_channels=target_in_channels,
+        )
         self._tensor_s_growth = TensorStatistic(
             None, update_function=self.compute_s_growth_update, device=self.device,
             name=f"S_growth({self.name})",

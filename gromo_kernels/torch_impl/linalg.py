@@ -1,42 +1,45 @@
 """Batched, mixed-precision PSD solves on the PyTorch path (CPU and CUDA).
 
-Every routine here works on a flattened batch ``(B, d, d)`` of symmetric matrices that the public
-layer (gromo_kernels/linalg.py) has already validated and symmetrised. The maths is one object, the
-*cutoff pseudo-inverse factor* of a PSD matrix:
+Every routine works on a flattened batch ``(B, d, d)`` of matrices that the public layer
+(gromo_kernels/linalg.py) has validated (finite, symmetric up to rounding). The maths is one object,
+the *cutoff pseudo-inverse factor* of a symmetric PSD matrix:
 
-    S = c·S',  S'⁺ = Wᵀ W,  keep λ(S') > cutoff = max(atol/c, rtol·‖S'‖₂)   W (d, d) per element
+    S' = (S + Sᵀ)/(2c),  S'⁺ = Wᵀ W,  kept: λ(S') > cutoff = max(atol/c, rtol·‖S'‖₂),  W (d, d)
 
 * ``c`` is a power of 4 that brings max|S| into [1/4, 1): exact, so √c is exact too, and the same
-  code handles a scale sweep 1e-20…1e20 in fp32 without overflow or underflow.
-* Cholesky fast path: ``W = L⁻¹`` (two triangular solves per use, ``d³/3`` to build). It is taken only
-  where it gives the same answer as the eigh pseudo-inverse, i.e. every eigenvalue is above the
-  cutoff: Cholesky succeeded and λ_min, estimated from above by block inverse iteration on the
-  factor (4 steps, 4 fixed probe vectors), exceeds 4× the cutoff computed with
-  min(‖S'‖_F, ‖S'‖_∞, 2·λ_max estimate from block power iteration). The estimates are within a
-  factor d^(1/8) of the truth in the worst case and ≤ 1.2× in practice, so only matrices whose
-  λ_min is within a few times the cutoff go through eigh needlessly (correct, slower); an estimate
-  off by more than the margin (a probe almost orthogonal to the extreme eigenvectors) would at
-  worst invert eigenvalues a small factor below the cutoff, never rounding noise far below it.
-  Rows/columns that are exactly zero (dead ReLUs) are deflated: an
-  exact eigenvector with eigenvalue 0, dropped by every cutoff, handled inside Cholesky by a unit
-  diagonal and a zeroed right-hand side.
-* Otherwise ``W = diag(w) Vᵀ`` from ``eigh`` with ``w = λ^{-1/2}`` on kept eigenvalues, 0 elsewhere
-  (negative and noise eigenvalues are dropped, so ``tr(Mᵀ S⁺ M) = ‖W M‖² ≥ 0`` always). ``eigh``
-  falls back to a per-element retry and then to an SVD-based decomposition when LAPACK/cuSOLVER
-  fails to converge (GroMo #192), instead of perturbing the matrix.
+  code handles a scale sweep 1e-20…1e20 in fp32 without overflow or underflow. Right-hand sides are
+  scaled by powers of 2 the same way; results are rescaled in fp64.
+* Cholesky fast path: ``W = L⁻¹`` (two triangular solves per use, ``d³/3`` flops to build). It is
+  taken only where it gives the eigh pseudo-inverse's answer, i.e. every eigenvalue is above the
+  cutoff: Cholesky succeeded and λ_min — estimated from above by 3 steps of block inverse iteration
+  through the factor (4 fixed probe vectors, measured ≤ 1.33·λ_min) — exceeds 3× the cutoff
+  computed with 1.5× a block-power estimate of λ_max (measured ≥ 0.8·λ_max). Only matrices with
+  λ_min within ~4× of the cutoff go through eigh needlessly (correct, slower). The estimates are
+  not bounds in the worst case (a probe nearly orthogonal to an extreme eigenvector); then at worst
+  eigenvalues a small factor below the cutoff are inverted, never rounding noise far below it.
+  Rows/columns that are exactly zero (dead ReLUs) are deflated inside Cholesky: e_i is an exact
+  eigenvector with eigenvalue 0, dropped by every cutoff; a unit diagonal and a zeroed right-hand
+  side give exactly the pseudo-inverse.
+* Otherwise ``W = diag(w) Vᵀ`` from ``eigh`` with ``w = λ^{-1/2}`` on kept eigenvalues and 0 elsewhere
+  (negative and noise eigenvalues are dropped, so ``tr(Mᵀ S⁺ M) = ‖W M‖² ≥ 0`` always). When eigh
+  fails to converge (GroMo #192) each element is retried alone, then decomposed through the SVD,
+  instead of perturbing the matrix.
 
-Mixed precision: inputs are scaled in their accumulate dtype and cast to the work dtype (fp64 by
-default). With fp32 work every batch element is checked afterwards — finite results, a LAPACK-style
-residual ratio ‖V_rᵀ(S X − M)‖ / (‖S‖‖X‖ d ε) < 30 on the retained subspace for solves, and whether
-fp32 can resolve the requested cutoff at all (cutoff below d·ε₃₂·‖S‖ with eigenvalues in that band) —
-and the elements that fail are solved again in fp64. Host synchronisations: one to split a batch
-between the Cholesky and eigh paths (none when every element takes the same path is impossible to
-know without it), one for the escalation mask in fp32 mode, one for the kept-neuron counts.
+Mixed precision: with fp32 work every batch element is checked afterwards and redone in fp64 when
+it fails — non-finite results; a LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) ≥ 30
+on the retained subspace (solves); on the eigh path, a kept eigenvalue within 8× of fp32's
+resolution d·ε₃₂·‖S‖; or a requested cutoff below that resolution with a spectrum reaching it (fp32
+cannot tell which eigenvalues fp64 would keep). See PsdFactor.unresolved_in_fp32.
+
+Host synchronisations (thresholds stay tensors): one per factorisation to split the batch between
+the Cholesky and eigh paths, one for the escalation mask in fp32 mode, and in the public layer one
+for validation and one for the kept-neuron counts.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import NamedTuple
 
 import torch
@@ -47,6 +50,9 @@ __all__ = [
     "eigh_psd_torch",
     "pow4_scale",
     "pow2_scale",
+    "max_abs",
+    "asymmetry",
+    "clear_workspace",
     "solve_psd_torch",
     "psd_inv_sqrt_torch",
     "optimal_delta_torch",
@@ -58,11 +64,14 @@ __all__ = [
 ]
 
 # Block power / inverse iteration that estimates λ_max and λ_min on the Cholesky path.
-POWER_ITERATIONS = 4
+POWER_ITERATIONS = 3
 POWER_BLOCK = 4
-# Cholesky is used only when the λ_min estimate clears the cutoff (computed with min(‖S'‖_F,
-# ‖S'‖_∞, 2·λ_max estimate)) by this factor; everything closer goes through eigh, which is exact.
-CHOLESKY_MARGIN = 4.0
+# The λ_max estimate is a lower bound (measured ≥ 0.8·λ_max for κ 1…1e12, d ≤ 1153, 3 steps): the
+# cutoff uses this multiple of it.
+LAMBDA_MAX_SAFETY = 1.5
+# Cholesky is used only when the λ_min estimate (an upper bound, measured ≤ 1.33·λ_min) clears that
+# cutoff by this factor; everything closer goes through eigh, which is exact.
+CHOLESKY_MARGIN = 3.0
 # LAPACK-style residual ratio above which an fp32 solve is redone in fp64.
 RESIDUAL_LIMIT = 30.0
 # fp32 resolves eigenvalues down to about d·ε₃₂·‖S‖; this factor widens the band it is not trusted in.
@@ -73,23 +82,117 @@ def _eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
 
 
+# Reusable CPU buffers for the internal (B, d, d) temporaries (the scaled copy of S and its Cholesky
+# factor). glibc serves blocks above 32 MB with a fresh mmap, so every new (5, 1153, 1153) fp64
+# tensor costs ~30 ms of page faults on a 2-core machine, as much as its Cholesky. CUDA has torch's
+# caching allocator and never uses these. Per thread, at most WORKSPACE_MAX_BYTES in total.
+WORKSPACE_MAX_BYTES = 512 * 2**20
+_WORKSPACE = threading.local()
+
+
+def _workspace(name: str, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` for internal use within one call (never returned)."""
+    numel = 1
+    for size in shape:
+        numel *= size
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    if device.type != "cpu" or nbytes > WORKSPACE_MAX_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buffers = getattr(_WORKSPACE, "buffers", None)
+    if buffers is None:
+        buffers = _WORKSPACE.buffers = {}
+    key = (name, dtype)
+    buf = buffers.pop(key, None)
+    if buf is None or buf.numel() < numel:
+        buf = None
+        total = sum(b.numel() * b.element_size() for b in buffers.values())
+        while buffers and total + nbytes > WORKSPACE_MAX_BYTES:  # evict the least recently used
+            oldest = next(iter(buffers))
+            total -= buffers[oldest].numel() * buffers[oldest].element_size()
+            del buffers[oldest]
+        buf = torch.empty(numel, dtype=dtype, device=device)
+    buffers[key] = buf  # most recently used last
+    return buf[:numel].view(shape)
+
+
+def clear_workspace() -> None:
+    """Free this thread's reusable solve buffers."""
+    _WORKSPACE.buffers = {}
+
+
+def max_abs(a: torch.Tensor) -> torch.Tensor:
+    """max|a| per batch element, NaN if a holds NaN: a (B, ...) -> (B,) (amax/amin: no |a| temporary)."""
+    flat = a.reshape(a.shape[0], -1)
+    return torch.maximum(flat.amax(dim=-1), -flat.amin(dim=-1))
+
+
+def _amax(a: torch.Tensor) -> torch.Tensor:
+    return max_abs(a)
+
+
+def asymmetry(a: torch.Tensor) -> torch.Tensor:
+    """max|a_i − a_iᵀ| per batch element: a (B, d, d) -> (B,).
+
+    On CPU, large matrices go one at a time through torch's blocked 2-D transpose copy into one
+    reused buffer (a batched ``a − a.mT`` reads with a cache-hostile stride and allocates B·d²).
+    """
+    b, d = a.shape[0], a.shape[-1]
+    if a.device.type != "cpu" or d * d < 65536:
+        return max_abs(a - a.mT)
+    buf = torch.empty(d, d, dtype=a.dtype, device=a.device)
+    out = []
+    for i in range(b):
+        buf.copy_(a[i].mT)
+        buf.sub_(a[i])
+        out.append(torch.maximum(buf.amax(), -buf.amin()))
+    return torch.stack(out)
+
+
 def pow4_scale(a: torch.Tensor) -> torch.Tensor:
-    """Per-element power of 4 ``c`` with max|a|/c in [1/4, 1): a (B, m, n) -> (B,) (1 where a is 0)."""
+    """Per-element power of 4 ``c`` with max|a|/c in [1/4, 1): a (B, m, n) -> (B,) float64 (1 where a is 0)."""
     if a.shape[-1] == 0 or a.shape[-2] == 0:
-        return torch.ones(a.shape[0], dtype=a.dtype, device=a.device)
-    amax = a.abs().amax(dim=(-2, -1))
-    _, exponent = torch.frexp(amax)
+        return torch.ones(a.shape[0], dtype=torch.float64, device=a.device)
+    _, exponent = torch.frexp(_amax(a).to(torch.float64))
     exponent = exponent + torch.remainder(exponent, 2)
-    return torch.ldexp(torch.ones_like(amax), exponent)
+    return torch.ldexp(torch.ones(a.shape[0], dtype=torch.float64, device=a.device), exponent)
 
 
 def pow2_scale(a: torch.Tensor) -> torch.Tensor:
-    """Per-element power of 2 ``m`` with max|a|/m in [1/2, 1): a (B, m, n) -> (B,) (1 where a is 0)."""
+    """Per-element power of 2 ``m`` with max|a|/m in [1/2, 1): a (B, m, n) -> (B,) float64 (1 where a is 0)."""
     if a.shape[-1] == 0 or a.shape[-2] == 0:
-        return torch.ones(a.shape[0], dtype=a.dtype, device=a.device)
-    amax = a.abs().amax(dim=(-2, -1))
-    _, exponent = torch.frexp(amax)
-    return torch.ldexp(torch.ones_like(amax), exponent)
+        return torch.ones(a.shape[0], dtype=torch.float64, device=a.device)
+    _, exponent = torch.frexp(_amax(a).to(torch.float64))
+    return torch.ldexp(torch.ones(a.shape[0], dtype=torch.float64, device=a.device), exponent)
+
+
+def scaled_symmetric(s: torch.Tensor, work: torch.dtype, *, name: str = "S",
+                     exactly_symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """S' = (S + Sᵀ)/(2c) in the work dtype and c (B,) float64 (a power of 4; both steps exact).
+
+    Never modifies ``s``. S' lives in a reused workspace (valid until the next call with ``name``).
+    ``exactly_symmetric`` (known from validation) skips the symmetrisation.
+    """
+    c = pow4_scale(s)
+    sp = _workspace(f"{name}:scaled", tuple(s.shape), work, s.device)
+    sp.copy_(s)
+    if not exactly_symmetric:
+        if s.device.type == "cpu" and s.shape[-1] ** 2 >= 65536:
+            buf = torch.empty(s.shape[-2:], dtype=work, device=s.device)
+            for i in range(sp.shape[0]):
+                buf.copy_(sp[i].mT)
+                sp[i].add_(buf).mul_(0.5)
+        else:
+            sp.copy_(0.5 * (sp + sp.mT))
+    sp.mul_((1.0 / c).to(work)[:, None, None])
+    return sp, c
+
+
+def scaled(a: torch.Tensor, work: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A' = A/m in the work dtype and m (B,) float64 (a power of 2)."""
+    m = pow2_scale(a)
+    ap = a.to(work) if a.dtype != work else a.clone()
+    ap.mul_((1.0 / m).to(work)[:, None, None])
+    return ap, m
 
 
 @functools.lru_cache(maxsize=64)
@@ -170,7 +273,8 @@ class PsdFactor:
     ``S'⁺ = Wᵀ W`` with W = L⁻¹·diag(live) on the Cholesky elements and W = diag(w) Vᵀ on the eigh
     elements. Per element: ``rank`` (int64), ``lam_max`` (‖S'‖₂, an upper bound on the Cholesky
     path), ``lam_min`` (λ_min, an upper estimate on the Cholesky path), ``lam_min_kept`` (smallest
-    kept eigenvalue, inf if none), ``cutoff`` (in S' units), ``used_eigh`` (bool).
+    kept eigenvalue on the eigh path; inf on the Cholesky path and where none is kept), ``cutoff``
+    (in S' units), ``used_eigh`` (bool).
     """
 
     def __init__(self, b, d, dtype, device):
@@ -226,13 +330,16 @@ class PsdFactor:
         return (self.vecs * self.weights.mT) @ self.vecs.mT
 
     def unresolved_in_fp32(self) -> torch.Tensor:
-        """(B,) bool: fp32 cannot be trusted with this element.
+        """(B,) bool: an fp32 factorisation of this element cannot be trusted.
 
-        fp32 eigenvalues are only resolved down to about d·ε₃₂·‖S‖ (backward error of eigh/Cholesky),
-        so an element is unresolved when a *kept* eigenvalue lies within RESOLUTION_FACTOR of that
-        band (inverting it would amplify fp32 rounding ~1/(8·d·ε₃₂)-fold), or when the requested
-        cutoff itself lies below the band and the spectrum reaches it (fp32 cannot tell which of
-        those eigenvalues fp64 would keep).
+        * eigh elements: a *kept* eigenvalue within RESOLUTION_FACTOR of fp32's resolution
+          d·ε₃₂·‖S‖ (eigh's backward error): its fp32 eigenpair is mostly rounding, and inverting it
+          amplifies that (measured: 10–400× the error of an fp64 eigh on the same data).
+        * every element: the requested cutoff lies below that resolution and the spectrum reaches
+          it (fp64 statistics asked in fp32): fp32 cannot tell which eigenvalues fp64 would keep.
+        Cholesky elements are otherwise trusted: their λ_min clears the cutoff by CHOLESKY_MARGIN,
+        and an fp32 Cholesky solve's forward error is ≈ 0.1·κ·ε₃₂ (measured, d ≤ 1153), about the
+        error the fp32 rounding of S itself causes.
         """
         band = RESOLUTION_FACTOR * self.d * _eps(torch.float32)
         scale = self.lam_max.clamp_min(torch.finfo(self.dtype).tiny)
@@ -243,8 +350,10 @@ class PsdFactor:
         return (kept_rel < band) | below_band
 
 
-def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False) -> PsdFactor:
+def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, name: str = "S") -> PsdFactor:
     """The cutoff pseudo-inverse factor of sp (B, d, d) (symmetric, scaled, work dtype).
+
+    ``sp`` is briefly modified in place (its zero diagonal entries) and restored exactly.
 
     Args:
         sp: the scaled matrices S' (max |entry| about 1).
@@ -263,16 +372,20 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False) 
         accept = torch.zeros(b, dtype=torch.bool, device=device)
         n_accept = 0
     else:
-        dead = (sp == 0).all(dim=-1)
+        dead = (sp.amax(dim=-1) == 0) & (sp.amin(dim=-1) == 0)
         live = (~dead).to(dtype)
-        chol, info = torch.linalg.cholesky_ex(sp + torch.diag_embed(dead.to(dtype)))
+        # Unit diagonal on the dead rows for the factorisation only (sp is ours: added and
+        # subtracted in place, exactly, instead of copying a (B, d, d) tensor).
+        diagonal = sp.diagonal(dim1=-2, dim2=-1)
+        diagonal.add_(dead.to(dtype))
+        # A failed factor only produces inf/NaN estimates in its own batch element (not accepted).
+        chol = _workspace(f"{name}:chol", tuple(sp.shape), dtype, device)
+        info = torch.empty(b, dtype=torch.int32, device=device)
+        torch.linalg.cholesky_ex(sp, out=(chol, info))
+        diagonal.sub_(dead.to(dtype))
         ok = info == 0
-        eye = torch.eye(d, dtype=dtype, device=device).expand(b, d, d)
-        chol = torch.where(ok[:, None, None], chol, eye)
         lam_max_est, lam_min = _extreme_eigenvalue_estimates(sp, chol)
-        # ‖S'‖₂ ≤ ‖S'‖_F and ≤ ‖S'‖_∞ always; 2× the power estimate unless that is far off.
-        lam_max_ub = torch.minimum(torch.linalg.matrix_norm(sp), sp.abs().sum(dim=-1).amax(dim=-1))
-        lam_max_ub = torch.minimum(lam_max_ub, 2.0 * lam_max_est)
+        lam_max_ub = LAMBDA_MAX_SAFETY * lam_max_est
         cutoff_ub = torch.maximum(atol, rtol * lam_max_ub)
         accept = ok & torch.isfinite(lam_min) & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
         n_accept = int(accept.sum())  # host sync: splits the batch between the two paths
@@ -286,7 +399,6 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False) 
         f.rank[sel] = (d - dead[sel].sum(dim=-1)).to(torch.int64)
         f.lam_max[sel] = lam_max_ub[sel]
         f.lam_min[sel] = lam_min[sel]
-        f.lam_min_kept[sel] = lam_min[sel]
         f.cutoff[sel] = cutoff_ub[sel]
     if n_accept < b:
         idx = (~accept).nonzero().squeeze(1) if n_accept else None
@@ -307,6 +419,12 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False) 
         f.cutoff[sel] = cutoff
         f.used_eigh[sel] = True
     return f
+
+
+def _rescale(t: torch.Tensor, factor: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """t (B, m, n) times a float64 per-element factor, computed in float64 (so an fp32 work result
+    is not overflowed by the rescaling) and returned in out_dtype."""
+    return (t.to(torch.float64) * factor[:, None, None]).to(out_dtype)
 
 
 def _finite_rows(*tensors: torch.Tensor) -> torch.Tensor:
@@ -351,14 +469,12 @@ class SolveOut(NamedTuple):
     escalated: torch.Tensor
 
 
-def _solve_core(s, m, atol, rtol, *, work, out_dtype, check):
-    c = pow4_scale(s)
-    mscale = pow2_scale(m)
-    sp = (s / c[:, None, None]).to(work)
-    mp = (m / mscale[:, None, None]).to(work)
+def _solve_core(s, m, atol, rtol, *, work, out_dtype, check, exact):
+    sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
+    mp, mscale = scaled(m, work)
     f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work))
     xp = f.whiten_t(f.whiten(mp))
-    x = (xp.to(torch.float64) * (mscale / c).to(torch.float64)[:, None, None]).to(out_dtype)
+    x = _rescale(xp, mscale / c, out_dtype)
     rank = f.rank
     used_pinv = rank < s.shape[-1]
     bad = None
@@ -367,18 +483,19 @@ def _solve_core(s, m, atol, rtol, *, work, out_dtype, check):
     return x, rank, used_pinv, bad
 
 
-def solve_psd_torch(s, m, *, atol, rtol, work_dtype, out_dtype) -> SolveOut:
+def solve_psd_torch(s, m, *, atol, rtol, work_dtype, out_dtype, exactly_symmetric=False) -> SolveOut:
     """X = S⁺M with the cutoff pseudo-inverse: s (B, d, d) symmetric, m (B, d, k) -> SolveOut.
 
     s and m arrive in their accumulate dtype; atol, rtol are (B,) tensors in that dtype.
     ``escalated`` marks the elements an fp32 solve handed to fp64.
     """
     def run(s_, m_, atol_, rtol_, *, work):
-        x_, rank_, used_, _ = _solve_core(s_, m_, atol_, rtol_, work=work, out_dtype=out_dtype, check=False)
+        x_, rank_, used_, _ = _solve_core(s_, m_, atol_, rtol_, work=work, out_dtype=out_dtype, check=False,
+                                          exact=exactly_symmetric)
         return x_, rank_, used_
 
     x, rank, used, bad = _solve_core(s, m, atol, rtol, work=work_dtype, out_dtype=out_dtype,
-                                     check=work_dtype == torch.float32)
+                                     check=work_dtype == torch.float32, exact=exactly_symmetric)
     if bad is None:
         return SolveOut(x, rank, used, torch.zeros_like(used))
     escalated = _escalate(run, (s, m, atol, rtol), bad, [x, rank, used])
@@ -391,26 +508,26 @@ class InvSqrtOut(NamedTuple):
     escalated: torch.Tensor
 
 
-def _inv_sqrt_core(s, atol, rtol, *, work, out_dtype, check):
-    c = pow4_scale(s)
-    sp = (s / c[:, None, None]).to(work)
+def _inv_sqrt_core(s, atol, rtol, *, work, out_dtype, check, exact):
+    sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
     f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), force_eigh=True)
     rp = f.sqrt_pinv()
-    r = (rp.to(torch.float64) * c.to(torch.float64).rsqrt()[:, None, None]).to(out_dtype)
+    r = _rescale(rp, c.rsqrt(), out_dtype)
     bad = None
     if check:
         bad = ~_finite_rows(rp) | f.unresolved_in_fp32()
     return r, f.rank, bad
 
 
-def psd_inv_sqrt_torch(s, *, atol, rtol, work_dtype, out_dtype) -> InvSqrtOut:
+def psd_inv_sqrt_torch(s, *, atol, rtol, work_dtype, out_dtype, exactly_symmetric=False) -> InvSqrtOut:
     """S^{+1/2} = V diag(λ^{-1/2}) Vᵀ over λ > max(atol, rtol·‖S‖₂): s (B, d, d) -> InvSqrtOut."""
     def run(s_, atol_, rtol_, *, work):
-        r_, rank_, _ = _inv_sqrt_core(s_, atol_, rtol_, work=work, out_dtype=out_dtype, check=False)
+        r_, rank_, _ = _inv_sqrt_core(s_, atol_, rtol_, work=work, out_dtype=out_dtype, check=False,
+                                      exact=exactly_symmetric)
         return r_, rank_
 
     r, rank, bad = _inv_sqrt_core(s, atol, rtol, work=work_dtype, out_dtype=out_dtype,
-                                  check=work_dtype == torch.float32)
+                                  check=work_dtype == torch.float32, exact=exactly_symmetric)
     if bad is None:
         return InvSqrtOut(r, rank, torch.zeros_like(rank, dtype=torch.bool))
     escalated = _escalate(run, (s, atol, rtol), bad, [r, rank])
@@ -424,15 +541,13 @@ class DeltaOut(NamedTuple):
     escalated: torch.Tensor
 
 
-def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, out_dtype, check):
+def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, out_dtype, check, exact):
     dim, o = s.shape[-1], m.shape[-1]
-    c = pow4_scale(s)
-    mscale = pow2_scale(m)
-    sp = (s / c[:, None, None]).to(work)
-    mp = (m / mscale[:, None, None]).to(work)
+    sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
+    mp, mscale = scaled(m, work)
     fs = factor_psd_torch(sp, atol=(atol_s / c).to(work), rtol=rtol_s.to(work), force_eigh=force_pinv)
     y = fs.whiten(mp)  # W_S M'   (B, D, o)
-    factor = (mscale / c).to(torch.float64)
+    factor = mscale / c
     used = fs.rank < dim
     bad = None
     if e is None:
@@ -442,37 +557,36 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
             bad = ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
                 _residual_ratio(sp, deltap_t, mp, fs) > RESIDUAL_LIMIT)
     else:
-        ce = pow4_scale(e)
-        ep = (e / ce[:, None, None]).to(work)
-        fe = factor_psd_torch(ep, atol=(atol_e / ce).to(work), rtol=rtol_e.to(work), force_eigh=force_pinv)
+        ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
+        fe = factor_psd_torch(ep, atol=(atol_e / ce).to(work), rtol=rtol_e.to(work), force_eigh=force_pinv,
+                              name="E")
         y1 = y
         y = fe.whiten(y1.mT).mT  # W_S M' W_Eᵀ
         z = fs.whiten_t(y)  # W_Sᵀ W_S M' W_Eᵀ
         deltap = fe.whiten_t(z.mT)  # W_Eᵀ W_E M'ᵀ W_Sᵀ W_S = E'⁺ (S'⁺ M')ᵀ   (B, o, D)
-        factor = factor / ce.to(torch.float64)
+        factor = factor / ce
         used = used | (fe.rank < o)
         if check:
             xs = fs.whiten_t(y1)
             bad = ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | fe.unresolved_in_fp32() | (
                 _residual_ratio(sp, xs, mp, fs) > RESIDUAL_LIMIT)
-    delta = (deltap.to(torch.float64) * factor[:, None, None]).to(out_dtype)
+    delta = _rescale(deltap, factor, out_dtype)
     # tr(M·Δ) = ‖W_S M W_Eᵀ‖²: a sum of squares, never negative.
-    decrease = (torch.linalg.vector_norm(y, dim=(-2, -1)).to(torch.float64) ** 2
-                * (mscale.to(torch.float64) * factor)).to(out_dtype)
+    decrease = (torch.linalg.vector_norm(y, dim=(-2, -1)).to(torch.float64) ** 2 * (mscale * factor)).to(out_dtype)
     return delta, decrease, used, bad
 
 
 def optimal_delta_torch(s, m, e, *, atol_s, rtol_s, atol_e, rtol_e, force_pinv, work_dtype,
-                        out_dtype) -> DeltaOut:
+                        out_dtype, exactly_symmetric=False) -> DeltaOut:
     """Δ = E⁺ (S⁺ M)ᵀ (o, D) and tr(M Δ): s (B, D, D), m (B, D, o), e (B, o, o) or None -> DeltaOut."""
     def run(s_, m_, e_, as_, rs_, ae_, re_, *, work):
         d_, dec_, used_, _ = _delta_core(s_, m_, e_, as_, rs_, ae_, re_, force_pinv=force_pinv, work=work,
-                                         out_dtype=out_dtype, check=False)
+                                         out_dtype=out_dtype, check=False, exact=exactly_symmetric)
         return d_, dec_, used_
 
     delta, decrease, used, bad = _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, force_pinv=force_pinv,
                                              work=work_dtype, out_dtype=out_dtype,
-                                             check=work_dtype == torch.float32)
+                                             check=work_dtype == torch.float32, exact=exactly_symmetric)
     if bad is None:
         return DeltaOut(delta, decrease, used, torch.zeros_like(used))
     escalated = _escalate(run, (s, m, e, atol_s, rtol_s, atol_e, rtol_e), bad, [delta, decrease, used])
@@ -500,26 +614,22 @@ def _column_sign(a: torch.Tensor) -> torch.Tensor:
 
 
 def _added_core(s, n, e, atol, rtol_s, rtol_e, *, statistical_threshold, max_neurons, ignore_singular_values,
-                alpha_zero, omega_zero, work, out_dtype, check):
+                alpha_zero, omega_zero, work, out_dtype, check, exact):
     big, s_dim, t_dim = n.shape
     f64 = torch.float64
-    nscale = pow2_scale(n)
-    p = (n / nscale[:, None, None]).to(work)
-    pscale = nscale.to(f64)
+    p, pscale = scaled(n, work)
     fs = fe = None
     if s is not None:
-        c = pow4_scale(s)
-        sp = (s / c[:, None, None]).to(work)
+        sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
         fs = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol_s.to(work))
         p = fs.whiten(p)  # W_S N'
-        root_c = c.to(f64).sqrt()
+        root_c = c.sqrt()
         pscale = pscale / root_c
     if e is not None:
-        ce = pow4_scale(e)
-        ep = (e / ce[:, None, None]).to(work)
-        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work))
+        ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
+        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work), name="E")
         p = fe.whiten(p.mT).mT  # W_S N' W_Eᵀ
-        root_ce = ce.to(f64).sqrt()
+        root_ce = ce.sqrt()
         pscale = pscale / root_ce
     u, sig, vh = torch.linalg.svd(p, full_matrices=False)
     # α direction Wᵀ U (s, k) and ω direction Wₑᵀ V (t, k), in true units.
@@ -562,7 +672,7 @@ def _added_core(s, n, e, atol, rtol_s, rtol_e, *, statistical_threshold, max_neu
 
 def optimal_added_neurons_torch(s, n, e, *, atol, rtol_s, rtol_e, statistical_threshold, max_neurons,
                                 ignore_singular_values, alpha_zero, omega_zero, work_dtype,
-                                out_dtype) -> AddedOut:
+                                out_dtype, exactly_symmetric=False) -> AddedOut:
     """GroMo §5.3 on a batch: s (B, s, s) or None, n (B, s, t), e (B, t, t) or None -> AddedOut.
 
     P = S^{+1/2} N E^{+1/2} (computed as W_S N W_Eᵀ, same singular values and vectors up to the
@@ -571,7 +681,7 @@ def optimal_added_neurons_torch(s, n, e, *, atol, rtol_s, rtol_e, statistical_th
     """
     options = dict(statistical_threshold=statistical_threshold, max_neurons=max_neurons,
                    ignore_singular_values=ignore_singular_values, alpha_zero=alpha_zero,
-                   omega_zero=omega_zero, out_dtype=out_dtype)
+                   omega_zero=omega_zero, out_dtype=out_dtype, exact=exactly_symmetric)
 
     def run(s_, n_, e_, atol_, rs_, re_, *, work):
         a_, o_, sg_, cnt_, _ = _added_core(s_, n_, e_, atol_, rs_, re_, work=work, check=False, **options)

@@ -26,7 +26,7 @@ DTYPES = (torch.float32, torch.float64)
 LAYOUTS = ("contiguous", "strided", "permuted")
 
 HYPOTHESIS = settings(
-    max_examples=30,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -122,8 +122,8 @@ def conv_pair_case(draw):
     hp = prev_size_for(prev, 0, min_size(cur, 0)) + draw(st.integers(0, 2))
     wp = prev_size_for(prev, 1, min_size(cur, 1)) + draw(st.integers(0, 2))
     return dict(
-        prev=prev, cur=cur, n=draw(st.integers(0, 4)), c_prev=draw(st.integers(0, 5)),
-        c=draw(st.integers(0, 5)), c_out=draw(st.integers(0, 5)), hp=hp, wp=wp,
+        prev=prev, cur=cur, n=draw(st.integers(0, 5)), c_prev=draw(st.integers(0, 6)),
+        c=draw(st.integers(0, 6)), c_out=draw(st.integers(0, 6)), hp=hp, wp=wp,
         bias_prev=draw(st.booleans()), bias=draw(st.booleans()),
         dtype=draw(st.sampled_from(DTYPES)), precision=draw(st.sampled_from(PRECISIONS)),
         layout=draw(st.sampled_from(LAYOUTS)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,8 +235,9 @@ def test_importing_the_package_does_not_import_triton():
     """triton_impl is imported lazily, only when the triton backend is chosen."""
     code = ("import sys, torch, gromo_kernels as gk; x = torch.ones(3, 2); gk.linear_input_cov(x); "
             "gk.layer_statistics('linear', x, x, x_prev=x); print('triton' in sys.modules)")
+    repo_root = str(Path(gk.__file__).resolve().parent.parent)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"GROMO_KERNELS_BACKEND": "", "PATH": ""}, cwd=".")
+                          env={"PYTHONPATH": repo_root, "PATH": ""}, cwd=repo_root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
