@@ -93,6 +93,10 @@ _SCALING_ATTRIBUTES = (
 )
 _KNOWN_RESCALINGS = ("default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape")
 _KNOWN_PAIRINGS = ("vv_z_negz",)
+# Module-level twins of GrowingModule's class constants, so that the method annotations naming them
+# resolve with typing.get_type_hints (class attributes are not in the annotations' scope).
+_KNOWN_RESCALING_STRATEGIES_TYPE = Literal["default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape"]
+_KNOWN_NEURON_PAIRINGS_TYPE = Literal["vv_z_negz"]
 _NORMALIZATION_TYPES = (
     "equalize_second_layer",
     "equalize_extensions",
@@ -540,10 +544,8 @@ class GrowingModule(nn.Module):
             a growing / merge previous module.
     """
 
-    _KNOWN_RESCALING_STRATEGIES_TYPE = Literal[
-        "default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape"
-    ]
-    _KNOWN_NEURON_PAIRINGS_TYPE = Literal["vv_z_negz"]
+    _KNOWN_RESCALING_STRATEGIES_TYPE = _KNOWN_RESCALING_STRATEGIES_TYPE
+    _KNOWN_NEURON_PAIRINGS_TYPE = _KNOWN_NEURON_PAIRINGS_TYPE
 
     #: ``gromo_kernels.layer_statistics`` kind (None: no fused statistics)
     _statistics_kind: str | None = None

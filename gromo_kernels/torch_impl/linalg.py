@@ -25,8 +25,10 @@ the *cutoff pseudo-inverse factor* of a symmetric PSD matrix:
   fails to converge (GroMo #192) each element is retried alone, then decomposed through the SVD,
   instead of perturbing the matrix.
 
-Mixed precision: with fp32 work every batch element is checked afterwards and redone in fp64 when
-it fails — non-finite results; a LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) ≥ 30
+Mixed precision: with fp32 work (solves and new neurons) only the Cholesky path runs in fp32; an
+element that needs the pseudo-inverse is solved in fp64 directly (an fp32 eigh near the cutoff is
+measured 10–400× less accurate than fp64 on the same data). Every element is also checked
+afterwards and redone in fp64 when it fails — non-finite results; a LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) ≥ 30
 on the retained subspace (solves); on the eigh path, a kept eigenvalue within 8× of fp32's
 resolution d·ε₃₂·‖S‖; or a requested cutoff below that resolution with a spectrum reaching it (fp32
 cannot tell which eigenvalues fp64 would keep). See PsdFactor.unresolved_in_fp32.
@@ -289,6 +291,7 @@ class PsdFactor:
         self.lam_min_kept = torch.full((b,), float("inf"), dtype=dtype, device=device)
         self.cutoff = torch.zeros(b, dtype=dtype, device=device)
         self.used_eigh = torch.zeros(b, dtype=torch.bool, device=device)
+        self.deferred = torch.zeros(b, dtype=torch.bool, device=device)
 
     # -- application --------------------------------------------------------------------------
     def _dispatch(self, y: torch.Tensor, chol_fn, eig_fn) -> torch.Tensor:
@@ -350,7 +353,8 @@ class PsdFactor:
         return (kept_rel < band) | below_band
 
 
-def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, name: str = "S") -> PsdFactor:
+def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, defer_eigh: bool = False,
+                     name: str = "S") -> PsdFactor:
     """The cutoff pseudo-inverse factor of sp (B, d, d) (symmetric, scaled, work dtype).
 
     ``sp`` is briefly modified in place (its zero diagonal entries) and restored exactly.
@@ -360,6 +364,10 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
         atol: absolute cutoff in S' units, float or (B,) tensor.
         rtol: relative cutoff (times ‖S'‖₂), float or (B,) tensor.
         force_eigh: skip the Cholesky path (every element through eigh).
+        defer_eigh: do not decompose the elements that fail the Cholesky test; they get W = 0 and
+            ``deferred`` = True (the fp32 mode re-solves them in fp64 instead of running an fp32
+            eigh, which is 10–400× less accurate than fp64 near the cutoff).
+        name: workspace name (two factors alive at once need different names).
     Returns:
         PsdFactor.
     """
@@ -404,6 +412,13 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
         idx = (~accept).nonzero().squeeze(1) if n_accept else None
         sel = slice(None) if idx is None else idx
         f.eig_idx = idx
+        if defer_eigh:
+            n_left = b - n_accept
+            f.vecs = torch.eye(d, dtype=dtype, device=device).expand(n_left, d, d)
+            f.keep = torch.zeros(n_left, d, dtype=torch.bool, device=device)
+            f.weights = torch.zeros(n_left, d, 1, dtype=dtype, device=device)
+            f.deferred[sel] = True
+            return f
         lam, vecs = eigh_psd_torch(sp[sel])
         lam_max = lam.abs().amax(dim=-1)
         cutoff = torch.maximum(atol[sel], rtol[sel] * lam_max)
@@ -472,14 +487,15 @@ class SolveOut(NamedTuple):
 def _solve_core(s, m, atol, rtol, *, work, out_dtype, check, exact):
     sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
     mp, mscale = scaled(m, work)
-    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work))
+    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), defer_eigh=check)
     xp = f.whiten_t(f.whiten(mp))
     x = _rescale(xp, mscale / c, out_dtype)
     rank = f.rank
     used_pinv = rank < s.shape[-1]
     bad = None
     if check:
-        bad = ~_finite_rows(xp) | f.unresolved_in_fp32() | (_residual_ratio(sp, xp, mp, f) > RESIDUAL_LIMIT)
+        bad = f.deferred | ~_finite_rows(xp) | f.unresolved_in_fp32() | (
+            _residual_ratio(sp, xp, mp, f) > RESIDUAL_LIMIT)
     return x, rank, used_pinv, bad
 
 
@@ -545,7 +561,8 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
     dim, o = s.shape[-1], m.shape[-1]
     sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
     mp, mscale = scaled(m, work)
-    fs = factor_psd_torch(sp, atol=(atol_s / c).to(work), rtol=rtol_s.to(work), force_eigh=force_pinv)
+    fs = factor_psd_torch(sp, atol=(atol_s / c).to(work), rtol=rtol_s.to(work), force_eigh=force_pinv,
+                          defer_eigh=check)
     y = fs.whiten(mp)  # W_S M'   (B, D, o)
     factor = mscale / c
     used = fs.rank < dim
@@ -554,12 +571,12 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
         deltap_t = fs.whiten_t(y)  # S'⁺ M'  (B, D, o)
         deltap = deltap_t.mT
         if check:
-            bad = ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
+            bad = fs.deferred | ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
                 _residual_ratio(sp, deltap_t, mp, fs) > RESIDUAL_LIMIT)
     else:
         ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
         fe = factor_psd_torch(ep, atol=(atol_e / ce).to(work), rtol=rtol_e.to(work), force_eigh=force_pinv,
-                              name="E")
+                              defer_eigh=check, name="E")
         y1 = y
         y = fe.whiten(y1.mT).mT  # W_S M' W_Eᵀ
         z = fs.whiten_t(y)  # W_Sᵀ W_S M' W_Eᵀ
@@ -568,8 +585,8 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
         used = used | (fe.rank < o)
         if check:
             xs = fs.whiten_t(y1)
-            bad = ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | fe.unresolved_in_fp32() | (
-                _residual_ratio(sp, xs, mp, fs) > RESIDUAL_LIMIT)
+            bad = fs.deferred | fe.deferred | ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
+                fe.unresolved_in_fp32() | (_residual_ratio(sp, xs, mp, fs) > RESIDUAL_LIMIT))
     delta = _rescale(deltap, factor, out_dtype)
     # tr(M·Δ) = ‖W_S M W_Eᵀ‖²: a sum of squares, never negative.
     decrease = (torch.linalg.vector_norm(y, dim=(-2, -1)).to(torch.float64) ** 2 * (mscale * factor)).to(out_dtype)
@@ -621,13 +638,13 @@ def _added_core(s, n, e, atol, rtol_s, rtol_e, *, statistical_threshold, max_neu
     fs = fe = None
     if s is not None:
         sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
-        fs = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol_s.to(work))
+        fs = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol_s.to(work), defer_eigh=check)
         p = fs.whiten(p)  # W_S N'
         root_c = c.sqrt()
         pscale = pscale / root_c
     if e is not None:
         ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
-        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work), name="E")
+        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work), defer_eigh=check, name="E")
         p = fe.whiten(p.mT).mT  # W_S N' W_Eᵀ
         root_ce = ce.sqrt()
         pscale = pscale / root_ce
@@ -664,9 +681,9 @@ def _added_core(s, n, e, atol, rtol_s, rtol_e, *, statistical_threshold, max_neu
     if check:
         bad = ~_finite_rows(alpha, omega, sigma)
         if fs is not None:
-            bad = bad | fs.unresolved_in_fp32()
+            bad = bad | fs.deferred | fs.unresolved_in_fp32()
         if fe is not None:
-            bad = bad | fe.unresolved_in_fp32()
+            bad = bad | fe.deferred | fe.unresolved_in_fp32()
     return alpha.to(out_dtype), omega.to(out_dtype), sigma.to(out_dtype), count, bad
 
 

@@ -161,7 +161,8 @@ API = [
      "tensor, reference_tensor, fan_in, distribution='uniform'"),
     (GM, "GrowingModule", "kaiming_initialization", "either",
      "tensor, reference_tensor, fan_in, distribution='uniform'"),
-    (GM, "GrowingModule", "copy_uniform_initialization", "either", "tensor, reference_tensor, fan_in"),  # reference page
+    # reference page (older GroMo name)
+    (GM, "GrowingModule", "copy_uniform_initialization", "either", "tensor, reference_tensor, fan_in"),
     (GM, "GrowingModule", "number_of_neurons_to_add", "method",
      "method='fixed_proportional', number_of_growth_steps=1"),
     (GM, "GrowingModule", "complete_growth", "method", "extension_kwargs"),
@@ -197,7 +198,8 @@ API = [
     (LIN, "LinearMergeGrowingModule", None, "ctor",
      "post_merge_function=Identity(), previous_modules=None, next_modules=None, allow_growing=False, "
      "in_features=None, device=None, name=None"),
-    *[(LIN, "LinearMergeGrowingModule", p, "prop own", None) for p in ("out_features", "input_volume", "output_volume")],
+    *[(LIN, "LinearMergeGrowingModule", p, "prop own", None)
+      for p in ("out_features", "input_volume", "output_volume")],
     (LIN, "LinearMergeGrowingModule", "set_next_modules", "method own", "next_modules"),
     (LIN, "LinearMergeGrowingModule", "set_previous_modules", "method own", "previous_modules"),
     *[(LIN, "LinearMergeGrowingModule", m, "method own", "") for m in (
@@ -411,6 +413,23 @@ def test_member_matches_documented_signature(entry):
     _assert_parameters(parameters, source, where)
 
 
+@pytest.mark.parametrize("module_path, owner_name", sorted({(e[0], e[1]) for e in API}, key=str))
+def test_annotations_resolve(module_path, owner_name):
+    """typing.get_type_hints (Sphinx, IDEs, validators) must resolve every annotation of the API."""
+    module = importlib.import_module(module_path)
+    owner = module if owner_name is None else getattr(module, owner_name)
+    functions = [member for member in vars(owner).values() if inspect.isfunction(member)]
+    for member in vars(owner).values():
+        if isinstance(member, (staticmethod, classmethod)):
+            functions.append(member.__func__)
+        elif isinstance(member, property):
+            functions.extend(f for f in (member.fget, member.fset) if f is not None)
+    functions = [f for f in functions if f.__module__ == module_path]
+    assert functions
+    for function in functions:
+        typing.get_type_hints(function)
+
+
 def test_number_of_parameters_is_a_property_on_merges_and_a_method_on_modules():
     first = LinearGrowingModule(3, 4, device="cpu")
     merge = LinearMergeGrowingModule(in_features=4, previous_modules=[first], device="cpu")
@@ -468,6 +487,7 @@ def test_growing_module_state_attributes():
     assert (merge.store_input, merge.store_activity, merge.use_bias, merge.total_in_features) == (0, 0, True, 4)
     assert merge.input is None and merge.activity is None and merge.in_features == 4
     assert merge.previous_modules == [first] and merge.next_modules == []
+    assert (merge.out_features, merge.input_volume, merge.output_volume) == (4, 4, 4)
     for name in ("tensor_s", "previous_tensor_s", "previous_tensor_m"):
         assert isinstance(getattr(merge, name), TensorStatistic), name
 
@@ -488,6 +508,7 @@ def test_conv_module_attributes():
     merge = Conv2dMergeGrowingModule(3, (4, 4), 3, device="cpu")
     assert (merge.in_channels, merge.input_size, merge.kernel_size, merge.use_bias) == (3, (4, 4), (3, 3), True)
     assert isinstance(merge.reshape_function, nn.Identity)
+    assert (merge.in_features, merge.out_features, merge.out_channels, merge.input_volume) == (3, 3, 3, 48)
     assert merge.tensor_s._shape == (3 * 9 + 1, 3 * 9 + 1)
 
 
