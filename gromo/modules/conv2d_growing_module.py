@@ -613,6 +613,22 @@ class Conv2dGrowingModule(GrowingModule):
             )
         return stats, int(x_prev.shape[0])
 
+    def _growth_statistic(
+        self, key: str, what: str, desired_activation: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """(sum, n) of the growth statistic ``key`` ("m_prev", "cross_cov" or "s_growth") of the
+        growth scheme: the cached fused statistic, or, for an explicit ``desired_activation``, a
+        direct uncached computation (it replaces the stored gradient).
+
+        Raises:
+            ValueError: no previous module.  NotImplementedError: previous not a conv.
+        """
+        self._growth_previous(what)
+        if desired_activation is not None:
+            stats, n = self._growth_stats_direct(desired_activation)
+            return getattr(stats, key), n
+        return self._layer_statistic(key)
+
     def _alpha_omega(self, use_fisher: bool, **kwargs: Any):
         previous = self._growth_previous("the added parameters")
         alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(use_fisher=use_fisher, **kwargs)
@@ -742,11 +758,7 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        self._growth_previous("M_{-2}")
-        if desired_activation is not None:
-            stats, n = self._growth_stats_direct(desired_activation)
-            return stats.m_prev, n
-        return self._layer_statistic("m_prev")
+        return self._growth_statistic("m_prev", "M_{-2}", desired_activation)
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,l} Ũ_p Uᵀ (D_p, D), n).
@@ -754,8 +766,7 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        self._growth_previous("the cross covariance")
-        return self._layer_statistic("cross_cov")
+        return self._growth_statistic("cross_cov", "the cross covariance")
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -925,8 +936,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        self._growth_previous("S_growth")
-        return self._layer_statistic("s_growth")
+        return self._growth_statistic("s_growth", "S_growth")
 
     def compute_m_prev_update(self, desired_activation: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """(M₋₂ (D_p, C_out·kk) with column c·kk + e, n).
@@ -934,11 +944,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        self._growth_previous("M_{-2}")
-        if desired_activation is not None:
-            stats, n = self._growth_stats_direct(desired_activation)
-            return stats.m_prev, n
-        return self._layer_statistic("m_prev")
+        return self._growth_statistic("m_prev", "M_{-2}", desired_activation)
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(P (kk, D_p, D), n).
@@ -946,8 +952,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        self._growth_previous("the cross covariance")
-        return self._layer_statistic("cross_cov")
+        return self._growth_statistic("cross_cov", "the cross covariance")
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -1226,11 +1231,7 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
                 raise NotImplementedError(
                     f"A next module of type {type(module).__name__} is not supported by {type(self).__name__}"
                 )
-        if self.tensor_s.samples > 0:
-            warnings.warn(
-                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=2
-            )
-        self.next_modules = next_modules
+        self._store_next_modules(next_modules)
 
     def set_previous_modules(self, previous_modules: list[GrowingModule | MergeGrowingModule]) -> None:
         """Set the predecessors, fill ``input_size`` from the first one if unknown, and (re)create the
@@ -1265,64 +1266,20 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
                         f"The output volume of {module.name} is {volume}, expected the input volume "
                         f"{self.input_volume}"
                     )
-        if any(
-            statistic is not None and statistic.samples > 0
-            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
-        ):
-            warnings.warn(
-                f"{self.name}: setting the previous modules with non-empty previous statistics.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self.previous_modules = previous_modules
+        self._store_previous_modules(previous_modules)
         if self.input_size is None and previous_modules and isinstance(previous_modules[0], Conv2dGrowingModule):
             try:
                 self.input_size = (previous_modules[0].out_width, previous_modules[0].out_height)
             except ValueError:
                 pass
-        self.total_in_features = self.sum_in_features(with_bias=True)
-        self._create_previous_statistics()
-
-    def _create_previous_statistics(self) -> None:
-        total = self.total_in_features
-        if total > 0:
-            self.previous_tensor_s = TensorStatistic(
-                (total, total), update_function=self.compute_previous_s_update, device=self.device,
-                name=f"S[-1]({self.name})",
-            )
-            self.previous_tensor_m = TensorStatistic(
-                (total, self.in_channels), update_function=self.compute_previous_m_update,
-                device=self.device, name=f"M[-1]({self.name})",
-            )
-        else:
-            self.previous_tensor_s = None
-            self.previous_tensor_m = None
 
     def update_size(self) -> None:
         """Follow the predecessors' channels; recreate statistics whose declared shape changed."""
         if self.previous_modules:
             self.in_channels = self.previous_modules[0].out_channels
-        self.total_in_features = self.sum_in_features(with_bias=True)
         kh, kw = self.kernel_size
-        width = self.in_channels * kh * kw + 1
-        if self.tensor_s._shape != (width, width):
-            self.tensor_s = TensorStatistic(
-                (width, width), update_function=self.compute_s_update, device=self.device,
-                name=f"S({self.name})",
-            )
-        total = self.total_in_features
-        if total <= 0:
-            self.previous_tensor_s = None
-            self.previous_tensor_m = None
-        elif (
-            self.previous_tensor_s is None
-            or self.previous_tensor_s._shape != (total, total)
-            or self.previous_tensor_m is None
-            or self.previous_tensor_m._shape != (total, self.in_channels)
-        ):
-            self._create_previous_statistics()
+        self._resize_statistics(self.in_channels * kh * kw + 1)
         self._input_volume = None
-        self._statistics_cache = {}
 
     # ----- forward and statistics -----------------------------------------------------------
 

@@ -317,6 +317,79 @@ class MergeGrowingModule(nn.Module):
         """Recompute sizes after a neighbour grew. Raises NotImplementedError (abstract)."""
         raise NotImplementedError
 
+    def _store_next_modules(self, next_modules: list[GrowingModule | MergeGrowingModule]) -> None:
+        """Keep the (already validated) successors.
+
+        Warns:
+            UserWarning: the tensor S already holds samples.
+        """
+        if self.tensor_s.samples > 0:
+            # stacklevel 3: the caller of the subclass's set_next_modules.
+            warnings.warn(
+                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=3
+            )
+        self.next_modules = next_modules
+
+    def _store_previous_modules(self, previous_modules: list[GrowingModule | MergeGrowingModule]) -> None:
+        """Keep the (already validated) predecessors and recreate the previous statistics at the new
+        total width.
+
+        Warns:
+            UserWarning: the previous statistics already hold samples.
+        """
+        if any(
+            statistic is not None and statistic.samples > 0
+            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
+        ):
+            # stacklevel 3: the caller of the subclass's set_previous_modules.
+            warnings.warn(
+                f"{self.name}: setting the previous modules with non-empty previous statistics.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.previous_modules = previous_modules
+        self.total_in_features = self.sum_in_features(with_bias=True)
+        self._create_previous_statistics()
+
+    def _create_previous_statistics(self) -> None:
+        """Previous S (total, total) and M (total, in_features); None without growing predecessors."""
+        total = self.total_in_features
+        if total > 0:
+            self.previous_tensor_s = TensorStatistic(
+                (total, total), update_function=self.compute_previous_s_update, device=self.device,
+                name=f"S[-1]({self.name})",
+            )
+            self.previous_tensor_m = TensorStatistic(
+                (total, self.in_features), update_function=self.compute_previous_m_update,
+                device=self.device, name=f"M[-1]({self.name})",
+            )
+        else:
+            self.previous_tensor_s = None
+            self.previous_tensor_m = None
+
+    def _resize_statistics(self, s_width: int) -> None:
+        """After ``in_features`` changed: recreate the statistics whose declared shape no longer
+        matches (``tensor_s`` (s_width, s_width), previous S / M) and drop the cached sums.
+
+        Statistics whose shape still matches are kept, with their samples.
+        """
+        self.total_in_features = self.sum_in_features(with_bias=True)
+        if self.tensor_s._shape != (s_width, s_width):
+            self.tensor_s = TensorStatistic(
+                (s_width, s_width), update_function=self.compute_s_update, device=self.device,
+                name=f"S({self.name})",
+            )
+        total = self.total_in_features
+        if (
+            total <= 0
+            or self.previous_tensor_s is None
+            or self.previous_tensor_s._shape != (total, total)
+            or self.previous_tensor_m is None
+            or self.previous_tensor_m._shape != (total, self.in_features)
+        ):
+            self._create_previous_statistics()
+        self._statistics_cache = {}
+
     def sum_in_features(self, with_bias: bool = False) -> int:
         """Σ in_features (+ use_bias) of the growing predecessors."""
         return sum(
@@ -333,11 +406,8 @@ class MergeGrowingModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``post_merge_function(x)``; stores x (with its gradient) / the activity when asked."""
-        self.tensor_s.updated = False
-        if self.previous_tensor_s is not None:
-            self.previous_tensor_s.updated = False
-        if self.previous_tensor_m is not None:
-            self.previous_tensor_m.updated = False
+        for statistic in self._existing_statistics():
+            statistic.updated = False
         self._statistics_cache = {}
         if self.store_input > 0:
             self.input = x
@@ -382,6 +452,13 @@ class MergeGrowingModule(nn.Module):
         """M of the concatenated predecessor inputs. Raises NotImplementedError (abstract)."""
         raise NotImplementedError
 
+    def _existing_statistics(self) -> list[TensorStatistic]:
+        """tensor_s, plus the previous S / M when there are growing predecessors."""
+        return [
+            statistic for statistic in (self.tensor_s, self.previous_tensor_s, self.previous_tensor_m)
+            if statistic is not None
+        ]
+
     def _growing_predecessors(self) -> list[GrowingModule]:
         return [m for m in self.previous_modules if isinstance(m, GrowingModule)]
 
@@ -392,19 +469,13 @@ class MergeGrowingModule(nn.Module):
             module.store_pre_activity = True
         self.store_input = max(int(self.store_input), 1)
         self.store_activity = max(int(self.store_activity), 1)
-        self.tensor_s.init()
-        if self.previous_tensor_s is not None:
-            self.previous_tensor_s.init()
-        if self.previous_tensor_m is not None:
-            self.previous_tensor_m.init()
+        for statistic in self._existing_statistics():
+            statistic.init()
 
     def update_computation(self) -> None:
         """Accumulate S, previous S and previous M for the last batch."""
-        self.tensor_s.update()
-        if self.previous_tensor_s is not None:
-            self.previous_tensor_s.update()
-        if self.previous_tensor_m is not None:
-            self.previous_tensor_m.update()
+        for statistic in self._existing_statistics():
+            statistic.update()
 
     def reset_computation(self) -> None:
         """Stop storing, forget the statistics and the stored tensors."""
@@ -413,11 +484,8 @@ class MergeGrowingModule(nn.Module):
             module.store_pre_activity = False
         self.store_input = 0
         self.store_activity = 0
-        self.tensor_s.reset()
-        if self.previous_tensor_s is not None:
-            self.previous_tensor_s.reset()
-        if self.previous_tensor_m is not None:
-            self.previous_tensor_m.reset()
+        for statistic in self._existing_statistics():
+            statistic.reset()
         self._statistics_cache = {}
         self.input = None
         self.activity = None
@@ -1143,6 +1211,14 @@ class GrowingModule(nn.Module):
                 f"The previous module of type {type(previous).__name__} is not supported."
             )
 
+    def _cycle_statistics(self) -> tuple[TensorStatistic, ...]:
+        """The statistics driven by init/update/reset_computation: S, M, E and, with a growing
+        previous module, M₋₂, P and S₋₂ (a merge previous module drives its own)."""
+        statistics = (self.tensor_s, self.tensor_m, self.covariance_loss_gradient)
+        if isinstance(self.previous_module, GrowingModule):
+            statistics += (self.tensor_m_prev, self.cross_covariance, self.tensor_s_growth)
+        return statistics
+
     def init_computation(self) -> None:
         """Store input and pre-activation, (re)start S, M, E and, with a growing previous module,
         M₋₂, P and S₋₂ (a merge previous module starts its own computation).
@@ -1153,16 +1229,12 @@ class GrowingModule(nn.Module):
         self._check_previous_for_computation()
         self.store_input = True
         self.store_pre_activity = True
-        self.tensor_s.init()
-        self.tensor_m.init()
-        self.covariance_loss_gradient.init()
         previous = self.previous_module
         if isinstance(previous, GrowingModule):
             previous.store_input = True
-            self.tensor_m_prev.init()
-            self.cross_covariance.init()
-            self.tensor_s_growth.init()
-        elif isinstance(previous, MergeGrowingModule):
+        for statistic in self._cycle_statistics():
+            statistic.init()
+        if isinstance(previous, MergeGrowingModule):
             previous.init_computation()
 
     def update_computation(self) -> None:
@@ -1172,16 +1244,10 @@ class GrowingModule(nn.Module):
             NotImplementedError: previous module neither growing nor merge.
         """
         self._check_previous_for_computation()
-        self.tensor_s.update()
-        self.tensor_m.update()
-        self.covariance_loss_gradient.update()
-        previous = self.previous_module
-        if isinstance(previous, GrowingModule):
-            self.tensor_m_prev.update()
-            self.cross_covariance.update()
-            self.tensor_s_growth.update()
-        elif isinstance(previous, MergeGrowingModule):
-            previous.update_computation()
+        for statistic in self._cycle_statistics():
+            statistic.update()
+        if isinstance(self.previous_module, MergeGrowingModule):
+            self.previous_module.update_computation()
 
     def reset_computation(self) -> None:
         """Stop storing, forget the statistics, the stored tensors and the statistics cache.
@@ -1192,16 +1258,10 @@ class GrowingModule(nn.Module):
         self._check_previous_for_computation()
         self.store_input = False
         self.store_pre_activity = False
-        self.tensor_s.reset()
-        self.tensor_m.reset()
-        self.covariance_loss_gradient.reset()
-        previous = self.previous_module
-        if isinstance(previous, GrowingModule):
-            self.tensor_m_prev.reset()
-            self.cross_covariance.reset()
-            self.tensor_s_growth.reset()
-        elif isinstance(previous, MergeGrowingModule):
-            previous.reset_computation()
+        for statistic in self._cycle_statistics():
+            statistic.reset()
+        if isinstance(self.previous_module, MergeGrowingModule):
+            self.previous_module.reset_computation()
         self._input = None
         self._pre_activity = None
         self._clear_statistics_cache()

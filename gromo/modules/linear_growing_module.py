@@ -112,11 +112,7 @@ class LinearMergeGrowingModule(MergeGrowingModule):
                 f"The next module {getattr(module, 'name', module)} has in_features="
                 f"{module.in_features}, expected {self.out_features}"
             )
-        if self.tensor_s is not None and self.tensor_s.samples > 0:
-            warnings.warn(
-                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=2
-            )
-        self.next_modules = next_modules
+        self._store_next_modules(next_modules)
 
     def set_previous_modules(self, previous_modules: list[GrowingModule | MergeGrowingModule]) -> None:
         """Set the predecessors and (re)create the previous S (total, total) and M (total, in).
@@ -139,57 +135,13 @@ class LinearMergeGrowingModule(MergeGrowingModule):
                     f"The output volume of {getattr(module, 'name', module)} is "
                     f"{module.output_volume}, expected in_features={self.in_features}"
                 )
-        if any(
-            statistic is not None and statistic.samples > 0
-            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
-        ):
-            warnings.warn(
-                f"{self.name}: setting the previous modules with non-empty previous statistics.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self.previous_modules = previous_modules
-        self.total_in_features = self.sum_in_features(with_bias=True)
-        self._create_previous_statistics()
-
-    def _create_previous_statistics(self) -> None:
-        total = self.total_in_features
-        if total > 0:
-            self.previous_tensor_s = TensorStatistic(
-                (total, total), update_function=self.compute_previous_s_update, device=self.device,
-                name=f"S[-1]({self.name})",
-            )
-            self.previous_tensor_m = TensorStatistic(
-                (total, self.in_features), update_function=self.compute_previous_m_update,
-                device=self.device, name=f"M[-1]({self.name})",
-            )
-        else:
-            self.previous_tensor_s = None
-            self.previous_tensor_m = None
+        self._store_previous_modules(previous_modules)
 
     def update_size(self) -> None:
         """Follow the predecessors' sizes; recreate statistics whose declared shape changed."""
         if self.previous_modules:
             self.in_features = self.previous_modules[0].out_features
-        self.total_in_features = self.sum_in_features(with_bias=True)
-        s_shape = (self.in_features + 1, self.in_features + 1)
-        if self.tensor_s._shape != s_shape:
-            self.tensor_s = TensorStatistic(
-                s_shape, update_function=self.compute_s_update, device=self.device,
-                name=f"S({self.name})",
-            )
-        total = self.total_in_features
-        if total <= 0:
-            self.previous_tensor_s = None
-            self.previous_tensor_m = None
-        elif (
-            self.previous_tensor_s is None
-            or self.previous_tensor_s._shape != (total, total)
-            or self.previous_tensor_m is None
-            or self.previous_tensor_m._shape != (total, self.in_features)
-        ):
-            self._create_previous_statistics()
-        self._statistics_cache = {}
+        self._resize_statistics(self.in_features + 1)
         self._full_activity_cache = None
 
     @torch.no_grad()
