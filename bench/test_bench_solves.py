@@ -200,7 +200,8 @@ def _growth_case(name, s64, n64, s32, n32, **kw):
 
     def errs(a, w, s):
         if s.shape != ref.sigma.shape:
-            return f"k = {s.shape[0]} vs {ref.sigma.shape[0]}, σ_max {float(s.max()):.3g} vs {float(ref.sigma.max()):.3g}"
+            return (f"k = {s.shape[0]} vs {ref.sigma.shape[0]}, "
+                    f"σ_max {float(s.max()):.3g} vs {float(ref.sigma.max()):.3g}")
         return f"σ err {_rel(s, ref.sigma):.1e}, α err {_rel(a, ref.alpha):.1e}, ω err {_rel(w, ref.omega):.1e}"
 
     ours = gk.optimal_added_neurons(s32, n32, statistical_threshold=0.0, **kw)
@@ -315,28 +316,32 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     variants = [("GroMo-style loop (fp32 LU/pinv/retry, fp32 eigh+SVD)", run_gromo_style, ()),
                 ("ours, grouped, fp64 (default)", run_ours, (None,)),
-                ("ours, grouped, fp32 + fp64 escalation", run_ours, (torch.float32,))]
+                ("ours, grouped, dtype=float32 (fp32 Cholesky, fp64 pinv and escalation)", run_ours, (torch.float32,))]
     rows = []
-    for scenario in ("healthy", "mixed"):
-        net = build_network(scenario)
-        truth = _truth(net)
-        times = {name: [] for name, _, _ in variants}
-        for name, fn, extra in variants:  # warm-up
-            fn(net, *extra)
-        for _ in range(args.rounds):
+    default_threads = torch.get_num_threads()
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        for scenario in ("healthy", "mixed"):
+            net = build_network(scenario)
+            truth = _truth(net)
+            times = {name: [] for name, _, _ in variants}
+            for name, fn, extra in variants:  # warm-up
+                fn(net, *extra)
+            for _ in range(args.rounds):
+                for name, fn, extra in variants:
+                    times[name].append(_time(fn, net, *extra))
+            base = min(times[variants[0][0]])
             for name, fn, extra in variants:
-                times[name].append(_time(fn, net, *extra))
-        base = min(times[variants[0][0]])
-        for name, fn, extra in variants:
-            acc = accuracy(fn(net, *extra), truth)
-            best, med = min(times[name]), statistics.median(times[name])
-            rows.append((scenario, name, best, med, base / best, acc))
+                acc = accuracy(fn(net, *extra), truth)
+                best, med = min(times[name]), statistics.median(times[name])
+                rows.append((threads, scenario, name, best, med, base / best, acc))
+    torch.set_num_threads(default_threads)
     lines = [
         "# CPU: one growth step's solves, 20-layer network (GroMo-style loop vs ours)",
         "",
         f"Date {datetime.date.today().isoformat()}, git {_git_sha()}, torch {torch.__version__}, "
         f"numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-        f"torch threads {torch.get_num_threads()}, {args.rounds} interleaved rounds. "
+        f"{args.rounds} interleaved rounds per thread setting. "
         "Shared 2-core machine (other jobs running): absolute times are noisy, so the speed-up is the "
         "ratio of the best rounds, measured side by side; medians shown for reference.",
         "",
@@ -348,11 +353,11 @@ def main(argv=None) -> None:
         "Accuracy = max over layers of the relative error against float64 truth (pinvh of the unrounded "
         "matrices, fp32 cutoff D·ε₃₂); α, ω sign-fixed.",
         "",
-        "| scenario | path | best (s) | median (s) | speed-up vs GroMo-style | Δ rel. err | σ rel. err | α, ω rel. err |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| threads | scenario | path | best (s) | median (s) | speed-up vs GroMo-style | Δ rel. err | σ rel. err | α, ω rel. err |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for scenario, name, best, med, ratio, acc in rows:
-        lines.append(f"| {scenario} | {name} | {best:.3f} | {med:.3f} | {ratio:.2f}× | {acc['delta']:.2e} | "
+    for threads, scenario, name, best, med, ratio, acc in rows:
+        lines.append(f"| {threads} | {scenario} | {name} | {best:.3f} | {med:.3f} | {ratio:.2f}× | {acc['delta']:.2e} | "
                      f"{acc['sigma']:.2e} | {acc['vectors']:.2e} |")
     delta_rows, growth_rows = failure_cases()
     lines += [

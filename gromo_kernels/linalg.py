@@ -16,10 +16,14 @@ computed by Cholesky where that is provably the same thing and by eigh elsewhere
 * thresholds are relative: rank and used_pinv do not change under S -> 10^k·S;
 * leading batch dimensions are solved in one batched call; lists of layers of different shapes are
   grouped by shape (one batched call per distinct shape) and returned in order;
-* ``dtype=torch.float32`` runs in fp32 and re-solves in fp64 each batch element whose result fails
-  its check (non-finite, retained-subspace residual ratio ≥ 30, or a cutoff fp32 cannot resolve);
-  ``dtype=None`` / ``torch.float64`` runs in fp64. Results come back in the accumulate dtype of the
-  input (fp32 for 16/32-bit statistics, fp64 for fp64), as GroMo casts back.
+* ``dtype=None`` / ``torch.float64`` runs in fp64. ``dtype=torch.float32`` runs the Cholesky path in
+  fp32 (forward error ≈ 0.1·κ·ε₃₂, about what the fp32 rounding of S itself causes) and solves in
+  fp64 every batch element that needs the pseudo-inverse (an fp32 eigh near the cutoff is 10–400×
+  less accurate) or whose fp32 result fails its check (non-finite, retained-subspace residual ratio
+  ≥ 30, or a cutoff fp32 cannot resolve). ``psd_inv_sqrt`` with fp32 runs eigh in fp32 and redoes
+  elements with a kept eigenvalue within 8× of fp32's resolution d·ε₃₂·‖S‖. Results come back in
+  the accumulate dtype of the input (fp32 for 16/32-bit statistics, fp64 for fp64), as GroMo casts
+  back.
 
 Validation (one host synchronisation per call, shared by every check): TypeError for non-tensors,
 integer/complex dtypes and mismatched dtypes; ValueError for wrong ranks, non-square S/E, mismatched
@@ -211,8 +215,8 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
             S arrived in (fp32: d·1.19e-7), NOT of the solve dtype: the rounding noise of an fp32 S
             must not be inverted (an fp64 cutoff on fp32 data gives a solution ~1e9× too large).
         atol: absolute cutoff, default 0.
-        dtype: None / torch.float64 (solve in fp64) or torch.float32 (fp32, elements failing their
-            residual or resolution check re-solved in fp64).
+        dtype: None / torch.float64 (solve in fp64) or torch.float32 (fp32 Cholesky; pseudo-inverse
+            elements and elements failing their residual or resolution check solved in fp64).
         check_finite: raise on NaN/Inf in S or M.
     Returns:
         SolveResult: x in the accumulate dtype of S (fp32 for 16/32-bit, fp64 for fp64); rank (int64)
@@ -267,7 +271,8 @@ def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True)
         S: symmetric PSD matrices, any float dtype.
         threshold: absolute cutoff, default 0.
         rtol: relative cutoff, default d·ε of the dtype S arrived in.
-        dtype: None / torch.float64 or torch.float32 (with fp64 escalation, see module docstring).
+        dtype: None / torch.float64 or torch.float32 (fp32 eigh, fp64 where fp32 cannot resolve the
+            kept spectrum; see the module docstring).
         check_finite: raise on NaN/Inf.
     Returns:
         InvSqrtResult: r in the accumulate dtype of S; rank (int64) = number of kept eigenvalues.

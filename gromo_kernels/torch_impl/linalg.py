@@ -28,10 +28,14 @@ the *cutoff pseudo-inverse factor* of a symmetric PSD matrix:
 Mixed precision: with fp32 work (solves and new neurons) only the Cholesky path runs in fp32; an
 element that needs the pseudo-inverse is solved in fp64 directly (an fp32 eigh near the cutoff is
 measured 10–400× less accurate than fp64 on the same data). Every element is also checked
-afterwards and redone in fp64 when it fails — non-finite results; a LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) ≥ 30
-on the retained subspace (solves); on the eigh path, a kept eigenvalue within 8× of fp32's
-resolution d·ε₃₂·‖S‖; or a requested cutoff below that resolution with a spectrum reaching it (fp32
-cannot tell which eigenvalues fp64 would keep). See PsdFactor.unresolved_in_fp32.
+afterwards and redone in fp64 when it fails — non-finite results; a LAPACK-style residual ratio
+‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) ≥ 30 on the retained subspace (solves); on the eigh path
+(psd_inv_sqrt), a kept eigenvalue within 8× of fp32's resolution d·ε₃₂·‖S‖; or a requested cutoff
+below that resolution with a spectrum reaching it (fp32 cannot tell which eigenvalues fp64 would
+keep). See PsdFactor.unresolved_in_fp32.
+
+Workspaces: on CPU the scaled copy of S and its Cholesky factor live in per-thread reusable buffers
+(see _workspace); nothing returned to a caller ever aliases them.
 
 Host synchronisations (thresholds stay tensors): one per factorisation to split the batch between
 the Cholesky and eigh paths, one for the escalation mask in fp32 mode, and in the public layer one
@@ -128,10 +132,6 @@ def max_abs(a: torch.Tensor) -> torch.Tensor:
     return torch.maximum(flat.amax(dim=-1), -flat.amin(dim=-1))
 
 
-def _amax(a: torch.Tensor) -> torch.Tensor:
-    return max_abs(a)
-
-
 def asymmetry(a: torch.Tensor) -> torch.Tensor:
     """max|a_i − a_iᵀ| per batch element: a (B, d, d) -> (B,).
 
@@ -154,7 +154,7 @@ def pow4_scale(a: torch.Tensor) -> torch.Tensor:
     """Per-element power of 4 ``c`` with max|a|/c in [1/4, 1): a (B, m, n) -> (B,) float64 (1 where a is 0)."""
     if a.shape[-1] == 0 or a.shape[-2] == 0:
         return torch.ones(a.shape[0], dtype=torch.float64, device=a.device)
-    _, exponent = torch.frexp(_amax(a).to(torch.float64))
+    _, exponent = torch.frexp(max_abs(a).to(torch.float64))
     exponent = exponent + torch.remainder(exponent, 2)
     return torch.ldexp(torch.ones(a.shape[0], dtype=torch.float64, device=a.device), exponent)
 
@@ -163,7 +163,7 @@ def pow2_scale(a: torch.Tensor) -> torch.Tensor:
     """Per-element power of 2 ``m`` with max|a|/m in [1/2, 1): a (B, m, n) -> (B,) float64 (1 where a is 0)."""
     if a.shape[-1] == 0 or a.shape[-2] == 0:
         return torch.ones(a.shape[0], dtype=torch.float64, device=a.device)
-    _, exponent = torch.frexp(_amax(a).to(torch.float64))
+    _, exponent = torch.frexp(max_abs(a).to(torch.float64))
     return torch.ldexp(torch.ones(a.shape[0], dtype=torch.float64, device=a.device), exponent)
 
 
@@ -213,7 +213,8 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
     same fixed probes. For symmetric positive A the growth ‖A v_{j+1}‖ / ‖A v_j‖ never decreases,
     so after q steps the last growth is ≥ ‖A^q v₀‖^{1/q} ≥ ‖A‖·|c₁|^{1/q} (c₁ = component of the
     unit probe on A's top eigenvector): within d^{1/(2q)} of the truth in the worst case, much
-    closer in practice (measured ≤ 1.2× for λ_min over κ 1…1e12, d ≤ 600).
+    closer in practice (3 steps, 4 probes: λ_min over-estimated ≤ 1.33×, λ_max under-estimated
+    ≤ 1.25×, over geometric/linear/clustered/repeated spectra, κ 1…1e12, d ≤ 1153).
     """
     b, d = sp.shape[0], sp.shape[-1]
     p = min(POWER_BLOCK, d)
@@ -225,7 +226,9 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
         y = sp @ v
         up = y.norm(dim=-2)
         v = y / up.clamp_min(tiny).unsqueeze(-2)
-        z = torch.cholesky_solve(w, chol)
+        # Two triangular solves: torch.cholesky_solve is ~4× slower than this on CPU for few columns.
+        z = torch.linalg.solve_triangular(chol.mT, torch.linalg.solve_triangular(chol, w, upper=False),
+                                          upper=True)
         down = z.norm(dim=-2)
         w = z / down.clamp_min(tiny).unsqueeze(-2)
     return up.amax(dim=-1), 1.0 / down.amax(dim=-1)
@@ -233,7 +236,9 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
 
 def _svd_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric eigendecomposition through the SVD (a fallback that converges where eigh did not):
-    a = U Σ Vᵀ with v_i = ±u_i for symmetric a, so λ_i = σ_i·sign(u_i·v_i). Ascending like eigh."""
+    a = U Σ Vᵀ with v_i = ±u_i for symmetric a, so λ_i = σ_i·sign(u_i·v_i). Ascending like eigh.
+    (Exact for PSD matrices and their rounding noise; an eigenvalue pair ±λ of an indefinite matrix
+    would make u_i ambiguous.)"""
     u, s, vh = torch.linalg.svd(a)
     sign = torch.sign((u * vh.mT).sum(dim=-2))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)

@@ -575,3 +575,54 @@ def test_half_precision_statistics(generator):
         assert out.x.dtype == torch.float32
         ref = np.linalg.solve(_np(sh), _np(m.to(dt)))
         assert np.linalg.norm(_np(out.x) - ref) / np.linalg.norm(ref) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU fast paths: large asymmetric inputs, reused workspaces, deferred pseudo-inverses
+# ----------------------------------------------------------------------------------------------
+
+
+def test_large_rounding_asymmetric_input_is_symmetrised(generator):
+    """d ≥ 256 takes the per-matrix transpose path for the check and the symmetrisation."""
+    d = 260
+    s = random_psd(d, "geometric", cond=1e3, rank=200, generator=generator, batch_shape=(2,))
+    noise = 1e-14 * torch.randn(2, d, d, generator=generator, dtype=torch.float64)
+    noisy = s + noise
+    m = torch.randn(2, d, 3, generator=generator, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"S \(batch element"):
+        out = gk.solve_psd(noisy, m)
+    ref = gk.solve_psd(0.5 * (noisy + noisy.mT), m)
+    assert out.rank.tolist() == ref.rank.tolist()
+    assert float((out.x - ref.x).norm() / ref.x.norm()) < 1e-10
+    assert impl.asymmetry(noisy).tolist() == impl.max_abs(noisy - noisy.mT).tolist()
+
+
+def test_workspaces_do_not_leak_between_calls(generator):
+    """Reused buffers: interleaved calls with different shapes and dtypes give the same answers."""
+    a = random_psd(300, "geometric", cond=1e2, generator=generator, batch_shape=(2,))
+    b = random_psd(40, "geometric", cond=1e2, rank=30, generator=generator, batch_shape=(3,))
+    ma = torch.randn(2, 300, 2, generator=generator, dtype=torch.float64)
+    mb = torch.randn(3, 40, 2, generator=generator, dtype=torch.float64)
+    first_a = gk.solve_psd(a, ma).x.clone()
+    first_b = gk.optimal_delta(b, mb, E=random_psd(2, cond=3.0, generator=generator, batch_shape=(3,))).delta.clone()
+    gk.solve_psd(b.float(), mb.float(), dtype=torch.float32)
+    again_a = gk.solve_psd(a, ma).x
+    assert torch.equal(first_a, again_a)
+    impl.clear_workspace()
+    assert torch.equal(gk.solve_psd(a, ma).x, first_a)
+    assert torch.isfinite(first_b).all()
+
+
+def test_fp32_mode_sends_pseudo_inverse_elements_to_fp64(generator):
+    """dtype=float32: rank-deficient elements skip the fp32 eigh and equal the fp64 solve exactly."""
+    d = 30
+    s = torch.stack([random_psd(d, "geometric", cond=1e2, rank=20, generator=generator),
+                     random_psd(d, "geometric", cond=1e2, generator=generator)]).float()
+    m = torch.randn(2, d, 3, generator=generator).float()
+    out = impl.optimal_delta_torch(s, m, None, atol_s=torch.zeros(2), rtol_s=torch.full((2,), d * _eps(torch.float32)),
+                                   atol_e=None, rtol_e=None, force_pinv=False, work_dtype=torch.float32,
+                                   out_dtype=torch.float32)
+    assert out.escalated.tolist() == [True, False]
+    ref = gk.optimal_delta(s, m)
+    torch.testing.assert_close(out.delta[0], ref.delta[0], rtol=0, atol=0)
+    assert float((out.delta[1] - ref.delta[1]).norm() / ref.delta[1].norm()) < 1e-5

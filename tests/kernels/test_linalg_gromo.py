@@ -11,7 +11,6 @@ import importlib.util
 import pathlib
 import warnings
 
-import numpy as np
 import pytest
 import scipy.linalg as sla
 import torch
