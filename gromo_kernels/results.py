@@ -46,13 +46,27 @@ class InvSqrtResult(NamedTuple):
     rank: torch.Tensor
 
 
-class DeltaResult(NamedTuple):
-    """delta (..., o, D); decrease (...) = tr(M·delta); used_pinv (...) bool: S (or E) was rank-deficient
-    at the cutoff, so a pseudo-inverse was needed (None when built by hand)."""
-
+class _DeltaPair(NamedTuple):
     delta: torch.Tensor
     decrease: torch.Tensor
-    used_pinv: torch.Tensor | None = None
+
+
+class DeltaResult(_DeltaPair):
+    """delta (..., o, D); decrease (...) = tr(M·delta).
+
+    A pair, as API.md promises (``delta, decrease = optimal_delta(S, M)`` keeps working), with one
+    attribute beside it: ``used_pinv`` (...) bool, S (or E) was rank-deficient at the cutoff so a
+    pseudo-inverse was needed (None when the result was built by hand). The gromo layer reads it to
+    issue GroMo's "Using the pseudo-inverse" warning.
+    """
+
+    def __new__(cls, delta: torch.Tensor, decrease: torch.Tensor, used_pinv: torch.Tensor | None = None):
+        self = super().__new__(cls, delta, decrease)
+        self.used_pinv = used_pinv
+        return self
+
+    def __repr__(self) -> str:
+        return f"DeltaResult(delta={self.delta!r}, decrease={self.decrease!r}, used_pinv={self.used_pinv!r})"
 
 
 class AddedNeurons(NamedTuple):
