@@ -80,10 +80,25 @@ __all__ = ["conv2d_restricted_growth_stats_torch", "conv2d_full_growth_stats_tor
 _METHODS = ("auto", "shift", "general")
 
 
-def _check_method(method: str) -> None:
-    """ValueError naming ``method`` unless it is one of auto / shift / general."""
+def _is_strided(prev: Conv2dGeometry, cur: Conv2dGeometry) -> bool:
+    """The shift engine needs stride 1 in both convs."""
+    return prev.stride != (1, 1) or cur.stride != (1, 1)
+
+
+def _check_growth_call(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry,
+                       cur: Conv2dGeometry, method: str) -> bool:
+    """Validate ``method`` and the grid chain; returns whether either conv is strided.
+
+    Raises:
+        ValueError: unknown method, grids that do not chain, or "shift" asked for a strided conv.
+    """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    _check_grids(x_prev, x, prev)
+    strided = _is_strided(prev, cur)
+    if method == "shift" and strided:
+        raise ValueError(f"method='shift' needs stride 1 in prev and cur, got {prev.stride}, {cur.stride}")
+    return strided
 
 
 def _check_grids(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry) -> None:
@@ -279,11 +294,7 @@ def conv2d_restricted_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, 
     Raises:
         ValueError: grids that do not chain, or "shift" asked for a strided conv.
     """
-    _check_method(method)
-    _check_grids(x_prev, x, prev)
-    strided = prev.stride != (1, 1) or cur.stride != (1, 1)
-    if method == "shift" and strided:
-        raise ValueError(f"method='shift' needs stride 1 in prev and cur, got {prev.stride}, {cur.stride}")
+    strided = _check_growth_call(x_prev, x, prev, cur, method)
     corr = None
     if method == "auto":
         method = "general"
@@ -484,7 +495,7 @@ def _full_choose(x_prev, x, grad, prev, cur):
     c_out, ho, wo = grad.shape[1:]
     kkp, kk = prev.kernel_area, cur.kernel_area
     d_p, d = cp * kkp + 1, c * kk + 1
-    strided = prev.stride != (1, 1) or cur.stride != (1, 1)
+    strided = _is_strided(prev, cur)
     general = {
         "s": 1.5 * n * h * w * d_p * d_p + _FLOPS_PER_FLOAT_MOVED * 3 * n * h * w * d_p,
         "m": 2.0 * n * ho * wo * kk * d_p * c_out + _FLOPS_PER_FLOAT_MOVED * 2 * n * h * w * d_p,
@@ -526,11 +537,7 @@ def conv2d_full_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, grad: 
     Raises:
         ValueError: grids that do not chain, or "shift" asked for a strided conv.
     """
-    _check_method(method)
-    _check_grids(x_prev, x, prev)
-    strided = prev.stride != (1, 1) or cur.stride != (1, 1)
-    if method == "shift" and strided:
-        raise ValueError(f"method='shift' needs stride 1 in prev and cur, got {prev.stride}, {cur.stride}")
+    strided = _check_growth_call(x_prev, x, prev, cur, method)
     if method == "auto":
         methods, correlators = _full_choose(x_prev, x, grad, prev, cur)
     else:
