@@ -12,6 +12,8 @@ from torch import nn
 
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
 
+from .linear_pairs import linear_pair
+
 
 class _GrowRecorder(nn.Identity):
     """A post-layer function that records the sizes it is grown by."""
@@ -28,21 +30,8 @@ def _seed(request):
     return zlib.crc32(request.node.nodeid.encode())
 
 
-def _pair(generator, device, d=5, h=4, o=3, activation=None, second_bias=True, first_bias=True):
-    first = LinearGrowingModule(d, h, use_bias=first_bias, post_layer_function=activation or nn.Tanh(),
-                                device=device, name="first")
-    second = LinearGrowingModule(h, o, use_bias=second_bias, previous_module=first, device=device, name="second")
-    first.next_module = second
-    with torch.no_grad():
-        for layer in (first, second):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
-            if layer.bias is not None:
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
-    return first, second
-
-
 def _with_updates(generator, device, **kwargs):
-    first, second = _pair(generator, device, **kwargs)
+    first, second = linear_pair(generator, device, **kwargs)
     x = torch.randn(24, first.in_features, generator=generator).to(device)
     target = torch.randn(24, second.out_features, generator=generator).to(device)
     second.init_computation()
@@ -76,7 +65,7 @@ def _snapshot(*modules):
 
 @pytest.mark.parametrize("init", ["copy_uniform", "copy_normal", "kaiming", "kaiming_normal", "zeros"])
 def test_extension_initialisations(request, generator, device, init):
-    first, second = _pair(generator, device, d=60, h=40, o=50)
+    first, second = linear_pair(generator, device, d=60, h=40, o=50)
     k = 300
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(request))
@@ -114,7 +103,7 @@ def test_copy_initialization_falls_back_to_kaiming(request, device):
 
 
 def test_failed_creation_leaves_the_module_unchanged(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     before = _snapshot(first, second)
     for kwargs in (dict(input_extension_init="glorot", rescaling="vt_constraint_new_shape"),
                    dict(output_extension_init="glorot"), dict(rescaling="vt_magic"),
@@ -137,7 +126,7 @@ def test_failed_creation_leaves_the_module_unchanged(generator, device):
 
 
 def test_pairing_preserves_the_function(request, generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     x = torch.randn(9, 5, generator=generator).to(device)
     reference = _forward(first, second, x)
     with torch.random.fork_rng(devices=[]):
@@ -156,7 +145,7 @@ def test_pairing_preserves_the_function(request, generator, device):
 
 
 def test_pairing_noise_breaks_the_symmetry(request, generator, device):
-    first, second = _pair(generator, device, o=40)
+    first, second = linear_pair(generator, device, o=40)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(request))
         second.create_layer_extensions(100, neuron_pairing="vv_z_negz", noise_ratio=0.0)
@@ -167,7 +156,7 @@ def test_pairing_noise_breaks_the_symmetry(request, generator, device):
 
 
 def test_pairing_errors(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     second.apply_neuron_pairing(None)
     with pytest.raises(ValueError, match="neuron_pairing"):
         second.apply_neuron_pairing("pairs")
@@ -192,7 +181,7 @@ def test_pairing_errors(generator, device):
 
 
 def test_default_vt_rescales_the_growing_layer(generator, device):
-    first, second = _pair(generator, device, d=7, h=6)
+    first, second = linear_pair(generator, device, d=7, h=6)
     w1, w2, b2 = first.weight.detach().clone(), second.weight.detach().clone(), second.bias.detach().clone()
     second.apply_rescaling("default_vt", extension_size=4)
     beta = (6 / 10) ** 0.5
@@ -206,7 +195,7 @@ def test_vt_constraints_set_the_variances(generator, device, strategy, fan_in):
     bn = nn.BatchNorm1d(6)
     bn.running_mean.copy_(torch.randn(6, generator=generator))
     bn.running_var.copy_(torch.rand(6, generator=generator) + 0.5)
-    first, second = _pair(generator, device, d=7, h=6, activation=nn.Sequential(bn, nn.ReLU()))
+    first, second = linear_pair(generator, device, d=7, h=6, activation=nn.Sequential(bn, nn.ReLU()))
     mean, var = bn.running_mean.clone(), bn.running_var.clone()
     alpha = float((1 / (7 * first.weight.detach().var())) ** 0.5)
     second.apply_rescaling(strategy, extension_size=4)
@@ -217,7 +206,7 @@ def test_vt_constraints_set_the_variances(generator, device, strategy, fan_in):
 
 
 def test_rescaling_reads_the_extension_size_and_validates(generator, device):
-    first, second = _pair(generator, device, h=6)
+    first, second = linear_pair(generator, device, h=6)
     before = _snapshot(first, second)
     second.apply_rescaling(None)
     second.apply_rescaling("none")
@@ -488,7 +477,7 @@ def test_normalisation_errors(generator, device):
 
 
 def test_scaling_factor_assignment_rules(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     second.scaling_factor = 0.5
     assert [float(t) for t in (second.scaling_factor, second.optimal_delta_scaling,
                                second.input_extension_scaling, first.output_extension_scaling)] == [0.5, 0.25, 0.5, 0.5]

@@ -19,18 +19,7 @@ from gromo.modules.growing_module import GrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
 from gromo_kernels import testing as ref
 
-
-def _pair(generator, device, d=5, h=4, o=3, activation=None, use_bias=True):
-    first = LinearGrowingModule(d, h, use_bias=use_bias, post_layer_function=activation or nn.Tanh(),
-                                device=device, name="first")
-    second = LinearGrowingModule(h, o, use_bias=use_bias, previous_module=first, device=device, name="second")
-    first.next_module = second
-    with torch.no_grad():
-        for layer in (first, second):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
-            if layer.bias is not None:
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
-    return first, second
+from .linear_pairs import linear_pair
 
 
 def _run_batch(first, second, x, target):
@@ -47,7 +36,7 @@ def _assert_mean(stat_value, reference_sum, n, rows, scale):
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("token_dims", [(), (3,)])
 def test_statistics_equal_the_references(generator, device, use_bias, token_dims):
-    first, second = _pair(generator, device, use_bias=use_bias)
+    first, second = linear_pair(generator, device, first_bias=use_bias, second_bias=use_bias)
     n = 11
     x = torch.randn(n, *token_dims, 5, generator=generator).to(device)
     target = torch.randn(n, *token_dims, 3, generator=generator).to(device)
@@ -71,7 +60,7 @@ def test_statistics_equal_the_references(generator, device, use_bias, token_dims
 
 
 def test_gradient_is_the_per_sample_gradient_of_a_sum_loss(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     x = torch.randn(6, 5, generator=generator).to(device)
     target = torch.randn(6, 3, generator=generator).to(device)
     with torch.no_grad():
@@ -87,7 +76,7 @@ def test_batch_duplication_and_accumulation_invariance(generator, device):
     values = []
     for batches in ([(x, target)], [(torch.cat([x, x]), torch.cat([target, target]))],
                     [(x[:3], target[:3]), (x[3:], target[3:])]):
-        first, second = _pair(torch.Generator().manual_seed(7), device)
+        first, second = linear_pair(torch.Generator().manual_seed(7), device)
         second.init_computation()
         for xb, tb in batches:
             _run_batch(first, second, xb, tb)
@@ -109,7 +98,7 @@ def test_one_kernel_call_per_layer_and_batch(generator, device, monkeypatch):
         return original(kind, x, grad, **kwargs)
 
     monkeypatch.setattr(growing_module_mod.gk, "layer_statistics", counting)
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     first.init_computation()
     second.init_computation()
     for _ in range(2):
@@ -122,7 +111,7 @@ def test_one_kernel_call_per_layer_and_batch(generator, device, monkeypatch):
 
 
 def test_statistics_hold_no_autograd_graph(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     second.init_computation()
     x = torch.randn(5, 5, generator=generator).to(device)
     loss = _run_batch(first, second, x, torch.randn(5, 3, generator=generator).to(device))
@@ -142,7 +131,7 @@ def test_statistics_hold_no_autograd_graph(generator, device):
 
 def test_cache_follows_the_stored_tensors(generator, device):
     # A container may overwrite the stored input without a forward (GroMo's GrowingBlock does).
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     second.init_computation()
     _run_batch(first, second, torch.randn(4, 5, generator=generator).to(device),
                torch.randn(4, 3, generator=generator).to(device))
@@ -155,7 +144,7 @@ def test_cache_follows_the_stored_tensors(generator, device):
 
 
 def test_desired_activation_replaces_the_gradient(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     second.init_computation()
     _run_batch(first, second, torch.randn(4, 5, generator=generator).to(device),
                torch.randn(4, 3, generator=generator).to(device))
@@ -169,7 +158,7 @@ def test_desired_activation_replaces_the_gradient(generator, device):
 
 
 def test_missing_tensors_raise_gromo_errors(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     with pytest.raises(ValueError, match="input"):
         second.compute_s_update()
     with pytest.raises(ValueError, match="pre-activity"):

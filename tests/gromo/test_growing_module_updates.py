@@ -11,19 +11,7 @@ from torch import nn
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
 from gromo.utils.utils import ReLUDerivativeOneAtZero
 
-
-def _pair(generator, device, d=5, h=4, o=3, activation=None, second_bias=True, dtype=torch.float32):
-    first = LinearGrowingModule(d, h, post_layer_function=activation or nn.Tanh(), device=device, name="first")
-    second = LinearGrowingModule(h, o, use_bias=second_bias, previous_module=first, device=device, name="second")
-    first.next_module = second
-    with torch.no_grad():
-        for layer in (first, second):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
-            if layer.bias is not None:
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
-    first.to(dtype)
-    second.to(dtype)
-    return first, second
+from .linear_pairs import linear_pair
 
 
 def _loss(first, second, x, target, **extended):
@@ -55,7 +43,7 @@ def _data(generator, device, n=32, d=5, o=3, dtype=torch.float32):
 
 
 def test_optimal_delta_solves_the_normal_equations(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     x, target = _data(generator, device)
     _gather(first, second, x, target)
     delta_w, delta_b, decrease = second.compute_optimal_delta()
@@ -70,7 +58,7 @@ def test_optimal_delta_solves_the_normal_equations(generator, device):
 
 
 def test_optimal_delta_without_update_only_sets_delta_raw(generator, device):
-    first, second = _pair(generator, device, second_bias=False)
+    first, second = linear_pair(generator, device, second_bias=False)
     _gather(first, second, *_data(generator, device))
     delta_w, delta_b, _ = second.compute_optimal_delta(update=False)
     assert delta_b is None and second.optimal_delta_layer is None and second.parameter_update_decrease is None
@@ -78,7 +66,7 @@ def test_optimal_delta_without_update_only_sets_delta_raw(generator, device):
 
 
 def test_natural_gradient_step_follows_the_first_order_decrease(generator, device):
-    first, second = _pair(generator, device, dtype=torch.float64)
+    first, second = linear_pair(generator, device, dtype=torch.float64)
     x, target = _data(generator, device, dtype=torch.float64)
     _gather(first, second, x, target)
     second.compute_optimal_delta(dtype=torch.float64)
@@ -102,7 +90,7 @@ def test_natural_gradient_step_follows_the_first_order_decrease(generator, devic
 
 
 def test_fisher_delta_uses_the_gradient_covariance(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     _gather(first, second, *_data(generator, device))
     delta_w, delta_b, decrease = second.compute_optimal_delta(use_fisher=True)
     s, m, e = (t().double() for t in (second.tensor_s, second.tensor_m, second.covariance_loss_gradient))
@@ -127,7 +115,7 @@ def _neurons_reference(s, n_matrix, ignore=False):
 
 
 def test_default_update_is_tiny_with_delta(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     _gather(first, second, *_data(generator, device))
     alpha_w, alpha_b = second.compute_optimal_updates()
     s_growth = second.tensor_s_growth()
@@ -146,7 +134,7 @@ def test_default_update_is_tiny_with_delta(generator, device):
 
 
 def test_tiny_preset(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     _gather(first, second, *_data(generator, device))
     second.compute_optimal_updates(compute_delta=False)
     assert second.optimal_delta_layer is None
@@ -158,7 +146,7 @@ def test_tiny_preset(generator, device):
 
 
 def test_gradmax_preset(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     _gather(first, second, *_data(generator, device))
     second.compute_optimal_updates(compute_delta=False, use_covariance=False, alpha_zero=True,
                                    use_projection=False, ignore_singular_values=True)
@@ -174,7 +162,7 @@ def test_gradmax_preset(generator, device):
 
 
 def test_update_options(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     _gather(first, second, *_data(generator, device))
     second.compute_optimal_updates(maximum_added_neurons=1, update_previous=False)
     assert second.eigenvalues_extension.shape == (1,) and second.extended_input_layer.weight.shape == (3, 1)
@@ -187,7 +175,7 @@ def test_zero_bottleneck_when_the_network_can_represent_the_target(generator, de
     # one-hot inputs: the hidden layer represents every sample independently, so the best update of
     # the last layer fits the target exactly and no new neuron can help (N = 0, eigenvalues = 0).
     n = 6
-    first, second = _pair(generator, device, d=n, h=n, o=3, second_bias=False, dtype=torch.float64)
+    first, second = linear_pair(generator, device, d=n, h=n, o=3, second_bias=False, dtype=torch.float64)
     x = torch.eye(n, dtype=torch.float64, device=device)
     target = torch.randn(n, 3, generator=generator, dtype=torch.float64).to(device)
     _gather(first, second, x, target)
@@ -203,7 +191,7 @@ def test_zero_bottleneck_when_the_network_can_represent_the_target(generator, de
 
 
 def test_new_neurons_first_order_improvement(generator, device):
-    first, second = _pair(generator, device, dtype=torch.float64)
+    first, second = linear_pair(generator, device, dtype=torch.float64)
     x, target = _data(generator, device, dtype=torch.float64)
     _gather(first, second, x, target)
     second.compute_optimal_updates(dtype=torch.float64, compute_delta=False, use_projection=False)
@@ -219,7 +207,7 @@ def test_new_neurons_first_order_improvement(generator, device):
 
 
 def test_compute_optimal_updates_neighbours(generator, device):
-    first, second = _pair(generator, device)
+    first, second = linear_pair(generator, device)
     first.init_computation()
     x, target = _data(generator, device)
     _loss(first, second, x, target).backward()
