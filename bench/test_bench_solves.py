@@ -7,7 +7,9 @@ solve on (S_{l-1}, N_l (D_{l-1}, o_l)). Statistics arrive in fp32 (means), as Gr
 * baseline (bench/gromo_style_solves.py): a Python loop, fp32 LU solve (→ pinv → fp64 retry) and
   fp32 eigh + SVD per layer;
 * ours: ``optimal_delta(list, list)`` and ``optimal_added_neurons(list, list)`` — grouped by shape,
-  batched, fp64 by default (``dtype=None``) or fp32 with fp64 escalation.
+  batched, fp64 by default (``dtype=None``) or fp32 with fp64 escalation — inside one
+  ``factorization_cache()`` block, so each S_l is factored once for both of its uses (the way a
+  growth step is meant to run them; gromo's growth loop and containers do), and without the block.
 
 Scenarios: "healthy" (κ ≈ 1e3 everywhere, dead units in 4 layers: every solve takes the Cholesky
 path) and "mixed" (as healthy, plus 4 layers with an exactly dependent bias column and 2 layers with
@@ -22,6 +24,7 @@ Write the results table:   python bench/test_bench_solves.py  [--rounds 5]  -> b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import pathlib
@@ -86,9 +89,14 @@ def run_gromo_style(net):
     return gromo.gromo_style_layer_loop(layers, growth, dtype=torch.float32)
 
 
-def run_ours(net, dtype=None):
-    deltas = gk.optimal_delta(net["s32"], net["m32"], dtype=dtype)
-    added = gk.optimal_added_neurons(net["s_prev32"], net["n32"], dtype=dtype)
+def run_ours(net, dtype=None, cache=True):
+    """One growth step's solves: two grouped calls, inside one factorization_cache() block (each S
+    factored once for its delta and its role as the next layer's growth covariance) or, with
+    ``cache=False``, each call factoring on its own."""
+    block = gk.factorization_cache() if cache else contextlib.nullcontext()
+    with block:
+        deltas = gk.optimal_delta(net["s32"], net["m32"], dtype=dtype)
+        added = gk.optimal_added_neurons(net["s_prev32"], net["n32"], dtype=dtype)
     return [(r.delta, r.decrease) for r in deltas], [(a.alpha, a.omega, a.sigma) for a in added]
 
 
@@ -281,12 +289,13 @@ def test_gromo_style_loop(benchmark, scenario):
     benchmark.pedantic(run_gromo_style, args=(net,), rounds=3, iterations=1, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
 @pytest.mark.parametrize("dtype", [None, torch.float32], ids=["fp64", "fp32-escalate"])
 @pytest.mark.parametrize("scenario", ["healthy", "mixed"])
-def test_ours_grouped(benchmark, scenario, dtype):
+def test_ours_grouped(benchmark, scenario, dtype, cache):
     net = _net(scenario)
     benchmark.group = f"20-layer solves, {scenario}"
-    benchmark.pedantic(run_ours, args=(net, dtype), rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run_ours, args=(net, dtype, cache), rounds=3, iterations=1, warmup_rounds=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,8 +324,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     variants = [("GroMo-style loop (fp32 LU/pinv/retry, fp32 eigh+SVD)", run_gromo_style, ()),
-                ("ours, grouped, fp64 (default)", run_ours, (None,)),
-                ("ours, grouped, dtype=float32 (fp32 Cholesky, fp64 pinv and escalation)", run_ours, (torch.float32,))]
+                ("ours, grouped, fp64 (default), one factorization_cache() block", run_ours, (None, True)),
+                ("ours, grouped, fp64, no block (each call factors)", run_ours, (None, False)),
+                ("ours, grouped, dtype=float32 (fp32 Cholesky, fp64 pinv and escalation), one block",
+                 run_ours, (torch.float32, True))]
     rows = []
     default_threads = torch.get_num_threads()
     for threads in sorted({1, default_threads}):

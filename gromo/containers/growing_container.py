@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import gromo_kernels as gk
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils.utils import get_correct_device, load_config
 
@@ -79,9 +80,15 @@ class GrowingContainer(nn.Module):
             layer.compute_optimal_delta(update=update, force_pseudo_inverse=force_pseudo_inverse)
 
     def compute_optimal_updates(self, *args: Any, **kwargs: Any) -> None:
-        """Optimal delta and new neurons of every growable layer (arguments forwarded)."""
-        for layer in self._growing_layers:
-            layer.compute_optimal_updates(*args, **kwargs)
+        """Optimal delta and new neurons of every growable layer (arguments forwarded).
+
+        The layers are solved inside one ``gromo_kernels.factorization_cache()`` block: a layer's
+        new-neuron solve reuses the factorisation of its growth covariance when the previous layer's
+        delta solve already factored that matrix.
+        """
+        with gk.factorization_cache():
+            for layer in self._growing_layers:
+                layer.compute_optimal_updates(*args, **kwargs)
 
     def delete_update(self) -> None:
         """Forget the pending update of every growable layer."""

@@ -347,7 +347,8 @@ def _compute_updates(model: nn.Module, config: GrowthConfig) -> dict[int, dict]:
 
     layers = growable_layers(model)
     batched = [i for i, layer in enumerate(layers) if _is_plain_linear(layer)]
-    with warnings.catch_warnings():
+    # One block for the step: layer l's new-neuron solve reuses S_{l-1}, factored by layer l-1's delta.
+    with gk.factorization_cache(), warnings.catch_warnings():
         # Dead ReLU units make S singular: the pseudo-inverse is the intended solve, not news.
         warnings.filterwarnings("ignore", message="Using the pseudo-inverse", category=UserWarning)
         if batched:

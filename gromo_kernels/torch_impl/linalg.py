@@ -50,6 +50,8 @@ from typing import NamedTuple
 
 import torch
 
+from .factor_cache import active_cache
+
 __all__ = [
     "PsdFactor",
     "factor_psd_torch",
@@ -274,6 +276,23 @@ def _as_batch(value, b: int, dtype: torch.dtype, device: torch.device) -> torch.
     return torch.full((b,), float(value), dtype=dtype, device=device)
 
 
+def _each(fn, mats, t: torch.Tensor) -> torch.Tensor:
+    """fn(mats, t) on a batch: one batched call when mats is a (B, d, d) tensor, one call per element
+    when it is a list of (d, d) tensors (factors reused from a cache: not stacked, not copied)."""
+    if isinstance(mats, torch.Tensor):
+        return fn(mats, t)
+    return torch.stack([fn(m, t[i]) for i, m in enumerate(mats)])
+
+
+def _select(part, idx):
+    """Elements idx (a tensor, or None for all) of a batched part: a tensor or a list of tensors."""
+    if idx is None:
+        return part
+    if isinstance(part, torch.Tensor):
+        return part[idx]
+    return [part[i] for i in idx.tolist()]
+
+
 class PsdFactor:
     """The cutoff pseudo-inverse factor of a batch of scaled symmetric matrices S' (B, d, d).
 
@@ -313,16 +332,18 @@ class PsdFactor:
         """W y: y (B, d, k) -> (B, d, k)."""
         return self._dispatch(
             y,
-            lambda t: torch.linalg.solve_triangular(self.chol, t * self.live, upper=False),
-            lambda t: self.weights * (self.vecs.mT @ t),
+            lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol, x, upper=False),
+                            self.chol, t * self.live),
+            lambda t: self.weights * _each(lambda vecs, x: vecs.mT @ x, self.vecs, t),
         )
 
     def whiten_t(self, z: torch.Tensor) -> torch.Tensor:
         """Wᵀ z: z (B, d, k) -> (B, d, k)."""
         return self._dispatch(
             z,
-            lambda t: torch.linalg.solve_triangular(self.chol.mT, t, upper=True) * self.live,
-            lambda t: self.vecs @ (self.weights * t),
+            lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol.mT, x, upper=True),
+                            self.chol, t) * self.live,
+            lambda t: _each(lambda vecs, x: vecs @ x, self.vecs, self.weights * t),
         )
 
     def project_kept(self, r: torch.Tensor) -> torch.Tensor:
@@ -330,12 +351,12 @@ class PsdFactor:
         return self._dispatch(
             r,
             lambda t: t * self.live,
-            lambda t: self.keep.unsqueeze(-1) * (self.vecs.mT @ t),
+            lambda t: self.keep.unsqueeze(-1) * _each(lambda vecs, x: vecs.mT @ x, self.vecs, t),
         )
 
     def sqrt_pinv(self) -> torch.Tensor:
         """The symmetric S'^{+1/2} = V diag(w) Vᵀ (eigh elements only; used with force_eigh)."""
-        return (self.vecs * self.weights.mT) @ self.vecs.mT
+        return _each(lambda vecs, w: (vecs * w.mT) @ vecs.mT, self.vecs, self.weights)
 
     def unresolved_in_fp32(self) -> torch.Tensor:
         """(B,) bool: an fp32 factorisation of this element cannot be trusted.
@@ -358,8 +379,64 @@ class PsdFactor:
         return (kept_rel < band) | below_band
 
 
+def _cholesky_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
+    """(chol, dead, ok, λ_max estimate, λ_min estimate) of sp (B, d, d): the cutoff-independent part
+    of the Cholesky path. ``chol`` is a reused workspace, or a buffer of ``cache`` that keeps it.
+
+    Exactly zero rows/columns (dead units) get a unit diagonal for the factorisation only (sp is
+    ours: added and subtracted in place, exactly, instead of copying a (B, d, d) tensor). A failed
+    factor only produces inf/NaN estimates in its own batch element.
+    """
+    dtype = sp.dtype
+    dead = (sp.amax(dim=-1) == 0) & (sp.amin(dim=-1) == 0)
+    diagonal = sp.diagonal(dim1=-2, dim2=-1)
+    diagonal.add_(dead.to(dtype))
+    if cache is not None:
+        chol = cache.buffer(tuple(sp.shape), dtype, sp.device)
+    else:
+        chol = _workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device)
+    info = torch.empty(sp.shape[0], dtype=torch.int32, device=sp.device)
+    torch.linalg.cholesky_ex(sp, out=(chol, info))
+    diagonal.sub_(dead.to(dtype))
+    lam_max_est, lam_min_est = _extreme_eigenvalue_estimates(sp, chol)
+    return chol, dead, info == 0, lam_max_est, lam_min_est
+
+
+def _cached_parts(sp: torch.Tensor, entries, cache, attribute: str, compute, name: str) -> tuple:
+    """``compute(sp)`` for every element of sp (B, d, d), taking what the cache entries already
+    hold (``attribute`` of each) and storing what was computed.
+
+    Returns the parts batched: tensors when all were computed here; otherwise (d, d) parts as lists
+    of per-element tensors (applied element by element, never stacked) and small parts stacked.
+    """
+    if entries is None:
+        return compute(sp, name=name)
+    b = sp.shape[0]
+    missing = [i for i, entry in enumerate(entries) if getattr(entry, attribute) is None]
+    computed = None
+    if missing:
+        if len(missing) == b:
+            sub = sp
+        else:
+            sub = _workspace(f"{name}:missing", (len(missing), *sp.shape[1:]), sp.dtype, sp.device)
+            torch.index_select(sp, 0, torch.tensor(missing, device=sp.device), out=sub)
+        computed = compute(sub, name=name, cache=cache)
+        for j, i in enumerate(missing):
+            getattr(entries[i], f"set_{attribute}")(tuple(part[j] for part in computed))
+    if len(missing) == b:
+        return computed
+    held = [getattr(entry, attribute) for entry in entries]
+    return tuple([h[k] for h in held] if held[0][k].dim() == 2 else torch.stack([h[k] for h in held])
+                 for k in range(len(held[0])))
+
+
+def _eigh_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
+    """(λ, V) of sp (B, d, d): the cutoff-independent part of the eigh path (always new tensors)."""
+    return eigh_psd_torch(sp)
+
+
 def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, defer_eigh: bool = False,
-                     name: str = "S") -> PsdFactor:
+                     name: str = "S", source: torch.Tensor | None = None) -> PsdFactor:
     """The cutoff pseudo-inverse factor of sp (B, d, d) (symmetric, scaled, work dtype).
 
     ``sp`` is briefly modified in place (its zero diagonal entries) and restored exactly.
@@ -373,6 +450,8 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
             ``deferred`` = True (the fp32 mode re-solves them in fp64 instead of running an fp32
             eigh, which is 10–400× less accurate than fp64 near the cutoff).
         name: workspace name (two factors alive at once need different names).
+        source: the unscaled matrices (B, d, d) sp was made from. Inside a ``factorization_cache()``
+            block they are the key under which the factorisation parts are reused.
     Returns:
         PsdFactor.
     """
@@ -380,24 +459,16 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
     dtype, device = sp.dtype, sp.device
     atol = _as_batch(atol, b, dtype, device)
     rtol = _as_batch(rtol, b, dtype, device)
+    cache = active_cache() if source is not None else None
+    entries = cache.entries(source, dtype) if cache is not None else None
     f = PsdFactor(b, d, dtype, device)
     if force_eigh:
         accept = torch.zeros(b, dtype=torch.bool, device=device)
         n_accept = 0
     else:
-        dead = (sp.amax(dim=-1) == 0) & (sp.amin(dim=-1) == 0)
+        chol, dead, ok, lam_max_est, lam_min = _cached_parts(sp, entries, cache, "cholesky", _cholesky_parts,
+                                                             name)
         live = (~dead).to(dtype)
-        # Unit diagonal on the dead rows for the factorisation only (sp is ours: added and
-        # subtracted in place, exactly, instead of copying a (B, d, d) tensor).
-        diagonal = sp.diagonal(dim1=-2, dim2=-1)
-        diagonal.add_(dead.to(dtype))
-        # A failed factor only produces inf/NaN estimates in its own batch element (not accepted).
-        chol = _workspace(f"{name}:chol", tuple(sp.shape), dtype, device)
-        info = torch.empty(b, dtype=torch.int32, device=device)
-        torch.linalg.cholesky_ex(sp, out=(chol, info))
-        diagonal.sub_(dead.to(dtype))
-        ok = info == 0
-        lam_max_est, lam_min = _extreme_eigenvalue_estimates(sp, chol)
         lam_max_ub = LAMBDA_MAX_SAFETY * lam_max_est
         cutoff_ub = torch.maximum(atol, rtol * lam_max_ub)
         accept = ok & torch.isfinite(lam_min) & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
@@ -407,7 +478,7 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
         idx = accept.nonzero().squeeze(1) if n_accept < b else None
         sel = slice(None) if idx is None else idx
         f.chol_idx = idx
-        f.chol = chol[sel]
+        f.chol = _select(chol, idx)
         f.live = live[sel].unsqueeze(-1)
         f.rank[sel] = (d - dead[sel].sum(dim=-1)).to(torch.int64)
         f.lam_max[sel] = lam_max_ub[sel]
@@ -424,7 +495,10 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
             f.weights = torch.zeros(n_left, d, 1, dtype=dtype, device=device)
             f.deferred[sel] = True
             return f
-        lam, vecs = eigh_psd_torch(sp[sel])
+        sub_entries = entries
+        if entries is not None and idx is not None:
+            sub_entries = [entries[i] for i in idx.tolist()]
+        lam, vecs = _cached_parts(sp[sel], sub_entries, cache, "eigh", _eigh_parts, name)
         lam_max = lam.abs().amax(dim=-1)
         cutoff = torch.maximum(atol[sel], rtol[sel] * lam_max)
         keep = lam > cutoff.unsqueeze(-1)
@@ -492,7 +566,7 @@ class SolveOut(NamedTuple):
 def _solve_core(s, m, atol, rtol, *, work, out_dtype, check, exact):
     sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
     mp, mscale = scaled(m, work)
-    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), defer_eigh=check)
+    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), defer_eigh=check, source=s)
     xp = f.whiten_t(f.whiten(mp))
     x = _rescale(xp, mscale / c, out_dtype)
     rank = f.rank
@@ -531,7 +605,7 @@ class InvSqrtOut(NamedTuple):
 
 def _inv_sqrt_core(s, atol, rtol, *, work, out_dtype, check, exact):
     sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
-    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), force_eigh=True)
+    f = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol.to(work), force_eigh=True, source=s)
     rp = f.sqrt_pinv()
     r = _rescale(rp, c.rsqrt(), out_dtype)
     bad = None
@@ -567,7 +641,7 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
     sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
     mp, mscale = scaled(m, work)
     fs = factor_psd_torch(sp, atol=(atol_s / c).to(work), rtol=rtol_s.to(work), force_eigh=force_pinv,
-                          defer_eigh=check)
+                          defer_eigh=check, source=s)
     y = fs.whiten(mp)  # W_S M'   (B, D, o)
     factor = mscale / c
     used = fs.rank < dim
@@ -581,7 +655,7 @@ def _delta_core(s, m, e, atol_s, rtol_s, atol_e, rtol_e, *, force_pinv, work, ou
     else:
         ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
         fe = factor_psd_torch(ep, atol=(atol_e / ce).to(work), rtol=rtol_e.to(work), force_eigh=force_pinv,
-                              defer_eigh=check, name="E")
+                              defer_eigh=check, name="E", source=e)
         y1 = y
         y = fe.whiten(y1.mT).mT  # W_S M' W_Eᵀ
         z = fs.whiten_t(y)  # W_Sᵀ W_S M' W_Eᵀ
@@ -643,13 +717,14 @@ def _added_core(s, n, e, atol, rtol_s, rtol_e, *, statistical_threshold, max_neu
     fs = fe = None
     if s is not None:
         sp, c = scaled_symmetric(s, work, exactly_symmetric=exact)
-        fs = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol_s.to(work), defer_eigh=check)
+        fs = factor_psd_torch(sp, atol=(atol / c).to(work), rtol=rtol_s.to(work), defer_eigh=check, source=s)
         p = fs.whiten(p)  # W_S N'
         root_c = c.sqrt()
         pscale = pscale / root_c
     if e is not None:
         ep, ce = scaled_symmetric(e, work, name="E", exactly_symmetric=exact)
-        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work), defer_eigh=check, name="E")
+        fe = factor_psd_torch(ep, atol=(atol / ce).to(work), rtol=rtol_e.to(work), defer_eigh=check, name="E",
+                              source=e)
         p = fe.whiten(p.mT).mT  # W_S N' W_Eᵀ
         root_ce = ce.sqrt()
         pscale = pscale / root_ce

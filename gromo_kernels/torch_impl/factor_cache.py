@@ -1,0 +1,193 @@
+"""Reuse of PSD factorisations across solve calls, inside one ``factorization_cache()`` block.
+
+A growth step factors every input covariance twice: S_l for layer l's optimal delta, and again as
+the growth covariance of layer l+1's new neurons (for a linear pair it is the same matrix). The
+cutoff-independent parts of a factorisation of the scaled S' = sym(S)/c — the Cholesky factor with
+its extreme-eigenvalue estimates, and the eigendecomposition — are kept here per matrix while a
+block is open, and reused by any later call on a *bit-identical* matrix of the same shape, dtype,
+device and work dtype. Cutoffs (rtol, atol, numerical_threshold) are applied per call, so a delta
+solve and a new-neuron solve with different thresholds share one entry.
+
+A hit is confirmed with ``torch.equal`` against a private copy of the matrix, so a caller that
+changes its tensor in place (or passes a fresh tensor with the same values, as GroMo's
+``tensor_s()`` does) can never get a stale factor: the cache is invisible except for time.
+Candidates are found by a fingerprint (three O(d) sums per matrix, one host sync per call).
+
+Memory: an fp64 entry for d = 1153 holds about 21 MB (copy + Cholesky factor), 32 MB more with an
+eigendecomposition. Entries beyond ``max_bytes`` are evicted least recently used first. On CPU the
+copies and Cholesky factors live in buffers that a closed block hands to a per-thread pool, which
+the next block (the next growth step) takes them from: a fresh 50 MB tensor costs ~30 ms of page
+faults on a 2-core machine, as much as the Cholesky factorisation it would hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections import OrderedDict
+
+import torch
+
+__all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache"]
+
+# Bytes of buffers a thread keeps for the next block.
+POOL_MAX_BYTES = 512 * 2**20
+_POOL = threading.local()
+
+
+def _take_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A flat CPU buffer of at least numel elements from this thread's pool (the smallest that fits),
+    or a new one. The caller owns it until it gives it back."""
+    pool = getattr(_POOL, "buffers", None)
+    if pool:
+        fits = [i for i, b in enumerate(pool) if b.dtype == dtype and b.numel() >= numel]
+        if fits:
+            return pool.pop(min(fits, key=lambda i: pool[i].numel()))
+    return torch.empty(numel, dtype=dtype)
+
+
+def _give_buffers(buffers: list) -> None:
+    pool = getattr(_POOL, "buffers", None)
+    if pool is None:
+        pool = _POOL.buffers = []
+    pool.extend(buffers)
+    total = sum(b.numel() * b.element_size() for b in pool)
+    while pool and total > POOL_MAX_BYTES:  # drop the oldest first
+        total -= pool[0].numel() * pool[0].element_size()
+        del pool[0]
+
+
+class CacheEntry:
+    """The factorisation parts of one matrix (all in S' units, work dtype).
+
+    ``cholesky``: (chol (d, d), dead (d,) bool, ok () bool, lam_max_est (), lam_min_est ()) or None.
+    ``eigh``: (lam (d,) ascending, vecs (d, d)) or None.
+    """
+
+    __slots__ = ("matrix", "fingerprint", "cholesky", "eigh", "_cache")
+
+    def __init__(self, cache: "FactorizationCache", matrix: torch.Tensor, fingerprint: tuple):
+        self._cache = cache
+        self.matrix = matrix
+        self.fingerprint = fingerprint
+        self.cholesky = None
+        self.eigh = None
+
+    def nbytes(self) -> int:
+        parts = [self.matrix, *(self.cholesky or ()), *(self.eigh or ())]
+        return sum(p.numel() * p.element_size() for p in parts)
+
+    def set_cholesky(self, parts: tuple) -> None:
+        self.cholesky = parts
+        self._cache._grew()
+
+    def set_eigh(self, parts: tuple) -> None:
+        self.eigh = parts
+        self._cache._grew()
+
+
+def _fingerprints(s: torch.Tensor) -> list:
+    """Three cheap sums per matrix of s (B, d, d) -> B tuples (one host sync)."""
+    prints = torch.stack([s.diagonal(dim1=-2, dim2=-1).sum(dim=-1), s[:, 0, :].sum(dim=-1),
+                          s[:, -1, :].sum(dim=-1)], dim=-1).to(torch.float64)
+    return [tuple(row) for row in prints.tolist()]
+
+
+class FactorizationCache:
+    """Factorisation parts keyed by matrix content (see the module docstring).
+
+    ``hits`` / ``misses`` count the matrices looked up, for tests and benchmarks.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.RLock()
+        self._buffers: list[torch.Tensor] = []
+        # (shape, dtype, device, work dtype) -> entries, most recently used last across all keys.
+        self._entries: OrderedDict[int, tuple] = OrderedDict()
+
+    def entries(self, s: torch.Tensor, work: torch.dtype) -> list[CacheEntry]:
+        """One entry per matrix of s (B, d, d): the cached one where s[i] is bit-identical to a
+        kept matrix, a new empty one (registered) otherwise. Never aliases s."""
+        prints = _fingerprints(s)
+        key = (tuple(s.shape[1:]), s.dtype, str(s.device), work)
+        out = []
+        with self._lock:
+            for i, fp in enumerate(prints):
+                found = None
+                for entry_id, (entry_key, entry) in reversed(self._entries.items()):
+                    if entry_key == key and entry.fingerprint == fp and torch.equal(entry.matrix, s[i]):
+                        found = entry
+                        self._entries.move_to_end(entry_id)
+                        break
+                if found is None:
+                    found = CacheEntry(self, self.buffer(tuple(s.shape[1:]), s.dtype, s.device).copy_(s[i]), fp)
+                    self._entries[id(found)] = (key, found)
+                    self.misses += 1
+                else:
+                    self.hits += 1
+                out.append(found)
+        self._grew()
+        return out
+
+    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor that lives as long as this cache's entries (pooled on CPU)."""
+        if torch.device(device).type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        numel = 1
+        for size in shape:
+            numel *= size
+        flat = _take_buffer(numel, dtype)
+        with self._lock:
+            self._buffers.append(flat)
+        return flat[:numel].view(shape)
+
+    def _grew(self) -> None:
+        with self._lock:
+            total = sum(entry.nbytes() for _, entry in self._entries.values())
+            while len(self._entries) > 1 and total > self.max_bytes:
+                _, (_, oldest) = self._entries.popitem(last=False)
+                total -= oldest.nbytes()
+
+    def nbytes(self) -> int:
+        """Bytes held by the kept entries."""
+        with self._lock:
+            return sum(entry.nbytes() for _, entry in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Drop every entry and hand the CPU buffers to this thread's pool (nothing may use them after)."""
+        with self._lock:
+            self._entries.clear()
+            buffers, self._buffers = self._buffers, []
+        _give_buffers(buffers)
+
+
+_ACTIVE: contextvars.ContextVar[FactorizationCache | None] = contextvars.ContextVar(
+    "gromo_kernels_factorization_cache", default=None)
+
+
+def active_cache() -> FactorizationCache | None:
+    """The cache of the innermost open block in this context, or None."""
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def open_cache(max_bytes: int):
+    """Open a block; a nested block reuses the outer cache. Entries are dropped when it closes."""
+    outer = _ACTIVE.get()
+    if outer is not None:
+        yield outer
+        return
+    cache = FactorizationCache(max_bytes)
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+        cache.clear()
