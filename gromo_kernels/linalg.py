@@ -218,11 +218,16 @@ def factorization_cache(max_bytes: int = 2**30):
     ...     neurons = gromo_kernels.optimal_added_neurons(S_list[:-1], N_list)
 
     Args:
-        max_bytes: memory the kept factorisations may hold (least recently used evicted first);
-            an fp64 entry for d = 1153 is about 21 MB, 32 MB more with an eigendecomposition.
+        max_bytes: memory the kept factorisations may hold (least recently used evicted first,
+            their memory released); an fp64 entry for d = 1153 is about 21 MB with its Cholesky
+            factor, 32 MB with an eigendecomposition as well.
     Yields:
         the cache (``hits`` and ``misses`` count matrices looked up; ``len()`` and ``nbytes()``).
-        A nested block reuses the outer one. Entries are dropped when the outermost block closes.
+        A nested block reuses the outer one (and its max_bytes). Entries are dropped when the
+        outermost block closes; their CPU buffers are pooled for the next block of the same thread
+        (``gromo_kernels.torch_impl.linalg.clear_workspace()`` releases them). A thread or task that
+        inherited the block's context stops caching when the block closes; none may still be
+        solving in it at that moment.
     Raises:
         TypeError, ValueError: max_bytes is not a positive int.
     """

@@ -10,14 +10,16 @@ solve and a new-neuron solve with different thresholds share one entry.
 
 A hit is confirmed with ``torch.equal`` against a private copy of the matrix, so a caller that
 changes its tensor in place (or passes a fresh tensor with the same values, as GroMo's
-``tensor_s()`` does) can never get a stale factor: the cache is invisible except for time.
-Candidates are found by a fingerprint (three O(d) sums per matrix, one host sync per call).
+``tensor_s()`` does) can never get a stale factor. Candidates are found by a fingerprint (three
+O(d) sums per matrix, one host sync per call).
 
-Memory: an fp64 entry for d = 1153 holds about 21 MB (copy + Cholesky factor), 32 MB more with an
-eigendecomposition. Entries beyond ``max_bytes`` are evicted least recently used first. On CPU the
-copies and Cholesky factors live in buffers that a closed block hands to a per-thread pool, which
-the next block (the next growth step) takes them from: a fresh 50 MB tensor costs ~30 ms of page
-faults on a 2-core machine, as much as the Cholesky factorisation it would hold.
+Memory: each entry owns its tensors (an fp64 entry for d = 1153: 21 MB with the Cholesky factor,
+32 MB with the eigendecomposition as well). Entries beyond ``max_bytes`` are evicted, least recently
+used first, and their memory is released (not pooled: a call still running may be using it). When a
+block closes, the CPU buffers of its entries go to a per-thread pool that the next block (the next
+growth step) takes them from: a fresh 50 MB tensor costs ~30 ms of page faults on a 2-core machine,
+as much as the Cholesky factorisation it would hold. A closed cache takes no new entries (a thread
+or task that inherited the block's context stops caching when it closes).
 """
 
 from __future__ import annotations
@@ -29,19 +31,29 @@ from collections import OrderedDict
 
 import torch
 
-__all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache"]
+__all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache", "clear_pool"]
 
 # Bytes of buffers a thread keeps for the next block.
 POOL_MAX_BYTES = 512 * 2**20
+# A pooled buffer serves a request only if it is at most this many times larger (a small matrix
+# must not pin a large buffer).
+POOL_SLACK = 2
 _POOL = threading.local()
 
 
+def usable_buffer(buf: torch.Tensor) -> bool:
+    """Whether a kept buffer may be written here: an inference tensor (made under
+    ``torch.inference_mode``) cannot be updated in place outside inference mode."""
+    return not buf.is_inference() or torch.is_inference_mode_enabled()
+
+
 def _take_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A flat CPU buffer of at least numel elements from this thread's pool (the smallest that fits),
-    or a new one. The caller owns it until it gives it back."""
+    """A flat CPU buffer of numel…POOL_SLACK·numel elements from this thread's pool (the smallest
+    that fits), or a new one. The caller owns it until it gives it back."""
     pool = getattr(_POOL, "buffers", None)
     if pool:
-        fits = [i for i, b in enumerate(pool) if b.dtype == dtype and b.numel() >= numel]
+        fits = [i for i, b in enumerate(pool)
+                if b.dtype == dtype and numel <= b.numel() <= POOL_SLACK * numel and usable_buffer(b)]
         if fits:
             return pool.pop(min(fits, key=lambda i: pool[i].numel()))
     return torch.empty(numel, dtype=dtype)
@@ -58,32 +70,48 @@ def _give_buffers(buffers: list) -> None:
         del pool[0]
 
 
+def clear_pool() -> None:
+    """Release this thread's pooled buffers."""
+    _POOL.buffers = []
+
+
 class CacheEntry:
-    """The factorisation parts of one matrix (all in S' units, work dtype).
+    """The factorisation parts of one matrix (all in S' units, work dtype), owned by the entry.
 
     ``cholesky``: (chol (d, d), dead (d,) bool, ok () bool, lam_max_est (), lam_min_est ()) or None.
     ``eigh``: (lam (d,) ascending, vecs (d, d)) or None.
     """
 
-    __slots__ = ("matrix", "fingerprint", "cholesky", "eigh", "_cache")
+    __slots__ = ("matrix", "fingerprint", "cholesky", "eigh", "buffers", "_cache")
 
     def __init__(self, cache: "FactorizationCache", matrix: torch.Tensor, fingerprint: tuple):
         self._cache = cache
-        self.matrix = matrix
+        self.buffers: list[torch.Tensor] = []  # pooled CPU storage of the tensors below
+        self.matrix = self._own(matrix)
         self.fingerprint = fingerprint
         self.cholesky = None
         self.eigh = None
 
+    def _own(self, part: torch.Tensor) -> torch.Tensor:
+        """A copy of part that this entry owns (in a pooled buffer on CPU, for large parts)."""
+        if part.device.type != "cpu" or part.dim() < 2:
+            return part.clone()
+        flat = _take_buffer(part.numel(), part.dtype)
+        self.buffers.append(flat)
+        return flat[: part.numel()].view(part.shape).copy_(part)
+
     def nbytes(self) -> int:
-        parts = [self.matrix, *(self.cholesky or ()), *(self.eigh or ())]
+        parts = [*self.buffers]
+        parts += [p for p in (self.matrix, *(self.cholesky or ()), *(self.eigh or ()))
+                  if p.device.type != "cpu" or p.dim() < 2]
         return sum(p.numel() * p.element_size() for p in parts)
 
     def set_cholesky(self, parts: tuple) -> None:
-        self.cholesky = parts
+        self.cholesky = tuple(self._own(p) for p in parts)
         self._cache._grew()
 
     def set_eigh(self, parts: tuple) -> None:
-        self.eigh = parts
+        self.eigh = tuple(self._own(p) for p in parts)
         self._cache._grew()
 
 
@@ -104,9 +132,9 @@ class FactorizationCache:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.closed = False
         self._lock = threading.RLock()
-        self._buffers: list[torch.Tensor] = []
-        # (shape, dtype, device, work dtype) -> entries, most recently used last across all keys.
+        # id(entry) -> ((shape, dtype, device, work dtype), entry), most recently used last.
         self._entries: OrderedDict[int, tuple] = OrderedDict()
 
     def entries(self, s: torch.Tensor, work: torch.dtype) -> list[CacheEntry]:
@@ -124,26 +152,14 @@ class FactorizationCache:
                         self._entries.move_to_end(entry_id)
                         break
                 if found is None:
-                    found = CacheEntry(self, self.buffer(tuple(s.shape[1:]), s.dtype, s.device).copy_(s[i]), fp)
+                    found = CacheEntry(self, s[i], fp)
                     self._entries[id(found)] = (key, found)
                     self.misses += 1
                 else:
                     self.hits += 1
                 out.append(found)
-        self._grew()
+            self._grew()
         return out
-
-    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """An uninitialised tensor that lives as long as this cache's entries (pooled on CPU)."""
-        if torch.device(device).type != "cpu":
-            return torch.empty(shape, dtype=dtype, device=device)
-        numel = 1
-        for size in shape:
-            numel *= size
-        flat = _take_buffer(numel, dtype)
-        with self._lock:
-            self._buffers.append(flat)
-        return flat[:numel].view(shape)
 
     def _grew(self) -> None:
         with self._lock:
@@ -160,12 +176,14 @@ class FactorizationCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def clear(self) -> None:
-        """Drop every entry and hand the CPU buffers to this thread's pool (nothing may use them after)."""
+    def close(self) -> None:
+        """Drop every entry, hand their CPU buffers to this thread's pool and take no new entries.
+        Nothing may still be solving with this cache (the block that opened it has ended)."""
         with self._lock:
+            self.closed = True
+            entries = [entry for _, entry in self._entries.values()]
             self._entries.clear()
-            buffers, self._buffers = self._buffers, []
-        _give_buffers(buffers)
+        _give_buffers([buf for entry in entries for buf in entry.buffers])
 
 
 _ACTIVE: contextvars.ContextVar[FactorizationCache | None] = contextvars.ContextVar(
@@ -173,14 +191,16 @@ _ACTIVE: contextvars.ContextVar[FactorizationCache | None] = contextvars.Context
 
 
 def active_cache() -> FactorizationCache | None:
-    """The cache of the innermost open block in this context, or None."""
-    return _ACTIVE.get()
+    """The cache of the open block in this context, or None (also once that block has closed)."""
+    cache = _ACTIVE.get()
+    return None if cache is None or cache.closed else cache
 
 
 @contextlib.contextmanager
 def open_cache(max_bytes: int):
-    """Open a block; a nested block reuses the outer cache. Entries are dropped when it closes."""
-    outer = _ACTIVE.get()
+    """Open a block; a nested block reuses the outer cache (and its max_bytes). Entries are dropped
+    when the outermost block closes."""
+    outer = active_cache()
     if outer is not None:
         yield outer
         return
@@ -190,4 +210,4 @@ def open_cache(max_bytes: int):
         yield cache
     finally:
         _ACTIVE.reset(token)
-        cache.clear()
+        cache.close()

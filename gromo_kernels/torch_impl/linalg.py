@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import torch
 
-from .factor_cache import active_cache
+from .factor_cache import active_cache, clear_pool, usable_buffer
 
 __all__ = [
     "PsdFactor",
@@ -111,7 +111,7 @@ def _workspace(name: str, shape: tuple, dtype: torch.dtype, device: torch.device
         buffers = _WORKSPACE.buffers = {}
     key = (name, dtype)
     buf = buffers.pop(key, None)
-    if buf is None or buf.numel() < numel:
+    if buf is None or buf.numel() < numel or not usable_buffer(buf):
         buf = None
         total = sum(b.numel() * b.element_size() for b in buffers.values())
         while buffers and total + nbytes > WORKSPACE_MAX_BYTES:  # evict the least recently used
@@ -124,8 +124,9 @@ def _workspace(name: str, shape: tuple, dtype: torch.dtype, device: torch.device
 
 
 def clear_workspace() -> None:
-    """Free this thread's reusable solve buffers."""
+    """Free this thread's reusable solve buffers (workspaces and the factorization_cache() pool)."""
     _WORKSPACE.buffers = {}
+    clear_pool()
 
 
 def max_abs(a: torch.Tensor) -> torch.Tensor:
@@ -379,9 +380,9 @@ class PsdFactor:
         return (kept_rel < band) | below_band
 
 
-def _cholesky_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
+def _cholesky_parts(sp: torch.Tensor, name: str) -> tuple:
     """(chol, dead, ok, λ_max estimate, λ_min estimate) of sp (B, d, d): the cutoff-independent part
-    of the Cholesky path. ``chol`` is a reused workspace, or a buffer of ``cache`` that keeps it.
+    of the Cholesky path. ``chol`` is a reused workspace (a cache keeps its own copy).
 
     Exactly zero rows/columns (dead units) get a unit diagonal for the factorisation only (sp is
     ours: added and subtracted in place, exactly, instead of copying a (B, d, d) tensor). A failed
@@ -391,10 +392,7 @@ def _cholesky_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
     dead = (sp.amax(dim=-1) == 0) & (sp.amin(dim=-1) == 0)
     diagonal = sp.diagonal(dim1=-2, dim2=-1)
     diagonal.add_(dead.to(dtype))
-    if cache is not None:
-        chol = cache.buffer(tuple(sp.shape), dtype, sp.device)
-    else:
-        chol = _workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device)
+    chol = _workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device)
     info = torch.empty(sp.shape[0], dtype=torch.int32, device=sp.device)
     torch.linalg.cholesky_ex(sp, out=(chol, info))
     diagonal.sub_(dead.to(dtype))
@@ -402,9 +400,9 @@ def _cholesky_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
     return chol, dead, info == 0, lam_max_est, lam_min_est
 
 
-def _cached_parts(sp: torch.Tensor, entries, cache, attribute: str, compute, name: str) -> tuple:
+def _cached_parts(sp: torch.Tensor, entries, attribute: str, compute, name: str) -> tuple:
     """``compute(sp)`` for every element of sp (B, d, d), taking what the cache entries already
-    hold (``attribute`` of each) and storing what was computed.
+    hold (``attribute`` of each) and storing a copy of what was computed.
 
     Returns the parts batched: tensors when all were computed here; otherwise (d, d) parts as lists
     of per-element tensors (applied element by element, never stacked) and small parts stacked.
@@ -420,7 +418,7 @@ def _cached_parts(sp: torch.Tensor, entries, cache, attribute: str, compute, nam
         else:
             sub = _workspace(f"{name}:missing", (len(missing), *sp.shape[1:]), sp.dtype, sp.device)
             torch.index_select(sp, 0, torch.tensor(missing, device=sp.device), out=sub)
-        computed = compute(sub, name=name, cache=cache)
+        computed = compute(sub, name=name)
         for j, i in enumerate(missing):
             getattr(entries[i], f"set_{attribute}")(tuple(part[j] for part in computed))
     if len(missing) == b:
@@ -430,7 +428,7 @@ def _cached_parts(sp: torch.Tensor, entries, cache, attribute: str, compute, nam
                  for k in range(len(held[0])))
 
 
-def _eigh_parts(sp: torch.Tensor, name: str, cache=None) -> tuple:
+def _eigh_parts(sp: torch.Tensor, name: str) -> tuple:
     """(λ, V) of sp (B, d, d): the cutoff-independent part of the eigh path (always new tensors)."""
     return eigh_psd_torch(sp)
 
@@ -466,8 +464,7 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
         accept = torch.zeros(b, dtype=torch.bool, device=device)
         n_accept = 0
     else:
-        chol, dead, ok, lam_max_est, lam_min = _cached_parts(sp, entries, cache, "cholesky", _cholesky_parts,
-                                                             name)
+        chol, dead, ok, lam_max_est, lam_min = _cached_parts(sp, entries, "cholesky", _cholesky_parts, name)
         live = (~dead).to(dtype)
         lam_max_ub = LAMBDA_MAX_SAFETY * lam_max_est
         cutoff_ub = torch.maximum(atol, rtol * lam_max_ub)
@@ -498,7 +495,7 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, force_eigh: bool = False, 
         sub_entries = entries
         if entries is not None and idx is not None:
             sub_entries = [entries[i] for i in idx.tolist()]
-        lam, vecs = _cached_parts(sp[sel], sub_entries, cache, "eigh", _eigh_parts, name)
+        lam, vecs = _cached_parts(sp[sel], sub_entries, "eigh", _eigh_parts, name)
         lam_max = lam.abs().amax(dim=-1)
         cutoff = torch.maximum(atol[sel], rtol[sel] * lam_max)
         keep = lam > cutoff.unsqueeze(-1)

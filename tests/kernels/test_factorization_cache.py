@@ -167,3 +167,50 @@ def test_results_do_not_alias_pooled_buffers(generator, device):
 def test_max_bytes_is_checked(bad, error):
     with pytest.raises(error, match="max_bytes"):
         gk.factorization_cache(max_bytes=bad)
+
+
+def test_evicted_entries_release_their_memory(generator, device):
+    import gc
+    import weakref
+
+    m = torch.randn(40, 2, generator=generator, dtype=torch.float64).to(device)
+    matrices = [random_psd(40, "geometric", cond=10.0, generator=generator).to(device) for _ in range(12)]
+    with gk.factorization_cache(max_bytes=40 * 40 * 8 * 3) as cache:
+        gk.solve_psd(matrices[0], m)
+        (first,) = [entry for _, entry in cache._entries.values()]
+        held = [weakref.ref(t) for t in (first.matrix, first.cholesky[0], *first.buffers)]
+        del first
+        for s in matrices[1:]:
+            gk.solve_psd(s, m)
+        gc.collect()
+        assert len(cache) == 1 and cache.nbytes() <= 40 * 40 * 8 * 3
+        assert all(ref() is None for ref in held)  # the evicted entry's tensors are gone, not parked
+
+
+def test_a_small_matrix_does_not_pin_a_large_pooled_buffer(generator, device):
+    big = random_psd(200, "geometric", cond=10.0, generator=generator).to(device)
+    with gk.factorization_cache():
+        gk.solve_psd(big, torch.randn(200, 2, generator=generator, dtype=torch.float64).to(device))
+    small = random_psd(3, "geometric", cond=10.0, generator=generator).to(device)
+    with gk.factorization_cache() as cache:
+        gk.solve_psd(small, torch.randn(3, 2, generator=generator, dtype=torch.float64).to(device))
+        assert cache.nbytes() < 1000
+
+
+def test_buffers_made_in_inference_mode_do_not_break_later_blocks(generator, device):
+    s = random_psd(30, "geometric", cond=10.0, generator=generator).to(device)
+    m = torch.randn(30, 2, generator=generator, dtype=torch.float64).to(device)
+    reference = gk.solve_psd(s, m).x
+    with torch.inference_mode(), gk.factorization_cache():
+        gk.solve_psd(s, m)
+    with gk.factorization_cache():
+        _assert_same(gk.solve_psd(s, m).x, reference)
+
+
+def test_a_context_copied_inside_a_block_stops_caching_when_it_closes():
+    import contextvars
+
+    with gk.factorization_cache() as cache:
+        inherited = contextvars.copy_context()
+        assert inherited.run(factor_cache.active_cache) is cache
+    assert inherited.run(factor_cache.active_cache) is None and cache.closed
