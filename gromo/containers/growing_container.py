@@ -8,6 +8,7 @@ change. Subclasses define ``forward``, ``extended_forward`` and ``set_growing_la
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -86,7 +87,8 @@ class GrowingContainer(nn.Module):
         new-neuron solve reuses the factorisation of its growth covariance when the previous layer's
         delta solve already factored that matrix.
         """
-        with gk.factorization_cache():
+        reuse = gk.factorization_cache() if len(self._growing_layers) > 1 else contextlib.nullcontext()
+        with reuse:
             for layer in self._growing_layers:
                 layer.compute_optimal_updates(*args, **kwargs)
 

@@ -28,6 +28,7 @@ Each step yields a :class:`~gromo.growth.records.StepRecord`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -347,8 +348,10 @@ def _compute_updates(model: nn.Module, config: GrowthConfig) -> dict[int, dict]:
 
     layers = growable_layers(model)
     batched = [i for i, layer in enumerate(layers) if _is_plain_linear(layer)]
-    # One block for the step: layer l's new-neuron solve reuses S_{l-1}, factored by layer l-1's delta.
-    with gk.factorization_cache(), warnings.catch_warnings():
+    # One block for the step: layer l's new-neuron solve reuses S_{l-1}, factored by layer l-1's delta
+    # (nothing to reuse with a single growable layer: no block, no bookkeeping).
+    reuse = gk.factorization_cache() if len(layers) > 1 else contextlib.nullcontext()
+    with reuse, warnings.catch_warnings():
         # Dead ReLU units make S singular: the pseudo-inverse is the intended solve, not news.
         warnings.filterwarnings("ignore", message="Using the pseudo-inverse", category=UserWarning)
         if batched:

@@ -33,8 +33,11 @@ import torch
 
 __all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache", "clear_pool"]
 
-# Bytes of buffers a thread keeps for the next block.
+# Bytes and number of buffers a thread keeps for the next block. Only parts of at least
+# POOL_MIN_BYTES are pooled: smaller allocations come from the heap without page faults.
 POOL_MAX_BYTES = 512 * 2**20
+POOL_MAX_BUFFERS = 64
+POOL_MIN_BYTES = 2**18
 # A pooled buffer serves a request only if it is at most this many times larger (a small matrix
 # must not pin a large buffer).
 POOL_SLACK = 2
@@ -64,6 +67,7 @@ def _give_buffers(buffers: list) -> None:
     if pool is None:
         pool = _POOL.buffers = []
     pool.extend(buffers)
+    del pool[:-POOL_MAX_BUFFERS]
     total = sum(b.numel() * b.element_size() for b in pool)
     while pool and total > POOL_MAX_BYTES:  # drop the oldest first
         total -= pool[0].numel() * pool[0].element_size()
@@ -94,7 +98,7 @@ class CacheEntry:
 
     def _own(self, part: torch.Tensor) -> torch.Tensor:
         """A copy of part that this entry owns (in a pooled buffer on CPU, for large parts)."""
-        if part.device.type != "cpu" or part.dim() < 2:
+        if part.device.type != "cpu" or part.dim() < 2 or part.numel() * part.element_size() < POOL_MIN_BYTES:
             return part.clone()
         flat = _take_buffer(part.numel(), part.dtype)
         self.buffers.append(flat)
@@ -102,8 +106,9 @@ class CacheEntry:
 
     def nbytes(self) -> int:
         parts = [*self.buffers]
+        pooled = {p.data_ptr() for p in self.buffers}
         parts += [p for p in (self.matrix, *(self.cholesky or ()), *(self.eigh or ()))
-                  if p.device.type != "cpu" or p.dim() < 2]
+                  if p.data_ptr() not in pooled]
         return sum(p.numel() * p.element_size() for p in parts)
 
     def set_cholesky(self, parts: tuple) -> None:
