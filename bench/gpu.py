@@ -19,6 +19,8 @@ What it does on a CUDA machine:
 4. A D sweep of conv S and M (D = C·k² + 1 ∈ {65, 129, 577, 1153, 2305}; n=64, 32×32, pad k//2):
    triton in every mode vs the GroMo-style unfold + einsum, torch's best (F.unfold + mm for S; the
    cuDNN weight gradient for M) and our torch backend.
+5. Solves (bench/gpu_solves.py): one growth step of the 20-layer network, GroMo-style loop vs ours
+   with accuracies, and eigh batched / looped / per linalg library vs Cholesky for D up to 1153.
 Times are medians of ``triton.testing.do_bench`` (which flushes L2 before each call; inputs are
 rotated among several copies as well). TFLOP/s use GEMM-equivalent FLOPs 2·R·D_A·D_B (a symmetric
 S counts its full D², although only the upper half is computed; Full S_growth counts R, not R·kk) and are shown as a fraction of the
@@ -128,6 +130,15 @@ def rotating(fn, inputs):
         return fn(*args)
 
     return call
+
+
+def _gpu_solves():
+    """bench/gpu_solves.py (a sibling module; this script is also loaded by path in the tests)."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    import gpu_solves
+
+    return gpu_solves
 
 
 def tflops(flops: float, ms: float) -> float:
@@ -466,6 +477,8 @@ def markdown(result: dict) -> str:
         for e in result["sweep"]:
             lines.append(f"| {e['D']} | " + " | ".join(
                 f"{e['M'][k]:.3f} ({e['tflops_M'][k]:.1f})" for k in keys) + " |")
+    if result.get("solves"):
+        lines += _gpu_solves().markdown_solves(result["solves"])
     lines.append("")
     return "\n".join(lines)
 
@@ -477,6 +490,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="modes ieee/tf32x3/bf16, sweep 65, 577, 2305")
     p.add_argument("--no-sweep", action="store_true", help="skip the D sweep")
     p.add_argument("--no-pairs", action="store_true", help="skip the pair benchmarks")
+    p.add_argument("--no-solves", action="store_true", help="skip the solves benchmark")
     p.add_argument("--smoke", action="store_true",
                    help="tiny shapes; runs on CPU under TRITON_INTERPRET=1 (checks this script)")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="output folder")
@@ -515,6 +529,8 @@ def main(argv=None) -> int:
                                                             args.smoke)
     result["sweep"] = [] if args.no_sweep else bench_sweep(device, time_ms, result["ceilings"], modes,
                                                             args.smoke, args.quick)
+    if not args.no_solves:
+        result["solves"] = _gpu_solves().bench_solves(device, time_ms, args.smoke)
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{result['meta']['device_slug']}_{result['meta']['date'][:10]}" + ("_smoke" if args.smoke else "")

@@ -54,12 +54,14 @@ DIMS = [65, 257, 577, 1153, 577, 65, 1153, 257, 577, 65, 257, 1153, 65, 577, 257
 OUTS = {65: 64, 257: 128, 577: 64, 1153: 128}
 
 
-def build_network(scenario: str, seed: int = 0):
-    """fp32 statistics of a 20-layer network plus the float64 matrices they were rounded from."""
+def build_network(scenario: str, seed: int = 0, dims=None):
+    """fp32 statistics of a 20-layer network (``dims``: other layer sizes, for smoke runs; their
+    output widths are 4) plus the float64 matrices they were rounded from."""
+    dims = DIMS if dims is None else dims
     g = torch.Generator().manual_seed(seed)
     s64, m64 = [], []
-    for layer, d in enumerate(DIMS):
-        o = OUTS[d]
+    for layer, d in enumerate(dims):
+        o = OUTS.get(d, 4)
         if scenario == "mixed" and layer in (3, 8, 13, 17):
             # Bias column dependent on the features (they sum to a constant): exact rank d − 1.
             s = random_psd(d, "geometric", cond=1e3, rank=d - 1, generator=g)
@@ -74,8 +76,8 @@ def build_network(scenario: str, seed: int = 0):
         s64.append(s)
         # M and N in range(S) as real statistics are (Σ x̃ dAᵀ): S times something.
         m64.append(s @ torch.randn(d, o, generator=g, dtype=torch.float64))
-    n64 = [s64[i - 1] @ torch.randn(DIMS[i - 1], OUTS[DIMS[i]], generator=g, dtype=torch.float64)
-           for i in range(1, len(DIMS))]
+    n64 = [s64[i - 1] @ torch.randn(dims[i - 1], OUTS.get(dims[i], 4), generator=g, dtype=torch.float64)
+           for i in range(1, len(dims))]
     s32 = [s.float() for s in s64]
     return dict(
         s64=s64, m64=m64, n64=n64, s32=s32, m32=[m.float() for m in m64], n32=[n.float() for n in n64],

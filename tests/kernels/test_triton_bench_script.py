@@ -52,3 +52,20 @@ def test_markdown_report(gpu_script):
     assert "| triton_fused_ieee | 1.000 | 4.0× |" in text
     assert "| 65 | 2.000 (0.5) |" in text
     assert gpu_script.tflops(2e12, 1000.0) == pytest.approx(2.0)
+
+
+def test_solves_section_runs_on_cpu_smoke_shapes(gpu_script):
+    """bench/gpu_solves.py end to end on tiny shapes: every path timed, ours accurate where the
+    GroMo-style loop is not (mixed scenario), and the report renders it."""
+    solves = gpu_script._gpu_solves()
+    record = solves.bench_solves(torch.device("cpu"), lambda fn: (fn(), 1.0)[1], smoke=True)
+    network = {(r["scenario"], r["path"]): r for r in record["network"]}
+    assert len(network) == 8
+    for scenario in ("healthy", "mixed"):
+        for path in ("ours fp64, one block", "ours fp64, no block", "ours dtype=float32, one block"):
+            assert network[(scenario, path)]["delta"] < 1e-4
+    assert network[("mixed", "GroMo-style loop")]["delta"] > 1e-2
+    assert {r["D"] for r in record["decompositions"]} == {9, 33}
+    text = "\n".join(solves.markdown_solves(record))
+    assert "| mixed | ours fp64, one block | 1.00 | 1.00× |" in text
+    assert "| 33 | float64 | 1.00 | 1.00 | 1.00 | 1.00 |" in text
