@@ -26,3 +26,27 @@ def generator(request) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(zlib.crc32(request.node.nodeid.encode()))
     return g
+
+
+@pytest.fixture
+def factorization_caches(monkeypatch) -> list:
+    """The caches of every ``gromo_kernels.factorization_cache()`` block opened during the test (their
+    hits and misses stay readable after the block closed)."""
+    import gromo_kernels as gk
+
+    caches: list = []
+    real = gk.factorization_cache
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            self.manager = real(*args, **kwargs)
+
+        def __enter__(self):
+            caches.append(self.manager.__enter__())
+            return caches[-1]
+
+        def __exit__(self, *exc):
+            return self.manager.__exit__(*exc)
+
+    monkeypatch.setattr(gk, "factorization_cache", Recording)
+    return caches

@@ -180,6 +180,8 @@ def scaled_symmetric(s: torch.Tensor, work: torch.dtype, *, name: str = "S",
     c = pow4_scale(s)
     sp = _workspace(f"{name}:scaled", tuple(s.shape), work, s.device)
     sp.copy_(s)
+    # Scaled first: S + Sᵀ of entries near the dtype's maximum would overflow.
+    sp.mul_((1.0 / c).to(work)[:, None, None])
     if not exactly_symmetric:
         if s.device.type == "cpu" and s.shape[-1] ** 2 >= 65536:
             buf = torch.empty(s.shape[-2:], dtype=work, device=s.device)
@@ -188,7 +190,6 @@ def scaled_symmetric(s: torch.Tensor, work: torch.dtype, *, name: str = "S",
                 sp[i].add_(buf).mul_(0.5)
         else:
             sp.copy_(0.5 * (sp + sp.mT))
-    sp.mul_((1.0 / c).to(work)[:, None, None])
     return sp, c
 
 

@@ -153,3 +153,32 @@ def test_blocks_in_a_container_can_be_conv_blocks(generator, device):
     model.set_scaling_factor(0.5)
     model.apply_change()
     assert model.block.hidden_neurons > 0
+
+
+@pytest.mark.filterwarnings("ignore:Using the pseudo-inverse")  # dead ReLU units: S is singular
+def test_container_updates_reuse_factorisations_and_match_layer_by_layer(generator, device, factorization_caches):
+    """GrowingContainer.compute_optimal_updates solves in one factorization_cache() block (layer l's
+    growth covariance is layer l-1's S): same updates as each layer solved on its own."""
+    from gromo.containers.growing_mlp import GrowingMLP
+
+    torch.manual_seed(0)
+    model = GrowingMLP(5, 2, hidden_size=4, number_hidden_layers=3, activation=nn.ReLU(), device=device).double()
+    x = torch.randn(40, 5, generator=generator, dtype=torch.float64).to(device)
+    model.init_computation()
+    model(x).pow(2).sum().backward()
+    model.update_computation()
+    own = []
+    for layer in model._growing_layers:
+        layer.compute_optimal_updates()
+        own.append((layer.optimal_delta_layer.weight.detach().clone(), layer.eigenvalues_extension.clone(),
+                    layer.extended_input_layer.weight.detach().clone()))
+        layer.delete_update()
+    assert not factorization_caches
+    model.compute_optimal_updates()
+    assert len(factorization_caches) == 1 and factorization_caches[0].hits == 2
+    for layer, (delta, sigma, omega) in zip(model._growing_layers, own):
+        torch.testing.assert_close(layer.optimal_delta_layer.weight, delta, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer.eigenvalues_extension, sigma, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer.extended_input_layer.weight, omega, rtol=1e-10, atol=1e-12)
+    model.reset_computation()
+    model.delete_update()

@@ -195,34 +195,16 @@ def test_batched_solve_equals_each_layers_own_solve():
     model.delete_update()
 
 
-def test_the_step_solves_reuse_the_delta_factorisations(monkeypatch):
+def test_the_step_solves_reuse_the_delta_factorisations(factorization_caches):
     """_compute_updates runs in one factorization_cache block: the new-neuron solve of layer l finds
     S_{l-1} already factored by layer l-1's delta solve. 3 growable layers: the delta solves factor
     S_1, S_2, S_3; the neuron solves find S_1, S_2 and factor S_0 (2 hits, 4 misses)."""
-    import gromo_kernels as gk
     from gromo.growth.loop import _compute_updates
 
     data, model = _data(seed=3), _model(hidden_layers=3, width=4, seed=3)
     accumulate_statistics(model, data.x_train, data.y_train, torch.arange(len(data.y_train)), batch_size=128)
-    caches = []
-    real = gk.factorization_cache
-
-    def recording(*args, **kwargs):
-        manager = real(*args, **kwargs)
-
-        class Recording:
-            def __enter__(self):
-                caches.append(manager.__enter__())
-                return caches[-1]
-
-            def __exit__(self, *exc):
-                return manager.__exit__(*exc)
-
-        return Recording()
-
-    monkeypatch.setattr(gk, "factorization_cache", recording)
     _compute_updates(model, _config())
-    assert len(caches) == 1
-    assert caches[0].hits == 2 and caches[0].misses == 4
+    assert len(factorization_caches) == 1
+    assert factorization_caches[0].hits == 2 and factorization_caches[0].misses == 4
     model.reset_computation()
     model.delete_update()

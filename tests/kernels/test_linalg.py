@@ -275,6 +275,22 @@ def test_scale_sweep_fp32_fast_path_matches_scipy(exponent, generator):
     assert np.linalg.norm(_np(out.x) - ref) / np.linalg.norm(ref) < 1e-4
 
 
+def test_fp32_near_its_maximum_is_symmetrised_without_overflow(generator):
+    """Entries near fp32's maximum with a one-ulp asymmetry: S + Sᵀ would overflow, so S is scaled
+    before it is symmetrised and the fp32 path answers itself (no non-finite result to escalate)."""
+    from gromo_kernels.torch_impl import linalg as torch_linalg
+
+    s = random_psd(6, "geometric", cond=10.0, generator=generator)
+    s = (s / s.abs().max() * 3e38).float()
+    s[0, 1] = torch.nextafter(s[0, 1], torch.tensor(float("inf")))
+    sp, c = torch_linalg.scaled_symmetric(s[None], torch.float32)
+    assert bool(torch.isfinite(sp).all()) and torch.equal(sp, sp.mT) and float(c) > 1e38
+    m = torch.randn(6, 2, generator=generator) * 1e38
+    out = gk.solve_psd(s, m, dtype=torch.float32)
+    ref = np.linalg.solve(0.5 * (_np(s) + _np(s).T), _np(m))
+    assert np.linalg.norm(_np(out.x) - ref) / np.linalg.norm(ref) < 1e-5
+
+
 # ----------------------------------------------------------------------------------------------
 # Batched = looped, mixed Cholesky / eigh batches
 # ----------------------------------------------------------------------------------------------
