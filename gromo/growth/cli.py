@@ -281,8 +281,10 @@ def _run_grow(args, start_time: float, torch) -> int:
     log.config["growth"]["scales"] = list(config.scales)
     import_time = time.perf_counter() - start_time
     show_progress = not (args.no_progress or args.quiet) and comm.is_main
+    finished = False
     try:
         result = grow(model, data, config, log=log, comm=comm, progress=show_progress)
+        finished = True
     except KeyboardInterrupt:
         if comm.is_main:
             log.finish("interrupted", None)
@@ -290,6 +292,10 @@ def _run_grow(args, start_time: float, torch) -> int:
         return 130
     finally:
         if comm.active:
+            if finished:
+                # Every worker done before any tears down: a peer closing its sockets while another
+                # still communicates aborts gloo ("terminate called without an active exception").
+                comm._dist.barrier()
             comm._dist.destroy_process_group()
     wall = time.perf_counter() - start_time
     summary = dict(result.summary, wall_time=wall, import_time=import_time)

@@ -102,6 +102,9 @@ def _mlp_scenario() -> dict:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)  # a native abort in a worker then shows where it happened
     _init(rank, port)
     torch.save(_mlp_scenario(), os.path.join(out_dir, f"mlp{rank}.pt"))
     x, y = _toy_data()
@@ -117,6 +120,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     )
     import torch.distributed as dist
 
+    # Both ranks done before either tears down (a peer closing its sockets mid-collective aborts gloo).
+    dist.barrier()
     dist.destroy_process_group()
 
 
