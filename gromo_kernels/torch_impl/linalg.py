@@ -39,7 +39,9 @@ Workspaces: on CPU the scaled copy of S and its Cholesky factor live in per-thre
 
 Host synchronisations (thresholds stay tensors): one per factorisation to split the batch between
 the Cholesky and eigh paths, one for the escalation mask in fp32 mode, and in the public layer one
-for validation and one for the kept-neuron counts.
+for validation and one for the kept-neuron counts. Inside a ``factorization_cache()`` block
+(factor_cache.py), one more per factorisation for the matrix fingerprints and one per candidate
+entry compared; factors found there are applied element by element instead of batched.
 """
 
 from __future__ import annotations
