@@ -73,6 +73,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import gromo_kernels as gk
 from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.modules._unlink import unlink as _unlink
+from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta
 from gromo.utils.utils import ReLUDerivativeOneAtZero, compute_tensor_stats, get_correct_device
@@ -150,16 +151,20 @@ def _derivative_at_zero_plus(function: nn.Module | Callable) -> float:
                 if isinstance(member, _BatchNorm):
                     member_value = 1.0
                 else:
+                    module = member
                     warnings.warn(
-                        f"The derivative of {member} at 0+ is unknown: computed numerically.",
+                        f"The computation of the activation gradient does not work necessarily with "
+                        f"{type(module)} in a Sequential. We will try to compute it numerically.",
                         UserWarning,
                         stacklevel=3,
                     )
                     member_value = _numerical_derivative(member)
             value *= member_value
         return value
+    inspected_function = function
     warnings.warn(
-        f"The derivative of {function} at 0+ is unknown: computed numerically.",
+        "The computation of the activation gradient does not work necessarily with "
+        f"{type(inspected_function)}. We will try to compute it numerically.",
         UserWarning,
         stacklevel=3,
     )
@@ -330,7 +335,9 @@ class MergeGrowingModule(nn.Module):
         if self.tensor_s.samples > 0:
             # stacklevel 3: the caller of the subclass's set_next_modules.
             warnings.warn(
-                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=3
+                f"You are setting the next modules of {self.name} with a non-empty tensor S.",
+                UserWarning,
+                stacklevel=3,
             )
         self.next_modules = next_modules
 
@@ -341,16 +348,15 @@ class MergeGrowingModule(nn.Module):
         Warns:
             UserWarning: the previous statistics already hold samples.
         """
-        if any(
-            statistic is not None and statistic.samples > 0
-            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
-        ):
-            # stacklevel 3: the caller of the subclass's set_previous_modules.
-            warnings.warn(
-                f"{self.name}: setting the previous modules with non-empty previous statistics.",
-                UserWarning,
-                stacklevel=3,
-            )
+        for label, statistic in (("S", self.previous_tensor_s), ("M", self.previous_tensor_m)):
+            if statistic is not None and statistic.samples > 0:
+                # stacklevel 3: the caller of the subclass's set_previous_modules.
+                warnings.warn(
+                    f"You are setting the previous modules of {self.name} with a non-empty previous "
+                    f"tensor {label}.",
+                    UserWarning,
+                    stacklevel=3,
+                )
         self.previous_modules = previous_modules
         self.total_in_features = self.sum_in_features(with_bias=True)
         self._create_previous_statistics()
@@ -427,18 +433,18 @@ class MergeGrowingModule(nn.Module):
 
     def projected_v_goal(self) -> torch.Tensor:
         """``dA − Σ_prev δ_prev(x_prev)``: the gradient left after the predecessors' optimal deltas."""
-        assert self.input is not None and self.input.grad is not None, (
-            "The input of the merge and its gradient must be stored."
-        )
+        ensure(self.input is not None and self.input.grad is not None,
+               f"The input of the merge and its gradient must be stored. (error in {self.name})")
         return self.input.grad - self._sum_of_optimal_delta_outputs()
 
     def _sum_of_optimal_delta_outputs(self) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
         for module in self.previous_modules:
             if isinstance(module, GrowingModule):
-                assert module.optimal_delta_layer is not None, (
-                    f"{module.name} has no optimal delta layer."
-                )
+                ensure(module.optimal_delta_layer is not None, lambda: (
+                    "The optimal delta layer is not computed.Therefore the projected gradient cannot "
+                    f"be computed. (error in {module.name})"
+                ))
                 total = total + module.optimal_delta_layer(module.input)
             elif isinstance(module, MergeGrowingModule):
                 total = total + module._sum_of_optimal_delta_outputs()
@@ -522,18 +528,20 @@ class MergeGrowingModule(nn.Module):
         Raises:
             AssertionError: previous statistics missing or mis-shaped.
         """
-        assert self.previous_tensor_s is not None, f"{self.name}: previous S is not defined."
-        assert self.previous_tensor_m is not None, f"{self.name}: previous M is not defined."
+        ensure(self.previous_tensor_s is not None,
+               f"No previous tensor S for {self.name}. (The previous S is not defined.)")
+        ensure(self.previous_tensor_m is not None,
+               f"No previous tensor M for {self.name}. (The previous M is not defined.)")
         previous_s = self.previous_tensor_s()
         previous_m = self.previous_tensor_m()
-        assert previous_s.shape == (self.total_in_features, self.total_in_features), (
-            f"previous S has shape {tuple(previous_s.shape)}, expected "
-            f"{(self.total_in_features, self.total_in_features)}"
-        )
-        assert previous_m.shape == (self.total_in_features, self.in_features), (
-            f"previous M has shape {tuple(previous_m.shape)}, expected "
-            f"{(self.total_in_features, self.in_features)}"
-        )
+        ensure(previous_s.shape == (self.total_in_features, self.total_in_features), lambda: (
+            "The inverse of S should have the same number of features as the input of all previous "
+            f"modules. Expected {self.total_in_features}. Got {previous_s.shape[0]}."
+        ))
+        ensure(previous_m.shape == (self.total_in_features, self.in_features), lambda: (
+            f"The tensor M should have shape ({self.total_in_features}, {self.in_features}). "
+            f"Got {previous_m.shape}."
+        ))
         delta, decrease = optimal_delta(
             previous_s, previous_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse
         )
@@ -559,11 +567,12 @@ class MergeGrowingModule(nn.Module):
         """
         if isinstance(scaling_factor, torch.Tensor):
             scaling_factor = scaling_factor.detach().item()
-        for module in (*self.previous_modules, *self.next_modules):
+        for module in self.previous_modules:
             if not isinstance(module, GrowingModule):
-                raise TypeError(
-                    f"update_scaling_factor needs GrowingModule neighbours, got {type(module).__name__}"
-                )
+                raise TypeError(f"Previous module must be a GrowingModule, got {type(module)}")
+        for module in self.next_modules:
+            if not isinstance(module, GrowingModule):
+                raise TypeError(f"Next module must be a GrowingModule, got {type(module)}")
         for module in self.previous_modules:
             module.output_extension_scaling = scaling_factor
         for module in self.next_modules:
@@ -663,22 +672,25 @@ class GrowingModule(nn.Module):
     ) -> None:
         if tensor_s_shape is None:
             warnings.warn(
-                "The tensor S shape is not provided; it will not be checked.", UserWarning, stacklevel=2
+                "The tensor S shape is not provided.It will automatically be determined but we "
+                "encourage to provide it.",
+                UserWarning,
+                stacklevel=2,
             )
         else:
-            assert len(tensor_s_shape) == 2 and tensor_s_shape[0] == tensor_s_shape[1], (
-                f"The tensor S must be square, got tensor_s_shape={tensor_s_shape}"
-            )
+            ensure(len(tensor_s_shape) == 2, "The shape of the tensor S must be 2D.")
+            ensure(tensor_s_shape[0] == tensor_s_shape[1],
+                   f"The tensor S must be square. (got {tensor_s_shape=})")
             if tensor_m_shape is not None:
-                assert tensor_s_shape[0] == tensor_m_shape[0], (
-                    f"tensor_s_shape {tensor_s_shape} and tensor_m_shape {tensor_m_shape} are "
-                    "incompatible"
-                )
+                ensure(tensor_s_shape[0] == tensor_m_shape[0], (
+                    "The input matrices S and M must have compatible shapes."
+                    f"(got {tensor_s_shape=} and {tensor_m_shape=})"
+                ))
         if allow_growing:
-            assert isinstance(previous_module, (GrowingModule, MergeGrowingModule)), (
-                "allow_growing=True requires a previous_module that is a GrowingModule or a "
-                f"MergeGrowingModule, got {type(previous_module).__name__}"
-            )
+            ensure(isinstance(previous_module, (GrowingModule, MergeGrowingModule)), (
+                "to grow previous_module must be an instance of GrowingModuleor MergeGrowingModule, "
+                f"but got {type(previous_module)} (allow_growing=True)"
+            ))
         super().__init__()
         # GroMo's naming: the argument in ``_name``, the composite ``ClassName(name)`` in ``name``.
         self._name = name
@@ -691,8 +703,9 @@ class GrowingModule(nn.Module):
         self.post_layer_function = post_layer_function.to(self.device)
         if extended_post_layer_function is not None:
             warnings.warn(
-                "extended_post_layer_function is deprecated: give the post layer function an "
-                "extended_forward(x, x_ext) method instead.",
+                "The `extended_post_layer_function` parameter is deprecated and will be removed in a "
+                "future version. Implement `extended_forward` on the modules used in "
+                "`post_layer_function` instead (see `SupportsExtendedForward`).",
                 DeprecationWarning,
                 stacklevel=2,
             )
@@ -787,12 +800,13 @@ class GrowingModule(nn.Module):
 
     def _write_scaling(self, key: str, value: torch.Tensor | float) -> None:
         if isinstance(value, torch.Tensor):
-            assert value.shape == (1,), f"{key} must be a tensor of shape (1,), got {tuple(value.shape)}"
+            ensure(value.shape == (1,), f"{key} must be a scalar tensor. (got shape {tuple(value.shape)})")
             self.__dict__[key] = value
         else:
-            assert isinstance(value, (int, float)), (
-                f"{key} must be an int, a float or a tensor of shape (1,), got {type(value).__name__}"
-            )
+            ensure(isinstance(value, (int, float)), (
+                f"{key} must be a scalar. (got {type(value).__name__}: an int, a float or a tensor of "
+                "shape (1,) is expected)"
+            ))
             self.__dict__[key].data[0] = value
 
     def _set_scaling(self, key: str, value: torch.Tensor | float) -> None:
@@ -801,15 +815,20 @@ class GrowingModule(nn.Module):
             return
         previous = self.__dict__.get("previous_module")
         if previous is not None and not isinstance(previous, (GrowingModule, MergeGrowingModule)):
+            previous_module = previous
             raise TypeError(
-                "The previous module must be a GrowingModule, a MergeGrowingModule or None, got "
-                f"{type(previous).__name__}"
+                f"Previous module must be a GrowingModule or MergeGrowingModule, got {type(previous_module)} "
+                f"(the previous module of {self.name})"
             )
         self._write_scaling("scaling_factor", value)
-        self._write_scaling("optimal_delta_scaling", value**2)
-        self._write_scaling("input_extension_scaling", value)
+        # GroMo: an assigned tensor becomes ``scaling_factor`` itself, but only its value is written
+        # into the three other (independent, leaf) scaling tensors, so gradients of an extended
+        # forward still reach each sub-factor.
+        number = value.item() if isinstance(value, torch.Tensor) else value
+        self._write_scaling("optimal_delta_scaling", number**2)
+        self._write_scaling("input_extension_scaling", number)
         if isinstance(previous, GrowingModule):
-            previous._write_scaling("output_extension_scaling", value)
+            previous._write_scaling("output_extension_scaling", number)
 
     def _apply(self, fn, recurse: bool = True):
         # Scaling tensors are plain attributes: follow .to() / .double() like the parameters do,
@@ -877,7 +896,7 @@ class GrowingModule(nn.Module):
             ValueError: unknown.
         """
         if self._input_size is None:
-            raise ValueError(f"The input size of {self.name} is not known.")
+            raise ValueError(f"The input size of the layer {self.name} is not defined.")
         return self._input_size
 
     @input_size.setter
@@ -909,9 +928,10 @@ class GrowingModule(nn.Module):
             elif isinstance(previous, MergeGrowingModule):
                 function = previous.post_merge_function
             else:
+                previous_module = previous
                 raise NotImplementedError(
-                    f"activation_gradient needs a GrowingModule or MergeGrowingModule previous "
-                    f"module, got {type(previous).__name__}"
+                    "The computation of the activation gradient is not implemented yet for "
+                    f"{type(previous_module)} as previous module."
                 )
             self._activation_gradient_previous_module = torch.tensor(
                 _derivative_at_zero_plus(function), device=self.device
@@ -928,10 +948,12 @@ class GrowingModule(nn.Module):
             ValueError: not stored.
         """
         if not self.store_input:
-            raise ValueError(f"The input of {self.name} is not stored (store_input is False).")
+            raise ValueError(f"The input is not stored. ({self.name}: store_input is False.)")
         if isinstance(self.previous_module, MergeGrowingModule):
             return self.previous_module.activity
-        assert self._input is not None, f"The input of {self.name} has not been computed yet."
+        ensure(self._input is not None,
+               f"The input is not stored. Apparently it was not computed yet. ({self.name}: the input "
+               "has not been computed yet.)")
         return self._input
 
     @property
@@ -953,9 +975,7 @@ class GrowingModule(nn.Module):
             ValueError: not stored.
         """
         if not self.store_pre_activity:
-            raise ValueError(
-                f"The pre-activity of {self.name} is not stored (store_pre_activity is False)."
-            )
+            raise ValueError(f"The pre-activity is not stored for {self.name}.")
         if isinstance(self.next_module, MergeGrowingModule):
             return self.next_module.input
         return self._pre_activity
@@ -977,18 +997,25 @@ class GrowingModule(nn.Module):
         """
         previous = self.previous_module
         if previous is None:
-            raise ValueError(f"{self.name} has no previous module: no tensor S growth.")
+            raise ValueError(f"No previous module for {self.name}. Thus S growth is not defined.")
         if isinstance(previous, GrowingModule):
             return previous.tensor_s
         if isinstance(previous, MergeGrowingModule):
-            raise NotImplementedError("tensor_s_growth is not implemented with a merge previous module.")
+            raise NotImplementedError(
+                "S growth is not implemented for module preceded by an MergeGrowingModule. "
+                f"(error in {self.name})"
+            )
         raise NotImplementedError(
-            f"tensor_s_growth is not implemented for a previous module of type {type(previous).__name__}"
+            f"S growth is not implemented yet for {type(previous)} as previous module."
         )
 
     @tensor_s_growth.setter
     def tensor_s_growth(self, value: Any) -> None:
-        raise AttributeError("tensor_s_growth cannot be set: it is the previous module's tensor S.")
+        raise AttributeError(
+            f"You tried to set tensor_s_growth of a GrowingModule (name={self.name}).This is not allowed "
+            "because tensor_s_growth refers to the previous module's tensor_s, not the current "
+            "module's tensor_s."
+        )
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -1042,12 +1069,14 @@ class GrowingModule(nn.Module):
             if self.extended_input_layer is not None:
                 if x_ext is None:
                     raise ValueError(
-                        f"{self.name} has an input extension: x_ext must be provided."
+                        f"x_ext must be provided got None for {self.name}.As the input is extended, "
+                        "an extension is needed."
                     )
                 pre_activity = pre_activity + self.input_extension_scaling * self.extended_input_layer(x_ext)
             elif x_ext is not None:
                 warnings.warn(
-                    f"x_ext is given but {self.name} has no input extension: x_ext is ignored.",
+                    f"x_ext must be None got {x_ext} for {self.name}. As the input is not extended, "
+                    "no extension is needed.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -1154,10 +1183,10 @@ class GrowingModule(nn.Module):
             return entry.value, entry.samples
         requirements = self._statistic_requirements(key)
         missing = [name for name in requirements if name not in sources]
-        assert not missing, (
+        ensure(not missing, lambda: (
             f"{self.name}: cannot compute statistic {key!r}, missing {missing} "
             "(is the input / pre-activity stored and the backward pass done?)"
-        )
+        ))
         want = [key]
         for attribute, (kernel_key, needed) in self._fused_statistics.items():
             if kernel_key in want or self._cache_is_valid(kernel_key, sources):
@@ -1227,9 +1256,10 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: no optimal delta layer.
         """
-        assert self.optimal_delta_layer is not None, (
-            f"{self.name}: the optimal delta layer is not computed."
-        )
+        ensure(self.optimal_delta_layer is not None, (
+            "The optimal delta layer is not computed.Therefore the projected gradient cannot be "
+            f"computed. (error in {self.name})"
+        ))
         return self.pre_activity.grad - self.optimal_delta_layer(input_vector)
 
     def _check_previous_for_computation(self) -> None:
@@ -1368,8 +1398,8 @@ class GrowingModule(nn.Module):
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModule):
             raise NotImplementedError(
-                f"compute_optimal_updates is not implemented with a previous module of type "
-                f"{type(previous).__name__}"
+                "The computation of the optimal added parameters is not implemented yet for "
+                f"{type(previous)} as previous module."
             )
         if compute_delta:
             self.compute_optimal_delta(update=True, dtype=dtype, use_fisher=use_fisher)
@@ -1417,7 +1447,8 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: no previous module.
         """
-        assert self.previous_module is not None, f"{self.name} has no previous module."
+        ensure(self.previous_module is not None,
+               f"No previous module for {self.name}.Therefore neuron addition is not possible.")
         matrix_n = self.tensor_n if use_projection else -self.tensor_m_prev()
         matrix_s = self.tensor_s_growth() if use_covariance else None
         matrix_e = self.covariance_loss_gradient() if use_fisher else None
@@ -1473,9 +1504,10 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: the delta has not been computed.
         """
-        assert self.parameter_update_decrease is not None, (
-            f"{self.name}: the optimal delta has not been computed."
-        )
+        ensure(self.parameter_update_decrease is not None, (
+            "The first order improvement is not computed. Use compute_optimal_delta before. "
+            f"(error in {self.name})"
+        ))
         return self.parameter_update_decrease + self.new_neurons_fo_improvement
 
     # ----- surgery (abstract parts) -----------------------------------------------------------
