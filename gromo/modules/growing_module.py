@@ -1573,38 +1573,53 @@ class GrowingModule(nn.Module):
             NotImplementedError: previous module is a merge or not growing (with apply_previous).
             AssertionError: input extension with a non-zero bias, or unknown extension size.
         Warns:
-            UserWarning: input extension applied with a zero input scaling.
+            UserWarning: input extension applied with a zero input scaling (as GroMo, before the
+                extension size is determined).
         """
         previous = self.previous_module
+        if apply_extension and self.extended_input_layer is not None:
+            scale_in = input_extension_scaling if input_extension_scaling is not None else (
+                scaling_factor if scaling_factor is not None else self.input_extension_scaling
+            )
+            if float(scale_in.detach().reshape(-1)[0] if isinstance(scale_in, torch.Tensor) else scale_in) == 0.0:
+                warnings.warn(
+                    "input_extension_scaling is null. The input extension will have no effect. "
+                    f"({self.name}: zero input extension scaling)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         extend_previous = apply_extension and apply_previous and previous is not None
         if extend_previous:
             if isinstance(previous, GrowingModule):
                 if previous.extended_output_layer is not None:
                     if extension_size is None:
-                        assert self.eigenvalues_extension is not None, (
-                            "The extension size is unknown: give extension_size (no eigenvalues)."
-                        )
+                        ensure(self.eigenvalues_extension is not None, (
+                            "We need to determine the size of the extension but it was not given as "
+                            "parameter nor could be automatically determined as eigenvalues_extension "
+                            f"is None(Error occurred in {self.name}) (extension size unknown)"
+                        ))
                         extension_size = int(self.eigenvalues_extension.shape[0])
                 else:
                     if extension_size is None:
                         extension_size = 0
                     if extension_size > 0:
                         raise ValueError(
-                            f"extension_size={extension_size} but the previous module has no "
-                            "output extension."
+                            f"The layer {self.name} has no input extension but an extension of size "
+                            f"{extension_size} was requested. (extension_size={extension_size} but the "
+                            "previous module has no output extension.)"
                         )
             elif isinstance(previous, MergeGrowingModule):
-                raise NotImplementedError("apply_change with a merge previous module is not implemented.")
+                raise NotImplementedError(
+                    f"apply_change with a merge previous module is not implemented. (error in {self.name})"
+                )
             else:
                 raise NotImplementedError(
-                    f"apply_change is not implemented for a previous module of type "
-                    f"{type(previous).__name__}"
+                    f"apply_change is not implemented yet for {type(previous)} as previous module."
                 )
         if apply_extension and self.extended_input_layer is not None:
             extension_bias = self.extended_input_layer.bias
-            assert extension_bias is None or bool(torch.all(extension_bias == 0)), (
-                "The input extension must have no bias (or a zero bias)."
-            )
+            ensure(extension_bias is None or bool(torch.all(extension_bias == 0)),
+                   "The bias of the input extension must be null.")
 
         if scaling_factor is not None:
             self.scaling_factor = scaling_factor
@@ -1625,13 +1640,6 @@ class GrowingModule(nn.Module):
                 )
             if apply_extension:
                 if self.extended_input_layer is not None:
-                    if float(self.input_extension_scaling[0]) == 0.0:
-                        warnings.warn(
-                            f"{self.name}: the input extension is applied with a zero input "
-                            "extension scaling.",
-                            UserWarning,
-                            stacklevel=2,
-                        )
                     self.layer_in_extension(
                         weight=self.input_extension_scaling * self.extended_input_layer.weight
                     )
@@ -1649,28 +1657,44 @@ class GrowingModule(nn.Module):
     ) -> None:
         """Append ``s_out V`` as output rows and grow the post-layer function.
 
+        The post-layer function (and a next merge's post-merge function) grows by the number of rows
+        actually added, not by ``extension_size`` as in GroMo: when the two differ GroMo leaves the
+        network inconsistent (its next forward fails); here the network stays consistent and a
+        UserWarning reports the difference.
+
         Raises:
             AssertionError: ``extension_size > 0`` without output extension.
         Warns:
-            UserWarning: an explicit scaling differs from ``output_extension_scaling``.
+            UserWarning: an explicit scaling differs from ``output_extension_scaling``;
+                ``extension_size`` differs from the number of rows added.
         """
         if scaling_factor is None:
             scale = self.output_extension_scaling
         else:
             scale = scaling_factor
-            if abs(float(scale) - float(self.output_extension_scaling[0])) >= 1e-4:
+            output_extension_scaling = self.output_extension_scaling
+            if abs(float(scale) - float(output_extension_scaling[0])) >= 1e-4:
                 warnings.warn(
-                    f"{self.name}: the scaling factor {float(scale)} differs from the output "
-                    f"extension scaling {float(self.output_extension_scaling[0])}.",
+                    f"Scaling factor {scaling_factor} is different from the one used during the "
+                    f"extended_forward {output_extension_scaling}. (The scaling factor differs from "
+                    "output_extension_scaling.)",
                     UserWarning,
                     stacklevel=2,
                 )
         if extension_size > 0 or self.extended_output_layer is not None:
-            assert self.extended_output_layer is not None, (
-                f"{self.name}: extension_size={extension_size} but there is no output extension."
-            )
+            ensure(self.extended_output_layer is not None, (
+                f"The layer {self.name} has no output extension but an extension of size "
+                f"{extension_size} was requested."
+            ))
             extension = self.extended_output_layer
             added = int(extension.weight.shape[0])
+            if extension_size > 0 and extension_size != added:
+                warnings.warn(
+                    f"extension_size={extension_size} differs from the {added} rows of the output "
+                    f"extension of {self.name}: the post-layer function grows by {added}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self.layer_out_extension(
                 scale * extension.weight,
                 bias=scale * extension.bias if extension.bias is not None else None,
@@ -1694,38 +1718,49 @@ class GrowingModule(nn.Module):
     ) -> None:
         """Keep the first ``keep_neurons`` new neurons (or those with ``λ ≥ threshold``) (§8.1).
 
+        Unlike GroMo, which trims the input extension and the eigenvalues before it raises for an
+        unsupported previous module (leaving a half-applied selection), every check runs first: a
+        failing call leaves the module unchanged. The texts are GroMo's.
+
         Raises:
             AssertionError: no eigenvalues; zeroing mode with neither zeros_fan_in nor zeros_fan_out.
             ValueError: ``sub_select_previous`` without previous module.
             NotImplementedError: previous module of another class, a merge, or not growing.
         """
-        assert self.eigenvalues_extension is not None, (
-            f"{self.name}: no eigenvalues, compute the optimal added parameters first."
-        )
+        ensure(self.eigenvalues_extension is not None, (
+            "The eigenvalues of the extension should be computed before sub-selecting the optimal "
+            f"added parameters for {self.name}."
+        ))
         if keep_neurons is None:
-            assert threshold is not None, "Give keep_neurons or threshold."
+            ensure(threshold is not None, "Give keep_neurons or threshold.")
             keep_neurons = int(torch.sum(self.eigenvalues_extension >= threshold).item())
         zeros_fan_in = zeros_fan_in and zeros_if_not_enough
         if zeros_if_not_enough:
-            assert zeros_fan_in or zeros_fan_out, (
-                "With zeros_if_not_enough, zeros_fan_in or zeros_fan_out must be True."
-            )
+            ensure(zeros_fan_in or zeros_fan_out, (
+                "At least one of zeros_fan_in or zeros_fan_out must be True if zeros_if_not_enough is "
+                "True."
+            ))
         previous = self.previous_module
         if sub_select_previous:
             if previous is None:
-                raise ValueError(f"{self.name} has no previous module to sub-select.")
+                raise ValueError(
+                    f"No previous module for {self.name}. Therefore new neurons cannot be sub-selected."
+                )
             if isinstance(previous, GrowingModule):
                 if not isinstance(previous, type(self)):
                     raise NotImplementedError(
-                        f"Sub-selection with a previous module of type {type(previous).__name__} "
-                        f"and a current module of type {type(self).__name__} is not implemented."
+                        "The sub-selection of the optimal added parameters is not implemented yet for "
+                        f"a connection from {type(previous)} to {type(self)}."
                     )
             elif isinstance(previous, MergeGrowingModule):
-                raise NotImplementedError("Sub-selection with a merge previous module is not implemented.")
+                raise NotImplementedError(
+                    "The sub-selection of the optimal added parameters is not implemented yet for "
+                    f"{type(previous)} as previous module."
+                )
             else:
                 raise NotImplementedError(
-                    f"Sub-selection is not implemented for a previous module of type "
-                    f"{type(previous).__name__}"
+                    "The sub-selection of the optimal added parameters is not implemented yet for "
+                    f"{type(previous)} as previous module."
                 )
 
         with torch.no_grad():
@@ -1754,7 +1789,10 @@ class GrowingModule(nn.Module):
         self, keep_neurons: int, zeros_if_not_enough: bool = False
     ) -> None:
         """Keep the first ``keep_neurons`` rows of the output extension (or zero the others)."""
-        assert self.extended_output_layer is not None, f"{self.name} has no output extension."
+        ensure(self.extended_output_layer is not None, (
+            f"The layer {self.name} should have an extended output layer to sub-select the output "
+            "dimension."
+        ))
         extension = self.extended_output_layer
         if zeros_if_not_enough:
             extension.weight[keep_neurons:] = 0
@@ -1772,8 +1810,12 @@ class GrowingModule(nn.Module):
     @staticmethod
     @torch.no_grad()
     def scale_layer(layer: nn.Module, scale: float) -> nn.Module:
-        """In place ``weight *= scale``, ``bias *= scale``; returns the layer."""
-        layer.weight.data *= scale
+        """In place ``weight *= scale``, ``bias *= scale`` where they exist; returns the layer.
+
+        A module without weight (e.g. ``nn.ReLU()``) is returned unchanged, as in GroMo.
+        """
+        if getattr(layer, "weight", None) is not None:
+            layer.weight.data *= scale
         if getattr(layer, "bias", None) is not None:
             layer.bias.data *= scale
         return layer
@@ -1796,22 +1838,23 @@ class GrowingModule(nn.Module):
             ValueError: input extension, previous module or its output extension missing.
         """
         if scale_output is None:
-            assert scale is not None, "scale must be given when scale_output is None."
+            ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
             scale_output = scale
         if scale_input is None:
-            assert scale is not None, "scale must be given when scale_input is None."
+            ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
             scale_input = scale
-        assert isinstance(scale_output, float) and isinstance(scale_input, float), (
+        ensure(isinstance(scale_output, float) and isinstance(scale_input, float), lambda: (
             f"The scales must be floats, got {type(scale_output).__name__} and "
             f"{type(scale_input).__name__}"
-        )
+        ))
         previous = self.previous_module
+        missing = "Cannot scale layer extension as one of the extensions is None."
         if self.extended_input_layer is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no input extension.")
+            raise ValueError(f"{missing} ({self.name}: no input extension.)")
         if previous is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no previous module.")
+            raise ValueError(f"{missing} ({self.name}: no previous module.)")
         if getattr(previous, "extended_output_layer", None) is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no previous output extension.")
+            raise ValueError(f"{missing} ({self.name}: no previous output extension.)")
         self.scale_layer(self.extended_input_layer, scale_input)
         self.scale_layer(previous.extended_output_layer, scale_output)
         if self.eigenvalues_extension is not None:
@@ -1826,7 +1869,8 @@ class GrowingModule(nn.Module):
         weight = getattr(layer, "weight", None) if layer is not None else None
         if weight is None or weight.numel() == 0:
             return None
-        std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
+        # GroMo takes the std of any non-empty weight: one element gives NaN with torch's warning.
+        std = float(weight.detach().std())
         if std > 0:
             return std
         return float(self._fan_in_of(layer, owner) ** -0.5)
@@ -1853,17 +1897,18 @@ class GrowingModule(nn.Module):
 
         if std_target is None:
             weight = self.layer.weight
-            std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
+            std = float(weight.detach().std()) if weight.numel() > 0 else float("nan")
             if weight.numel() > 0 and std > 0:
                 std_target = std
             else:
-                assert self.extended_input_layer is not None, (
-                    f"{self.name}: cannot determine the target std (empty weight, no extension)."
-                )
+                ensure(self.extended_input_layer is not None, (
+                    "Cannot determine std_target automatically as the layer has no weights and there "
+                    "is no extended_input_layer to get the number of input features from. "
+                    f"(error in {self.name})"
+                ))
                 std_target = float(self.get_fan_in_from_layer(self.extended_input_layer) ** -0.5)
-        assert isinstance(std_target, float) and std_target > 0, (
-            f"std_target must be a positive float, got {std_target!r}"
-        )
+        ensure(isinstance(std_target, float) and std_target > 0,
+               lambda: f"std_target must be a positive float. (got {std_target!r})")
         previous = self.previous_module
         extension_out = getattr(previous, "extended_output_layer", None)
 
@@ -1877,14 +1922,18 @@ class GrowingModule(nn.Module):
             scale_output = scale_delta / scale_input
         elif normalization_type == "equalize_extensions":
             if previous is None:
-                raise ValueError(f"{self.name}: equalize_extensions needs a previous module.")
+                raise ValueError(
+                    "Cannot use equalize_extensions normalization as there is no previous module. "
+                    f"({self.name}: equalize_extensions needs a previous module.)"
+                )
             scale_input = scale_to(self.extended_input_layer, std_target)
             scale_output = scale_to(extension_out, std_target, previous)
             scale_delta = scale_input * scale_output
         elif normalization_type == "match_extending_layer":
             if not isinstance(previous, GrowingModule):
                 raise ValueError(
-                    f"{self.name}: match_extending_layer needs a GrowingModule previous module."
+                    "match_extending_layer requires a previous GrowingModule with a .layer attribute. "
+                    f"({self.name}: match_extending_layer needs a GrowingModule previous module.)"
                 )
             std_self = self._std_of(self.layer)
             if std_self is None and self.extended_input_layer is not None:
@@ -1892,8 +1941,11 @@ class GrowingModule(nn.Module):
             std_previous = self._std_of(previous.layer, previous)
             if std_previous is None and extension_out is not None:
                 std_previous = float(previous.get_fan_in_from_layer(extension_out) ** -0.5)
-            assert isinstance(std_self, float), f"{self.name}: cannot determine the layer std."
-            assert isinstance(std_previous, float), f"{self.name}: cannot determine the previous std."
+            self_std, prev_std = std_self, std_previous
+            ensure(isinstance(self_std, float),
+                   f"{type(self_std)} is not float ({self.name}: cannot determine the layer std.)")
+            ensure(isinstance(prev_std, float),
+                   f"{type(prev_std)} is not float ({self.name}: cannot determine the previous std.)")
             scale_delta = scale_to(self.optimal_delta_layer, std_self)
             scale_input = scale_to(self.extended_input_layer, std_self)
             scale_output = scale_to(extension_out, std_previous, previous)
@@ -1903,8 +1955,10 @@ class GrowingModule(nn.Module):
             # GroMo's legacy rule: the output extension is scaled with the INPUT extension's std.
             scale_output = scale_to(self.extended_input_layer, std_target)
         else:
+            existing_normalizations = list(_NORMALIZATION_TYPES)
             raise ValueError(
-                f"normalization_type must be one of {_NORMALIZATION_TYPES}, got {normalization_type!r}"
+                f"normalization_type must be one of {existing_normalizations}, got {normalization_type} "
+                "instead."
             )
 
         if self.optimal_delta_layer is not None and scale_delta != 1.0:
@@ -1915,24 +1969,41 @@ class GrowingModule(nn.Module):
     @torch.no_grad()
     def _gradmax_normalization(self, gradmax_scale: float) -> None:
         if gradmax_scale <= 0:
-            raise ValueError(f"gradmax_scale must be positive, got {gradmax_scale}")
+            raise ValueError(f"gradmax_scale must be positive, got {gradmax_scale}.")
         weight = getattr(self.layer, "weight", None)
-        if self.extended_input_layer is None or weight is None:
+        extension = getattr(self.extended_input_layer, "weight", None)
+        if self.extended_input_layer is None or weight is None or extension is None:
             raise ValueError(
-                f"{self.name}: gradmax_normalization needs an input extension and layer weights."
+                "gradmax_normalization requires extended_input_layer and layer with weights. "
+                f"({self.name}: it needs an input extension and layer weights.)"
             )
+        # GroMo's guards, in its order; each warns and leaves everything unchanged.
+        if extension.ndim < 2:
+            warnings.warn(
+                "gradmax_normalization: extension weight has no reducible dimensions, skipping.",
+                UserWarning, stacklevel=3,
+            )
+            return
         if weight.ndim < 2:
-            warnings.warn(f"{self.name}: no axis to reduce, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: layer weight has no reducible dimensions, skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
         if weight.shape[1] == 0:
-            warnings.warn(f"{self.name}: no existing fan-in column, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: no existing neurons to compute reference norm, skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
         column_norms = weight.transpose(0, 1).reshape(weight.shape[1], -1).norm(dim=1)
         target = gradmax_scale * float(column_norms.mean())
         if not target > 0:
-            warnings.warn(f"{self.name}: zero target norm, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: target norm is zero (all existing weights are zero), skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
-        extension = self.extended_input_layer.weight
         extension_norms = extension.transpose(0, 1).reshape(extension.shape[1], -1).norm(dim=1)
         ratios = torch.where(
             extension_norms > 0, target / extension_norms.clamp_min(torch.finfo(extension.dtype).tiny),
@@ -1943,14 +2014,13 @@ class GrowingModule(nn.Module):
         extension.mul_(ratios.reshape(shape))
         eigenvalues = self.eigenvalues_extension
         if eigenvalues is not None and eigenvalues.shape[0] == extension.shape[1]:
-            self.eigenvalues_extension = eigenvalues * ratios.sqrt().to(eigenvalues.dtype)
+            eigenvalues.mul_(ratios.sqrt().to(eigenvalues.dtype))  # in place, as GroMo
 
     # ----- extensions: creation, initialisation, VT, pairing --------------------------------
 
-    @staticmethod
     @torch.no_grad()
     def kaiming_initialization(
-        tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
+        self, tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
         distribution: str = "uniform",
     ) -> None:
         """In place ``U(±√(6/fan_in))`` ("uniform") or ``N(0, 2/fan_in)`` ("normal").
@@ -1964,12 +2034,11 @@ class GrowingModule(nn.Module):
         elif distribution == "normal":
             tensor.normal_(0.0, (2.0 / fan_in) ** 0.5)
         else:
-            raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
 
-    @staticmethod
     @torch.no_grad()
     def copy_initialization_variance(
-        tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
+        self, tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
         distribution: str = "uniform",
     ) -> None:
         """In place, same std as ``reference_tensor`` (uniform ``U(±√3 std)`` or ``N(0, std²)``);
@@ -1979,13 +2048,14 @@ class GrowingModule(nn.Module):
             ValueError: unknown distribution.
         """
         if distribution not in ("uniform", "normal"):
-            raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
+        # The fallback dispatches through self, so an override (or an instance attribute) is used.
         if reference_tensor is None or reference_tensor.numel() < 2:
-            GrowingModule.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
+            self.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
             return
         std = float(reference_tensor.std())
         if std == 0:
-            GrowingModule.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
+            self.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
         elif distribution == "normal":
             tensor.normal_(0.0, std)
         else:
@@ -2018,7 +2088,8 @@ class GrowingModule(nn.Module):
             return False
         if neuron_pairing not in _KNOWN_PAIRINGS:
             raise ValueError(
-                f"neuron_pairing must be one of {_KNOWN_PAIRINGS} (or None), got {neuron_pairing!r}"
+                f"Unknown neuron pairing '{neuron_pairing}'. Available: {_KNOWN_PAIRINGS}. "
+                "(neuron_pairing may also be None)"
             )
         return True
 
@@ -2028,7 +2099,8 @@ class GrowingModule(nn.Module):
             return False
         if rescaling not in _KNOWN_RESCALINGS:
             raise ValueError(
-                f"rescaling must be one of {_KNOWN_RESCALINGS} (or None), got {rescaling!r}"
+                f"Unknown rescaling strategy '{rescaling}'. Available: {_KNOWN_RESCALINGS}. "
+                "(rescaling may also be None)"
             )
         return True
 
@@ -2053,10 +2125,10 @@ class GrowingModule(nn.Module):
             AssertionError: previous module not growing.
             ValueError: unknown init / rescaling / pairing, or odd sizes with pairing.
         """
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: extensions need a GrowingModule previous module, got "
-            f"{type(self.previous_module).__name__}"
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"The layer {self.name} has no previous module.Therefore, neuron addition is not possible. "
+            f"(extensions need a GrowingModule previous module, got {type(self.previous_module).__name__})"
+        ))
         previous = self.previous_module
         if output_extension_size is None:
             output_extension_size = extension_size
@@ -2070,9 +2142,10 @@ class GrowingModule(nn.Module):
                 ("input_extension_size", input_extension_size),
             ):
                 if size % 2 != 0:
+                    param_name, value = label, size
                     raise ValueError(
-                        f"{label}={size} must be even with neuron_pairing={neuron_pairing!r} "
-                        "(it is the final size, pairing included)."
+                        f"{neuron_pairing=} requires an even {param_name}, got {value}. "
+                        "(It is the final size, pairing included.)"
                     )
         self._check_rescaling(rescaling)
         known_inits = self._known_inits()
@@ -2081,7 +2154,10 @@ class GrowingModule(nn.Module):
             ("input_extension_init", input_extension_init),
         ):
             if init not in known_inits:
-                raise ValueError(f"{label} must be one of {list(known_inits)}, got {init!r}")
+                raise ValueError(
+                    f"Unknown initialization method '{init}'. Available methods are: "
+                    f"{list(known_inits.keys())}. ({label})"
+                )
 
         self.apply_rescaling(rescaling, neuron_pairing, extension_size=input_extension_size)
         previous.create_layer_out_extension(output_extension_size)
@@ -2136,9 +2212,10 @@ class GrowingModule(nn.Module):
             )
         fan_in_old = self.get_fan_in_from_layer(self.layer)
         fan_in_new = fan_in_old + self.get_fan_in_from_layer(num_neurons=extension_size)
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: rescaling needs a GrowingModule previous module."
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"apply_rescaling requires a GrowingModule as previous_module, got "
+            f"{type(self.previous_module)}. ({self.name}: rescaling needs a GrowingModule previous module.)"
+        ))
         previous = self.previous_module
         fan_in_previous = previous.get_fan_in_from_layer(previous.layer)
 
@@ -2176,21 +2253,34 @@ class GrowingModule(nn.Module):
         """
         if not self._check_pairing(neuron_pairing):
             return
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: pairing needs a GrowingModule previous module."
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"apply_neuron_pairing requires a GrowingModule as previous_module, got "
+            f"{type(self.previous_module)}. ({self.name}: pairing needs a GrowingModule previous module.)"
+        ))
         output_layer = self.previous_module.extended_output_layer
         if output_layer is None:
-            raise RuntimeError(f"{self.name}: the previous module has no output extension to pair.")
-        output_size = int(output_layer.weight.shape[0])
+            raise RuntimeError(
+                "Cannot apply neuron pairing: previous module has no extended_output_layer. "
+                f"({self.name}: the previous module has no output extension to pair.)"
+            )
+        output_size = dh = int(output_layer.weight.shape[0])
         if output_size % 2 != 0:
-            raise ValueError(f"The output extension has an odd size {output_size}: cannot pair.")
+            raise ValueError(
+                f"apply_neuron_pairing requires an even-sized output extension, got dh={dh}. "
+                "(The output extension has an odd size: cannot pair.)"
+            )
         input_layer = self.extended_input_layer
         if input_layer is None:
-            raise RuntimeError(f"{self.name}: there is no input extension to pair.")
-        input_size = int(input_layer.weight.shape[1])
+            raise RuntimeError(
+                "Cannot apply neuron pairing: current module has no extended_input_layer. "
+                f"({self.name}: there is no input extension to pair.)"
+            )
+        input_size = dh_in = int(input_layer.weight.shape[1])
         if input_size % 2 != 0:
-            raise ValueError(f"The input extension has an odd size {input_size}: cannot pair.")
+            raise ValueError(
+                f"apply_neuron_pairing requires an even-sized input extension, got dh_in={dh_in}. "
+                "(The input extension has an odd size: cannot pair.)"
+            )
         half = output_size // 2
         output_layer.weight[half:] = output_layer.weight[:half]
         if output_layer.bias is not None:
@@ -2211,7 +2301,10 @@ class GrowingModule(nn.Module):
             ValueError: no target.
         """
         if self.target_in_neurons is None:
-            raise ValueError(f"{self.name}: target_in_neurons is not set.")
+            raise ValueError(
+                f"Target in neurons is not set, cannot compute missing neurons. ({self.name}: "
+                "target_in_neurons is not set.)"
+            )
         return self.target_in_neurons - self.in_neurons
 
     def number_of_neurons_to_add(
@@ -2222,10 +2315,18 @@ class GrowingModule(nn.Module):
         Raises:
             ValueError: target or initial size unset, or unknown method.
         """
-        if self.target_in_neurons is None or self._initial_in_neurons is None:
-            raise ValueError(f"{self.name}: target_in_neurons and initial in-neurons must be set.")
+        if self.target_in_neurons is None:
+            raise ValueError(
+                f"Target in neurons is not set, cannot compute neurons to add. ({self.name}: "
+                "target_in_neurons is not set.)"
+            )
+        if self._initial_in_neurons is None:
+            raise ValueError(
+                f"Initial in neurons is not set, cannot compute neurons to add. ({self.name}: "
+                "initial in-neurons must be set.)"
+            )
         if method != "fixed_proportional":
-            raise ValueError(f"method must be 'fixed_proportional', got {method!r}")
+            raise ValueError(f"Unknown method: {method}. (method must be 'fixed_proportional')")
         return (self.target_in_neurons - self._initial_in_neurons) // number_of_growth_steps
 
     def complete_growth(self, extension_kwargs: dict[str, Any]) -> None:
@@ -2255,9 +2356,11 @@ class GrowingModule(nn.Module):
         """
         previous = self.previous_module
         if previous is not None and not isinstance(previous, (GrowingModule, MergeGrowingModule)):
+            previous_module = previous
             raise TypeError(
-                f"The previous module must be a GrowingModule or a MergeGrowingModule, got "
-                f"{type(previous).__name__}"
+                f"Unexpected type for previous_module of {self.name}got {type(previous_module)} instead "
+                "of GrowingModule or MergeGrowingModule. (The previous module must be a GrowingModule or "
+                "a MergeGrowingModule.)"
             )
         deletes_input = self.extended_input_layer is not None and delete_input
         if deletes_input and include_previous and isinstance(previous, MergeGrowingModule):
@@ -2283,14 +2386,19 @@ class GrowingModule(nn.Module):
                 previous.extended_output_layer = None
             elif previous.extended_output_layer is not None:
                 warnings.warn(
-                    f"{self.name}: the input extension is deleted but the previous module keeps its "
-                    "output extension.",
+                    f"The extended_input_layer of {self.name} has been deleted. However, the "
+                    "extended_output_layer associated stored in the previous module named "
+                    f"{previous.name} has not been deleted.This may lead to errors when using "
+                    "extended_forward. (The previous module keeps its output extension.)",
                     UserWarning,
                     stacklevel=2,
                 )
         elif previous is None:
             warnings.warn(
-                f"{self.name}: an input extension existed without a previous module.",
+                f"The extended_input_layer of {self.name} has been deleted.However, no previous module "
+                "is associated with this layer.Therefore, no extended_output_layer has been deleted.This "
+                "is not supposed to happen as to grow a layer a previous module is needed. (An input "
+                "extension existed without a previous module.)",
                 UserWarning,
                 stacklevel=2,
             )
