@@ -942,14 +942,20 @@ class GrowingModule(nn.Module):
 
     @property
     def input(self) -> torch.Tensor:
-        """This layer's input (the merge's activity when the previous module is a merge).
+        """This layer's input, routed as GroMo by ``_internal_store_input``: the stored ``_input`` when
+        set, else the previous module's ``activity`` (a merge stores it for its successors).
 
         Raises:
             ValueError: not stored.
+            AssertionError: stored internally but not computed yet, or no previous module.
         """
         if not self.store_input:
             raise ValueError(f"The input is not stored. ({self.name}: store_input is False.)")
-        if isinstance(self.previous_module, MergeGrowingModule):
+        if not self._internal_store_input:
+            ensure(self.previous_module is not None, (
+                "A previous module is needed to store the input.Otherwise _internal_store_input must be "
+                f"set to True. (error in {self.name})"
+            ))
             return self.previous_module.activity
         ensure(self._input is not None,
                f"The input is not stored. Apparently it was not computed yet. ({self.name}: the input "
@@ -969,15 +975,25 @@ class GrowingModule(nn.Module):
 
     @property
     def pre_activity(self) -> torch.Tensor:
-        """The pre-activation (the next merge's input when the next module is a merge).
+        """The pre-activation, routed as GroMo by ``_internal_store_pre_activity``: the stored
+        ``_pre_activity`` when set, else the next module's ``input`` (a merge stores it).
 
         Raises:
             ValueError: not stored.
+            AssertionError: stored internally but not computed yet, or no next module.
         """
         if not self.store_pre_activity:
             raise ValueError(f"The pre-activity is not stored for {self.name}.")
-        if isinstance(self.next_module, MergeGrowingModule):
+        if not self._internal_store_pre_activity:
+            ensure(self.next_module is not None, (
+                "A next module is needed to store the input.Otherwise _internal_store_pre_activity must "
+                f"be set to True. (error in {self.name})"
+            ))
             return self.next_module.input
+        ensure(self._pre_activity is not None, (
+            "The pre-activity is not stored. Apparently it was not computed yet. "
+            f"(error in {self.name})"
+        ))
         return self._pre_activity
 
     @property
@@ -1141,7 +1157,7 @@ class GrowingModule(nn.Module):
             sources["x"] = x
         try:
             pre_activity = self.pre_activity
-        except ValueError:
+        except (ValueError, AssertionError):
             pre_activity = None
         if pre_activity is not None and pre_activity.grad is not None:
             sources["grad"] = pre_activity.grad
