@@ -32,6 +32,7 @@ from gromo.containers.growing_container import GrowingContainer
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule
+from gromo.utils._assertions import ensure
 
 __all__ = ["GrowingBlock", "LinearGrowingBlock", "Conv2dGrowingBlock", "RestrictedConv2dGrowingBlock"]
 
@@ -54,10 +55,10 @@ class GrowingBlock(GrowingContainer):
     def __init__(self, first_layer: GrowingModule, second_layer: GrowingModule, in_features: Any,
                  out_features: Any, pre_activation: nn.Module = nn.Identity(), name: str = "block",
                  downsample: nn.Module = nn.Identity(), device: torch.device | str | None = None) -> None:
-        assert in_features == out_features or not isinstance(downsample, nn.Identity), (
-            f"in_features ({in_features}) must equal out_features ({out_features}) unless a "
-            "downsample is given"
-        )
+        ensure(in_features == out_features or not isinstance(downsample, nn.Identity), (
+            f"Incompatible dimensions: in_features ({in_features}) must match out_features "
+            f"({out_features}) or downsample ({downsample}) must be a non-identity module."
+        ))
         super().__init__(in_features=in_features, out_features=out_features, device=device, name=name)
         self.pre_activation = pre_activation.to(self.device) if pre_activation is not None else nn.Identity()
         self.first_layer = first_layer
@@ -113,7 +114,7 @@ class GrowingBlock(GrowingContainer):
         Warns:
             DeprecationWarning: always.
         """
-        warnings.warn("hidden_features is deprecated, use hidden_neurons.", DeprecationWarning, stacklevel=2)
+        warnings.warn("hidden_features is deprecated, use hidden_neurons instead.", DeprecationWarning, stacklevel=2)
         return self.hidden_neurons
 
     @property
@@ -138,7 +139,7 @@ class GrowingBlock(GrowingContainer):
             value = torch.tensor(float(value), dtype=weight.dtype, device=weight.device)
         elif value is not None and not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"parameter_update_decrease must be a float or a tensor, got {type(value).__name__}"
+                f"parameter_update_decrease must be a float or a torch.Tensor. (got {type(value).__name__})"
             )
         self.second_layer.parameter_update_decrease = value
 
@@ -200,7 +201,8 @@ class GrowingBlock(GrowingContainer):
         if self.hidden_neurons > 0:
             hidden, hidden_extension = first.extended_forward(self.pre_activation(x))
             out, out_extension = second.extended_forward(hidden, hidden_extension)
-            assert out_extension is None, f"{self.name}: the second layer must not have an output extension."
+            second_layer = second
+            ensure(out_extension is None, f"The output of layer 2 {second_layer.name} should not be extended.")
             return out + identity
         if first.extended_output_layer is not None and second.extended_input_layer is not None:
             extension = first.output_extension_scaling * first.extended_output_layer(self.pre_activation(x))
@@ -319,9 +321,10 @@ class GrowingBlock(GrowingContainer):
         Raises:
             AssertionError: no eigenvalues.
         """
-        assert self.eigenvalues_extension is not None, (
-            f"{self.name}: no eigenvalues, compute the optimal updates first."
-        )
+        ensure(self.eigenvalues_extension is not None, (
+            f"No optimal added parameters computed. ({self.name}: no eigenvalues, compute the optimal "
+            "updates first.)"
+        ))
         self.second_layer.sub_select_optimal_added_parameters(
             keep_neurons=keep_neurons, threshold=threshold, sub_select_previous=sub_select_previous,
             zeros_if_not_enough=zeros_if_not_enough, zeros_fan_in=zeros_fan_in, zeros_fan_out=zeros_fan_out,
@@ -379,9 +382,21 @@ class GrowingBlock(GrowingContainer):
         return {0: self.first_layer.weights_statistics(), 1: self.second_layer.weights_statistics()}
 
     def __str__(self, verbose: int = 0) -> str:
+        """GroMo's description: 0 one line, 1 the layers' one-line forms, ≥2 everything.
+
+        Raises:
+            ValueError: ``verbose < 0``.
+        """
+        first, second = self.first_layer, self.second_layer
+        if verbose < 0:
+            raise ValueError("verbose must be a non-negative integer.")
+        if verbose == 0:
+            return f"{self.name} ({first.__str__()} -> {second.__str__()})"
+        if verbose == 1:
+            return f"{self.name}:\n{first.__str__(verbose=1)}\n->\n{second.__str__(verbose=1)}"
         return (
-            f"{self.__class__.__name__}({self.name}): {self.in_features} -> {self.hidden_neurons} -> "
-            f"{self.out_features}"
+            f"{self.name}:\nPre-activation: {self.pre_activation}\nDownsample: {self.downsample}\n"
+            f"{first.__str__(verbose=2)}\n->\n{second.__str__(verbose=2)}"
         )
 
 
@@ -467,8 +482,8 @@ class Conv2dGrowingBlock(GrowingBlock):
             if "kernel_size" in kwargs:
                 if kernel_size is not None:
                     warnings.warn(
-                        f"kernel_size is given both as an argument and in {label}: the one in "
-                        f"{label} is used.",
+                        f"kernel_size specified in both arguments and kwargs for {name}, using value from "
+                        f"kwargs. ({label})",
                         UserWarning,
                         stacklevel=2,
                     )
@@ -476,7 +491,8 @@ class Conv2dGrowingBlock(GrowingBlock):
                 kwargs["kernel_size"] = kernel_size
             else:
                 raise ValueError(
-                    f"kernel_size must be given, as an argument or in {label} / kwargs_layer"
+                    f"kernel_size must be specified for {name}. (As an argument or in {label} / "
+                    "kwargs_layer.)"
                 )
         first_layer = growing_conv_type(
             in_channels, hidden_channels, post_layer_function=mid_activation,

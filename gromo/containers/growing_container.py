@@ -178,13 +178,15 @@ class GrowingContainer(nn.Module):
         return {index: layer.weights_statistics() for index, layer in enumerate(self._growing_layers)}
 
     def update_information(self) -> dict[int, dict[str, Any]]:
-        """Per growable layer: pending decrease, first-order improvement, eigenvalues."""
+        """Per growable layer, as GroMo: ``update_value`` the first-order improvement,
+        ``parameter_improvement`` the pending decrease of the delta, ``eigenvalues_extension``
+        (improvement and decrease are None while no delta was computed)."""
         information = {}
         for index, layer in enumerate(self._growing_layers):
             decrease = layer.parameter_update_decrease
             information[index] = {
-                "update_value": decrease,
-                "parameter_improvement": layer.first_order_improvement if decrease is not None else None,
+                "update_value": layer.first_order_improvement if decrease is not None else None,
+                "parameter_improvement": decrease,
                 "eigenvalues_extension": layer.eigenvalues_extension,
             }
         return information

@@ -273,7 +273,10 @@ def test_block_constructors_and_errors(device):
         activation=nn.ReLU(), mid_activation=nn.Tanh(), kwargs_layer={"use_bias": False})
     assert isinstance(pre, nn.ReLU) and isinstance(mid, nn.Tanh)
     assert first_kwargs == second_kwargs == {"use_bias": False} and first_kwargs is not second_kwargs
-    assert "-> 0 ->" in str(legacy)
+    assert str(legacy) == (  # GroMo's form: name (first layer -> second layer)
+        "conv_block (Conv2dGrowingModule(conv_block(first_layer))(in_channels=2, out_channels=0, use_bias=True) -> "
+        "Conv2dGrowingModule(conv_block(second_layer))(in_channels=0, out_channels=2, use_bias=True))"
+    )
 
 
 def test_block_compute_optimal_delta_is_a_no_op_and_extended_forward_without_update(generator, device):
