@@ -16,6 +16,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
+from gromo.utils._assertions import ensure
 from gromo.utils.utils import get_correct_device, load_config
 
 __all__ = ["GrowingContainer"]
@@ -148,7 +149,7 @@ class GrowingContainer(nn.Module):
         Raises:
             AssertionError: nothing selected.
         """
-        assert self.currently_updated_layer_index is not None, f"{self.name}: no layer is selected."
+        ensure(self.currently_updated_layer_index is not None, f"No layer to update ({self.name}: no layer is selected.)")
         return self._growing_layers[self.currently_updated_layer_index]
 
     def apply_change(self) -> None:
