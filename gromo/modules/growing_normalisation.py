@@ -71,7 +71,7 @@ base_norm_kwargs: CompleteNormKwargs = {
 
 def _check_additional(name: str, additional: int) -> None:
     if isinstance(additional, bool) or not isinstance(additional, int) or additional <= 0:
-        raise ValueError(f"{name} must be a positive int, got {additional!r}")
+        raise ValueError(f"{name} must be positive, got {additional} (a positive int is expected)")
 
 
 def _check_new_values(name: str, values: torch.Tensor | None, leading: int,
@@ -330,8 +330,8 @@ class GrowingGroupNorm(_GrowingNormMixin, nn.GroupNorm):
         channels = self.num_channels + additional_channels
         if channels % groups != 0:
             raise ValueError(
-                f"num_channels after growth ({channels}) must be divisible by num_groups ({groups}); "
-                f"pass new_num_groups"
+                f"After growth: num_channels ({channels}) must be divisible by num_groups ({groups}). "
+                "(Pass new_num_groups.)"
             )
         if self.affine:
             _extend(self, "weight", additional_channels, new_weights, torch.ones, None, True)

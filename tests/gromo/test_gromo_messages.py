@@ -23,6 +23,7 @@ from gromo.modules.conv2d_growing_module import (
     RestrictedConv2dGrowingModule,
 )
 from gromo.modules.growing_module import GrowingModule
+from gromo.modules.growing_normalisation import GrowingBatchNorm2d, GrowingGroupNorm, GrowingLayerNorm
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
 from gromo.utils.tensor_statistic import TensorStatistic, TensorStatiticWithEstimationError
 
@@ -720,6 +721,16 @@ CATALOGUE = [
      "is out_channels * k_h * k_w, which does not match the (out_channels, out_channels) shape of "
      "covariance_loss_gradient.",
      lambda: conv_pair(FullConv2dGrowingModule)[1]._compute_optimal_added_parameters(use_fisher=True)),
+    # ----- gromo.modules.growing_normalisation
+    ("GrowingBatchNorm.grow", "raise", ValueError, "additional_features must be positive, got 0",
+     lambda: GrowingBatchNorm2d(3, device=CPU).grow(0)),
+    ("GrowingLayerNorm.grow", "raise", ValueError, "additional_first_dim must be positive, got -1",
+     lambda: GrowingLayerNorm(3, device=CPU).grow(-1)),
+    ("GrowingGroupNorm.grow positive", "raise", ValueError, "additional_channels must be positive, got 0",
+     lambda: GrowingGroupNorm(2, 4, device=CPU).grow(0)),
+    ("GrowingGroupNorm.grow divisible", "raise", ValueError,
+     "After growth: num_channels (5) must be divisible by num_groups (2).",
+     lambda: GrowingGroupNorm(2, 4, device=CPU).grow(1)),
     # ----- gromo.containers.growing_block
     ("GrowingBlock.__init__", "raise", AssertionError,
      "Incompatible dimensions: in_features (3) must match out_features (4) or downsample (Identity()) must be a "
