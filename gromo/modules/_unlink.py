@@ -32,12 +32,12 @@ def unlink(module: nn.Module, own: str, back: str, back_list: str) -> None:
             if any(member is module for member in members):
                 members[:] = [member for member in members if member is not module]
                 neighbour.update_size()
-    except Exception:  # noqa: BLE001 (a destructor must not raise)
+    except Exception:  # noqa: BLE001, S110 (a destructor must not raise)
         pass
     finally:
         try:
             module.__dict__[own] = None
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
 
 
@@ -64,9 +64,9 @@ def detach_neighbours(merge: nn.Module, own_list: str, back: str, back_list: str
                 if any(member is merge for member in members):
                     members[:] = [member for member in members if member is not merge]
                     neighbour.update_size()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
     try:
         merge.__dict__[own_list] = []
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110
         pass

@@ -172,7 +172,7 @@ def _check_kernel(weight: torch.Tensor, layer: nn.Conv2d) -> None:
     ensure(weight.ndim == 4, lambda: f"weight should have 4 dimensions, but got {weight.dim()=}.")
     kernel_size = _pair(layer.kernel_size)
     for i in range(2):
-        ensure(weight.shape[2 + i] == kernel_size[i], lambda: (
+        ensure(weight.shape[2 + i] == kernel_size[i], lambda i=i: (
             f"weight.shape[2 + i]={weight.shape[2 + i]!r} should be equal to "
             f"layer.kernel_size[i]={kernel_size[i]!r}"
         ))

@@ -441,7 +441,7 @@ class MergeGrowingModule(nn.Module):
         total: torch.Tensor | float = 0.0
         for module in self.previous_modules:
             if isinstance(module, GrowingModule):
-                ensure(module.optimal_delta_layer is not None, lambda: (
+                ensure(module.optimal_delta_layer is not None, lambda module=module: (
                     "The optimal delta layer is not computed.Therefore the projected gradient cannot "
                     f"be computed. (error in {module.name})"
                 ))

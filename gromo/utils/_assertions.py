@@ -7,7 +7,7 @@ catches those ``AssertionError``s (and matches their texts). A bare ``assert`` d
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["ensure"]
 

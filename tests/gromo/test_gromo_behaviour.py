@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import gromo.utils.tools as tools
 from gromo.containers.growing_block import LinearGrowingBlock
 from gromo.containers.growing_container import GrowingContainer
 from gromo.modules.conv2d_growing_module import (
@@ -15,7 +14,11 @@ from gromo.modules.conv2d_growing_module import (
     RestrictedConv2dGrowingModule,
 )
 from gromo.modules.growing_module import GrowingModule
-from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
+from gromo.modules.linear_growing_module import (
+    LinearGrowingModule,
+    LinearMergeGrowingModule,
+)
+from gromo.utils import tools
 
 CPU = "cpu"
 

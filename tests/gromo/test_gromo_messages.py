@@ -14,8 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-import gromo.utils.tools as tools
-from gromo.containers.growing_block import Conv2dGrowingBlock, GrowingBlock, LinearGrowingBlock
+from gromo.containers.growing_block import (
+    Conv2dGrowingBlock,
+    LinearGrowingBlock,
+)
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
     Conv2dMergeGrowingModule,
@@ -23,9 +25,20 @@ from gromo.modules.conv2d_growing_module import (
     RestrictedConv2dGrowingModule,
 )
 from gromo.modules.growing_module import GrowingModule
-from gromo.modules.growing_normalisation import GrowingBatchNorm2d, GrowingGroupNorm, GrowingLayerNorm
-from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
-from gromo.utils.tensor_statistic import TensorStatistic, TensorStatiticWithEstimationError
+from gromo.modules.growing_normalisation import (
+    GrowingBatchNorm2d,
+    GrowingGroupNorm,
+    GrowingLayerNorm,
+)
+from gromo.modules.linear_growing_module import (
+    LinearGrowingModule,
+    LinearMergeGrowingModule,
+)
+from gromo.utils import tools
+from gromo.utils.tensor_statistic import (
+    TensorStatistic,
+    TensorStatiticWithEstimationError,
+)
 
 CPU = "cpu"
 

@@ -8,11 +8,13 @@ from torch import nn
 
 from gromo.containers.growing_block import LinearGrowingBlock
 from gromo.modules.conv2d_growing_module import (
-    Conv2dMergeGrowingModule,
     FullConv2dGrowingModule,
     RestrictedConv2dGrowingModule,
 )
-from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
+from gromo.modules.linear_growing_module import (
+    LinearGrowingModule,
+    LinearMergeGrowingModule,
+)
 
 
 def test_name_is_the_composite_and_underscore_name_the_argument():
