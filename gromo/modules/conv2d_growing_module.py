@@ -484,6 +484,8 @@ class Conv2dGrowingModule(GrowingModule):
                     x, desired_activation, self._geometry, bias=self.use_bias
                 )
             return value, int(x.shape[0])
+        ensure(isinstance(self.pre_activity.grad, torch.Tensor),
+               f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
         return self._layer_statistic("m")
 
     def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
@@ -492,6 +494,12 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: pre-activation not stored or no gradient.
         """
+        ensure(self.store_pre_activity, (
+            "The pre-activity must be stored to compute the update of the gradient covariance. "
+            f"(error in {self.name})"
+        ))
+        ensure(isinstance(self.pre_activity.grad, torch.Tensor),
+               f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
         return self._layer_statistic("e")
 
     def update_computation(self) -> None:

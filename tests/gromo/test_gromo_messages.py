@@ -650,6 +650,18 @@ CATALOGUE = [
     ("Conv2dGrowingModule.layer_out_extension no bias", "warn", UserWarning,
      "The bias of the extension should not be provided because the layer has no bias.",
      lambda: conv(use_bias=False).layer_out_extension(torch.ones(1, 2, 3, 3), torch.ones(1))),
+    ("Conv2dGrowingModule.compute_m_update", "raise", AssertionError,
+     "The gradient of the pre-activity must be a torch.Tensor (error in Conv2dGrowingModule).",
+     lambda: setattr(m := conv(), "store_pre_activity", True) or m(torch.ones(1, 2, 4, 4)) is None
+     or m.compute_m_update()),
+    ("Conv2dGrowingModule.compute_covariance_loss_gradient_update stored", "raise", AssertionError,
+     "The pre-activity must be stored to compute the update of the gradient covariance. (error in "
+     "Conv2dGrowingModule)",
+     lambda: conv().compute_covariance_loss_gradient_update()),
+    ("Conv2dGrowingModule.compute_covariance_loss_gradient_update gradient", "raise", AssertionError,
+     "The gradient of the pre-activity must be a torch.Tensor (error in Conv2dGrowingModule).",
+     lambda: setattr(m := conv(), "store_pre_activity", True) or m(torch.ones(1, 2, 4, 4)) is None
+     or m.compute_covariance_loss_gradient_update()),
     ("Conv2dGrowingModule.update_input_size change", "warn", UserWarning,
      "The input size of the layer Conv2dGrowingModule has changed from (4, 4) to (5, 5).This may lead to errors if "
      "the size of the tensor statistics and of the mask tensor T are not updated.",
