@@ -35,6 +35,7 @@ __all__ = [
     "check_optimal_updates_arguments",
     "check_scaling",
     "check_statistics_finite",
+    "check_step_shapes",
     "describe_non_finite_sources",
 ]
 
@@ -112,6 +113,28 @@ def check_scaling(module: Any, key: str, value: Any, like: torch.Tensor | None) 
                 f"{_owner(module)}: {key} must be finite in {dtype}"
                 f"{' (and so must its square, the delta scaling)' if key == 'scaling_factor' else ''}, "
                 f"got {number!r}"
+            )
+
+
+def check_step_shapes(
+    module: Any, weight: torch.Tensor, delta_weight: torch.Tensor,
+    bias: torch.Tensor | None, delta_bias: torch.Tensor | None,
+) -> None:
+    """``W += ΔW`` and ``b += Δb`` can both run in place (checked before either runs)."""
+    pairs = [("delta_weights", weight, delta_weight)]
+    if delta_bias is not None:
+        if bias is None:
+            raise ValueError(f"{_owner(module)}: delta_biases is given but the layer has no bias")
+        pairs.append(("delta_biases", bias, delta_bias))
+    for label, parameter, step in pairs:
+        try:
+            shape = torch.broadcast_shapes(parameter.shape, step.shape)
+        except RuntimeError:
+            shape = None
+        if shape != parameter.shape:
+            raise ValueError(
+                f"{_owner(module)}: {label} of shape {tuple(step.shape)} does not broadcast to the "
+                f"parameter's shape {tuple(parameter.shape)}"
             )
 
 

@@ -1530,7 +1530,13 @@ class GrowingModule(nn.Module):
     def parameter_step(
         self, delta_weights: torch.Tensor, delta_biases: torch.Tensor | None = None
     ) -> None:
-        """In place ``W += ΔW`` (and ``b += Δb``)."""
+        """In place ``W += ΔW`` (and ``b += Δb``).
+
+        Raises:
+            ValueError: a step that does not broadcast to its parameter (checked before either
+                parameter changes).
+        """
+        _guards.check_step_shapes(self, self.layer.weight, delta_weights, self.layer.bias, delta_biases)
         self.layer.weight.data += delta_weights
         if delta_biases is not None:
             self.layer.bias.data += delta_biases
@@ -1695,7 +1701,12 @@ class GrowingModule(nn.Module):
             AssertionError: no eigenvalues; zeroing mode with neither zeros_fan_in nor zeros_fan_out.
             ValueError: ``sub_select_previous`` without previous module.
             NotImplementedError: previous module of another class, a merge, or not growing.
+            TypeError, ValueError: ``keep_neurons`` not None or an int ≥ 0, ``threshold`` NaN / Inf.
+        A call that raises leaves this module and the previous one unchanged.
         """
+        _guards.check_count(self, "keep_neurons", keep_neurons, allow_none=True)
+        if threshold is not None:
+            _guards.check_finite(self, "threshold", threshold)
         assert self.eigenvalues_extension is not None, (
             f"{self.name}: no eigenvalues, compute the optimal added parameters first."
         )
@@ -1835,6 +1846,7 @@ class GrowingModule(nn.Module):
             return std
         return float(self._fan_in_of(layer, owner) ** -0.5)
 
+    @atomic(module_and_neighbours, copy_data=True)
     def normalize_optimal_updates(
         self,
         std_target: float | None = None,
@@ -1850,7 +1862,12 @@ class GrowingModule(nn.Module):
                 ``match_extending_layer`` without growing previous module, ``equalize_extensions``
                 without previous module.
             AssertionError: target std not a positive float or undeterminable.
+            ValueError: ``std_target`` or ``gradmax_scale`` NaN or infinite.
+        A call that raises leaves this module and its neighbours unchanged.
         """
+        if std_target is not None and isinstance(std_target, float):
+            _guards.check_finite(self, "std_target", std_target)
+        _guards.check_finite(self, "gradmax_scale", gradmax_scale)
         if normalization_type == "gradmax_normalization":
             self._gradmax_normalization(gradmax_scale)
             return

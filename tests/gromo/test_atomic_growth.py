@@ -301,3 +301,55 @@ def test_failing_merge_forward_keeps_the_stored_input(generator, device):
     with pytest.raises(RuntimeError):
         merge(torch.randn(6, 5, generator=generator).to(device))  # LayerNorm(4) refuses width 5
     assert_unchanged(before, modules)
+
+
+# ----------------------------------------------------------------------------------------------
+# the other public mutating calls validate before they change anything
+# ----------------------------------------------------------------------------------------------
+
+
+def test_parameter_step_checks_both_shapes_before_stepping(generator, device):
+    first, second = linear_pair(generator, device)
+    modules = {"second": second}
+    before = capture_all(modules)
+    with pytest.raises(ValueError, match="delta_biases"):
+        second.parameter_step(torch.ones_like(second.weight), torch.ones(7, device=device))
+    assert_unchanged(before, modules)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"keep_neurons": -1}, ValueError),
+    ({"keep_neurons": 1.0}, TypeError),
+    ({"keep_neurons": None, "threshold": math.nan}, ValueError),
+])
+def test_sub_select_refuses_bad_arguments(generator, device, kwargs, error):
+    first, second = _grown_pair(generator, device)
+    modules = {"first": first, "second": second}
+    before = capture_all(modules)
+    with pytest.raises(error, match="keep_neurons|threshold"):
+        second.sub_select_optimal_added_parameters(**kwargs)
+    assert_unchanged(before, modules)
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), [
+    ({"std_target": math.inf}, "std_target"),
+    ({"normalization_type": "gradmax_normalization", "gradmax_scale": math.inf}, "gradmax_scale"),
+])
+def test_normalize_optimal_updates_refuses_non_finite_targets(generator, device, kwargs, argument):
+    first, second = _grown_pair(generator, device)
+    modules = {"first": first, "second": second}
+    before = capture_all(modules)
+    with pytest.raises(ValueError, match=argument):
+        second.normalize_optimal_updates(**kwargs)
+    assert_unchanged(before, modules)
+
+
+def test_scale_layer_extension_refuses_non_finite_scales(generator, device):
+    first, second = _grown_pair(generator, device)
+    modules = {"first": first, "second": second}
+    before = capture_all(modules)
+    with pytest.raises(ValueError, match="scale_output"):
+        second.scale_layer_extension(None, math.inf, 1.0)
+    with pytest.raises(ValueError, match="scale"):
+        second.scale_parameter_update(math.nan)
+    assert_unchanged(before, modules)
