@@ -17,6 +17,9 @@ import torch
 
 __all__ = ["NonFiniteError", "first_non_finite"]
 
+# half sums overflow at 65504 (fp16): sum them in float32
+_SUM_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
 
 class NonFiniteError(ValueError, AssertionError):
     """Data that must be finite (an input, a gradient, a statistic) holds NaN or Inf."""
@@ -26,23 +29,29 @@ def first_non_finite(tensors: Sequence[torch.Tensor | None]) -> int | None:
     """Index of the first tensor holding NaN or Inf, or None when all are finite (None entries and
     empty tensors count as finite).
 
-    One host synchronisation for the whole sequence.
+    One host synchronisation for the whole sequence (one more per tensor whose sum is not finite).
 
     Args:
         tensors: tensors of any shapes, dtypes and devices.
     Returns:
         the index into ``tensors``, or None.
     """
-    flags = [
-        (index, torch.isfinite(tensor).all())
+    candidates = [
+        (index, tensor)
         for index, tensor in enumerate(tensors)
         if tensor is not None and tensor.numel() > 0 and tensor.is_floating_point()
     ]
-    if not flags:
+    if not candidates:
         return None
-    device = flags[0][1].device
-    finite = torch.stack([flag.to(device) for _, flag in flags]).tolist()
-    for (index, _), ok in zip(flags, finite):
-        if not ok:
+    # A sum is non-finite when a term is NaN / Inf (no false negative) or when finite terms
+    # overflow (rare): one reduction per tensor, no boolean temporary, and the exact test runs
+    # only on the tensors whose sum is not finite.
+    device = candidates[0][1].device
+    sums = torch.stack([tensor.sum(dtype=_SUM_DTYPE.get(tensor.dtype)).to(device, torch.float64)
+                        for _, tensor in candidates])
+    suspicious = [i for i, ok in enumerate(torch.isfinite(sums).tolist()) if not ok]
+    for position in suspicious:
+        index, tensor = candidates[position]
+        if not bool(torch.isfinite(tensor).all()):
             return index
     return None

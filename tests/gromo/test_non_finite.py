@@ -19,7 +19,7 @@ from gromo.modules.linear_growing_module import (
     LinearGrowingModule,
     LinearMergeGrowingModule,
 )
-from gromo.utils._nonfinite import NonFiniteError
+from gromo.utils._nonfinite import NonFiniteError, first_non_finite
 from gromo.utils.tensor_statistic import (
     TensorStatistic,
     TensorStatiticWithEstimationError,
@@ -176,3 +176,13 @@ def test_update_together_is_all_or_none(generator):
     with pytest.raises(NonFiniteError, match="B"):
         update_together([first, second])
     assert first.samples == 0 and first._tensor is None and not first.updated
+
+
+def test_first_non_finite_finds_nan_and_inf_but_not_overflowing_sums():
+    ones = torch.ones(3)
+    overflowing = torch.tensor([3e38, 3e38])  # finite entries whose sum is inf in float32
+    half = torch.full((4,), 60000.0, dtype=torch.float16)  # finite, sum beyond the fp16 maximum
+    assert first_non_finite([ones, overflowing, half, None, torch.empty(0)]) is None
+    assert first_non_finite([ones, torch.tensor([1.0, math.nan])]) == 1
+    assert first_non_finite([overflowing, ones, torch.tensor([math.inf, -math.inf])]) == 2
+    assert first_non_finite([torch.tensor([2.0, -math.inf], dtype=torch.bfloat16)]) == 0
