@@ -43,6 +43,14 @@ Deliberate differences from GroMo (documented where they happen):
   was (GroMo's ``create_layer_extensions`` rescales weights and creates layers before it checks the
   init names; ``compute_optimal_updates`` computes the delta before rejecting a merge predecessor;
   ``sub_select_optimal_added_parameters`` / ``delete_update`` mutate before raising).
+* Growth calls are all-or-nothing: arguments (thresholds, sizes, scalings, noise ratios) are checked
+  first (:mod:`gromo.modules._guards`) and a call that still fails half-way restores the modules it
+  touched (:mod:`gromo.modules._transactions`); ``forward`` stores nothing when it raises.
+* ``update_computation`` refuses a batch holding NaN / Inf (``NonFiniteError``, naming the module
+  and the statistic) and accumulates none of its statistics; solves refuse non-finite statistics
+  the same way, before they run.
+* Update and extension layers of float16 / bfloat16 modules come back in the module's dtype
+  (:mod:`gromo.modules._dtypes`); their statistics accumulate in float32.
 * ``reset_computation`` and ``delete_update`` also drop the stored input / pre-activation and the
   statistics cache, so no batch tensor outlives the computation.
 * Store counters of a merge never go negative.

@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 from gromo.modules import growing_module
+from gromo.modules.conv2d_growing_module import (
+    FullConv2dGrowingModule,
+    RestrictedConv2dGrowingModule,
+)
 from gromo.modules.linear_growing_module import (
     LinearGrowingModule,
     LinearMergeGrowingModule,
@@ -352,4 +356,29 @@ def test_scale_layer_extension_refuses_non_finite_scales(generator, device):
         second.scale_layer_extension(None, math.inf, 1.0)
     with pytest.raises(ValueError, match="scale"):
         second.scale_parameter_update(math.nan)
+    assert_unchanged(before, modules)
+
+
+@pytest.mark.parametrize("scheme", [RestrictedConv2dGrowingModule, FullConv2dGrowingModule],
+                         ids=lambda s: s.__name__)
+def test_conv_growth_calls_are_atomic(generator, device, scheme):
+    first = scheme(2, 3, 3, padding=1, post_layer_function=nn.ReLU(), device=device, name="first")
+    second = scheme(3, 2, 3, padding=1, previous_module=first, device=device, name="second")
+    first.next_module = second
+    second.init_computation()
+    x = torch.randn(4, 2, 6, 6, generator=generator).to(device)
+    second(first(x)).square().sum().backward()
+    second.update_computation()
+    modules = {"first": first, "second": second}
+    before = capture_all(modules)
+    with pytest.raises(ValueError, match="maximum_added_neurons"):
+        second.compute_optimal_updates(maximum_added_neurons=-1)
+    with pytest.raises(ValueError, match="extension_size"):
+        second.create_layer_extensions(-3, rescaling="default_vt")
+    assert_unchanged(before, modules)
+    second.compute_optimal_updates(maximum_added_neurons=2)
+    second.scaling_factor = 0.5
+    before = capture_all(modules)
+    with pytest.raises(ValueError, match="scaling_factor"):
+        second.apply_change(scaling_factor=math.inf)
     assert_unchanged(before, modules)
