@@ -313,7 +313,7 @@ def test_failing_merge_forward_keeps_the_stored_input(generator, device):
 
 
 def test_parameter_step_checks_both_shapes_before_stepping(generator, device):
-    first, second = linear_pair(generator, device)
+    _, second = linear_pair(generator, device)
     modules = {"second": second}
     before = capture_all(modules)
     with pytest.raises(ValueError, match="delta_biases"):
