@@ -43,6 +43,14 @@ Deliberate differences from GroMo (documented where they happen):
   was (GroMo's ``create_layer_extensions`` rescales weights and creates layers before it checks the
   init names; ``compute_optimal_updates`` computes the delta before rejecting a merge predecessor;
   ``sub_select_optimal_added_parameters`` / ``delete_update`` mutate before raising).
+* Growth calls are all-or-nothing: arguments (thresholds, sizes, scalings, noise ratios) are checked
+  first (:mod:`gromo.modules._guards`) and a call that still fails half-way restores the modules it
+  touched (:mod:`gromo.modules._transactions`); ``forward`` stores nothing when it raises.
+* ``update_computation`` refuses a batch holding NaN / Inf (``NonFiniteError``, naming the module
+  and the statistic) and accumulates none of its statistics; solves refuse non-finite statistics
+  the same way, before they run.
+* Update and extension layers of float16 / bfloat16 modules come back in the module's dtype
+  (:mod:`gromo.modules._dtypes`); their statistics accumulate in float32.
 * ``reset_computation`` and ``delete_update`` also drop the stored input / pre-activation and the
   statistics cache, so no batch tensor outlives the computation.
 * Store counters of a merge never go negative.
@@ -75,6 +83,10 @@ from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.modules._unlink import unlink as _unlink
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
+from gromo.modules import _guards
+from gromo.modules._dtypes import match_pending_layer_dtypes
+from gromo.modules._transactions import atomic, merge_and_neighbours, module_and_neighbours
+from gromo.utils.tensor_statistic import TensorStatistic, update_together
 from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta
 from gromo.utils.utils import ReLUDerivativeOneAtZero, compute_tensor_stats, get_correct_device
 
@@ -415,7 +427,14 @@ class MergeGrowingModule(nn.Module):
     # ----- forward and statistics ----------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``post_merge_function(x)``; stores x (with its gradient) / the activity when asked."""
+        """``post_merge_function(x)``; stores x (with its gradient) / the activity when asked.
+
+        A forward that raises changes nothing (the pending batch and its statistics are kept).
+        """
+        if self.post_merge_function and x is not None:
+            y = self.post_merge_function(x)
+        else:
+            y = x
         for statistic in self._existing_statistics():
             statistic.updated = False
         self._statistics_cache = {}
@@ -423,10 +442,6 @@ class MergeGrowingModule(nn.Module):
             self.input = x
             if x is not None and x.requires_grad:
                 x.retain_grad()
-        if self.post_merge_function and x is not None:
-            y = self.post_merge_function(x)
-        else:
-            y = x
         if self.store_activity > 0:
             self.activity = y.detach() if y is not None else None
         return y
@@ -483,9 +498,12 @@ class MergeGrowingModule(nn.Module):
             statistic.init()
 
     def update_computation(self) -> None:
-        """Accumulate S, previous S and previous M for the last batch."""
-        for statistic in self._existing_statistics():
-            statistic.update()
+        """Accumulate S, previous S and previous M for the last batch (all of them or none).
+
+        Raises:
+            NonFiniteError: the batch holds NaN or Inf; no statistic changed.
+        """
+        update_together(self._existing_statistics(), context=lambda: f" (in {self.name})")
 
     def reset_computation(self) -> None:
         """Stop storing, forget the statistics and the stored tensors."""
@@ -509,6 +527,7 @@ class MergeGrowingModule(nn.Module):
             for module in self._growing_predecessors():
                 module.delete_update(include_previous=False, delete_output=True)
 
+    @atomic(merge_and_neighbours, copy_data=False)
     def compute_optimal_delta(
         self,
         update: bool = True,
@@ -527,11 +546,13 @@ class MergeGrowingModule(nn.Module):
             list of (ΔW, Δb) if ``return_deltas`` else None.
         Raises:
             AssertionError: previous statistics missing or mis-shaped.
+            NonFiniteError: the previous S or M holds NaN or Inf.
         """
         ensure(self.previous_tensor_s is not None,
                f"No previous tensor S for {self.name}. (The previous S is not defined.)")
         ensure(self.previous_tensor_m is not None,
                f"No previous tensor M for {self.name}. (The previous M is not defined.)")
+        _guards.check_statistics_finite(self, (self.previous_tensor_s, self.previous_tensor_m))
         previous_s = self.previous_tensor_s()
         previous_m = self.previous_tensor_m()
         ensure(previous_s.shape == (self.total_in_features, self.total_in_features), lambda: (
@@ -555,6 +576,7 @@ class MergeGrowingModule(nn.Module):
             delta_w = delta_w.reshape(module.weight.shape)
             if update:
                 module.optimal_delta_layer = module.layer_of_tensor(delta_w, delta_b)
+                match_pending_layer_dtypes(module, include_previous=False)
             deltas.append((delta_w, delta_b))
             index += width + module.use_bias
         return deltas if return_deltas else None
@@ -567,6 +589,7 @@ class MergeGrowingModule(nn.Module):
         """
         if isinstance(scaling_factor, torch.Tensor):
             scaling_factor = scaling_factor.detach().item()
+        _guards.check_scaling(self, "scaling_factor", scaling_factor, None)
         for module in self.previous_modules:
             if not isinstance(module, GrowingModule):
                 raise TypeError(f"Previous module must be a GrowingModule, got {type(module)}")
@@ -810,6 +833,7 @@ class GrowingModule(nn.Module):
             self.__dict__[key].data[0] = value
 
     def _set_scaling(self, key: str, value: torch.Tensor | float) -> None:
+        _guards.check_scaling(self, key, value, self.__dict__.get(key))
         if key != "scaling_factor":
             self._write_scaling(key, value)
             return
@@ -1041,7 +1065,12 @@ class GrowingModule(nn.Module):
     # ----- forward ----------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``post_layer_function(layer(x))``; stores x (detached) and the pre-activation when asked."""
+        """``post_layer_function(layer(x))``; stores x (detached) and the pre-activation when asked.
+
+        A forward that raises changes nothing (the pending batch and its statistics are kept).
+        """
+        pre_activity = self.layer(x)
+        output = self.post_layer_function(pre_activity)
         for statistic in (
             self._tensor_s, self.tensor_m, self.tensor_m_prev, self.cross_covariance,
             self.covariance_loss_gradient,
@@ -1052,12 +1081,11 @@ class GrowingModule(nn.Module):
         self._statistics_cache = {}
         if self._internal_store_input:
             self._input = x.detach()
-        pre_activity = self.layer(x)
         if self._internal_store_pre_activity:
             self._pre_activity = pre_activity
             if pre_activity.requires_grad:
                 pre_activity.retain_grad()
-        return self.post_layer_function(pre_activity)
+        return output
 
     def extended_forward(
         self,
@@ -1312,16 +1340,17 @@ class GrowingModule(nn.Module):
             previous.init_computation()
 
     def update_computation(self) -> None:
-        """Accumulate the statistics of the last forward/backward.
+        """Accumulate the statistics of the last forward/backward (all of them or none).
 
         Raises:
             NotImplementedError: previous module neither growing nor merge.
+            NonFiniteError: the batch (input or gradient) holds NaN or Inf; no statistic changed.
         """
         self._check_previous_for_computation()
-        for statistic in self._cycle_statistics():
-            statistic.update()
+        statistics = list(self._cycle_statistics())
         if isinstance(self.previous_module, MergeGrowingModule):
-            self.previous_module.update_computation()
+            statistics += self.previous_module._existing_statistics()
+        update_together(statistics, context=lambda: _guards.describe_non_finite_sources(self))
 
     def reset_computation(self) -> None:
         """Stop storing, forget the statistics, the stored tensors and the statistics cache.
@@ -1342,6 +1371,7 @@ class GrowingModule(nn.Module):
 
     # ----- optimal delta ------------------------------------------------------------------
 
+    @atomic(module_and_neighbours, copy_data=False)
     def compute_optimal_delta(
         self,
         update: bool = True,
@@ -1361,7 +1391,12 @@ class GrowingModule(nn.Module):
             use_fisher: precondition the output side with E = E[dA dAᵀ].
         Returns:
             (ΔW shaped like the weight, Δb or None, decrease).
+        Raises:
+            NonFiniteError: S, M (or E) holds NaN or Inf.
         """
+        _guards.check_statistics_finite(
+            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
+        )
         tensor_s = self.tensor_s()
         tensor_m = self.tensor_m()
         fisher = self.covariance_loss_gradient() if use_fisher else None
@@ -1379,10 +1414,12 @@ class GrowingModule(nn.Module):
         if update:
             self.optimal_delta_layer = self.layer_of_tensor(delta_weight, delta_bias)
             self.parameter_update_decrease = decrease
+            match_pending_layer_dtypes(self, include_previous=False)
         return delta_weight, delta_bias, decrease
 
     # ----- new neurons ----------------------------------------------------------------------
 
+    @atomic(module_and_neighbours, copy_data=False)
     def compute_optimal_updates(
         self,
         numerical_threshold: float = 1e-6,
@@ -1410,6 +1447,10 @@ class GrowingModule(nn.Module):
         Raises:
             NotImplementedError: previous module is a merge or not growing (raised before any
                 change, GroMo computes the delta first).
+            TypeError, ValueError: a threshold not a finite number ≥ 0, ``maximum_added_neurons``
+                not None or an int ≥ 0.
+            NonFiniteError: a statistic the computation reads holds NaN or Inf.
+        A call that raises leaves this module and its neighbours unchanged.
         """
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModule):
@@ -1417,6 +1458,17 @@ class GrowingModule(nn.Module):
                 "The computation of the optimal added parameters is not implemented yet for "
                 f"{type(previous)} as previous module."
             )
+        _guards.check_optimal_updates_arguments(
+            self, numerical_threshold, statistical_threshold, maximum_added_neurons
+        )
+        if previous is not None:  # what the delta and the growth solve will read, checked first
+            reads_delta = compute_delta or use_projection
+            _guards.check_statistics_finite(self, (
+                self.tensor_s if reads_delta else None, self.tensor_m if reads_delta else None,
+                self.tensor_m_prev, self.cross_covariance if use_projection else None,
+                self.tensor_s_growth if use_covariance else None,
+                self.covariance_loss_gradient if use_fisher else None,
+            ))
         if compute_delta:
             self.compute_optimal_delta(update=True, dtype=dtype, use_fisher=use_fisher)
         else:
@@ -1443,6 +1495,7 @@ class GrowingModule(nn.Module):
             ignore_singular_values=ignore_singular_values,
             use_fisher=use_fisher,
         )
+        match_pending_layer_dtypes(self)
         return alpha_weight, alpha_bias
 
     def _auxiliary_compute_alpha_omega(
@@ -1562,13 +1615,20 @@ class GrowingModule(nn.Module):
     def parameter_step(
         self, delta_weights: torch.Tensor, delta_biases: torch.Tensor | None = None
     ) -> None:
-        """In place ``W += ΔW`` (and ``b += Δb``)."""
+        """In place ``W += ΔW`` (and ``b += Δb``).
+
+        Raises:
+            ValueError: a step that does not broadcast to its parameter (checked before either
+                parameter changes).
+        """
+        _guards.check_step_shapes(self, self.layer.weight, delta_weights, self.layer.bias, delta_biases)
         self.layer.weight.data += delta_weights
         if delta_biases is not None:
             self.layer.bias.data += delta_biases
 
     # ----- apply a change ----------------------------------------------------------------------
 
+    @atomic(module_and_neighbours, copy_data=True)
     def apply_change(
         self,
         scaling_factor: float | torch.Tensor | None = None,
@@ -1585,14 +1645,24 @@ class GrowingModule(nn.Module):
         Extension layers are not removed (call ``delete_update``).
 
         Raises:
-            ValueError: ``extension_size > 0`` but the previous module has no output extension.
+            ValueError: ``extension_size > 0`` but the previous module has no output extension; a
+                NaN / infinite scaling.
             NotImplementedError: previous module is a merge or not growing (with apply_previous).
             AssertionError: input extension with a non-zero bias, or unknown extension size.
         Warns:
             UserWarning: input extension applied with a zero input scaling (as GroMo, before the
                 extension size is determined).
+        A call that raises leaves this module and its neighbours unchanged.
         """
         previous = self.previous_module
+        for key, value in (
+            ("scaling_factor", scaling_factor), ("optimal_delta_scaling", optimal_delta_scaling),
+            ("input_extension_scaling", input_extension_scaling),
+            ("output_extension_scaling", output_extension_scaling),
+        ):
+            if value is not None:
+                owner = previous if key == "output_extension_scaling" else self
+                _guards.check_scaling(self, key, value, getattr(owner, "__dict__", {}).get(key))
         if apply_extension and self.extended_input_layer is not None:
             scale_in = input_extension_scaling if input_extension_scaling is not None else (
                 scaling_factor if scaling_factor is not None else self.input_extension_scaling
@@ -1604,6 +1674,7 @@ class GrowingModule(nn.Module):
                     UserWarning,
                     stacklevel=2,
                 )
+        _guards.check_count(self, "extension_size", extension_size, allow_none=True)
         extend_previous = apply_extension and apply_previous and previous is not None
         if extend_previous:
             if isinstance(previous, GrowingModule):
@@ -1723,6 +1794,7 @@ class GrowingModule(nn.Module):
 
     # ----- sub-selection, scaling, normalisation -----------------------------------------------
 
+    @atomic(module_and_neighbours, copy_data=True)
     def sub_select_optimal_added_parameters(
         self,
         keep_neurons: int | None = None,
@@ -1742,7 +1814,12 @@ class GrowingModule(nn.Module):
             AssertionError: no eigenvalues; zeroing mode with neither zeros_fan_in nor zeros_fan_out.
             ValueError: ``sub_select_previous`` without previous module.
             NotImplementedError: previous module of another class, a merge, or not growing.
+            TypeError, ValueError: ``keep_neurons`` not None or an int ≥ 0, ``threshold`` NaN / Inf.
+        A call that raises leaves this module and the previous one unchanged.
         """
+        _guards.check_count(self, "keep_neurons", keep_neurons, allow_none=True)
+        if threshold is not None:
+            _guards.check_finite(self, "threshold", threshold)
         ensure(self.eigenvalues_extension is not None, (
             "The eigenvalues of the extension should be computed before sub-selecting the optimal "
             f"added parameters for {self.name}."
@@ -1837,7 +1914,12 @@ class GrowingModule(nn.Module):
         return layer
 
     def scale_parameter_update(self, scale: float) -> None:
-        """Scale the optimal delta layer and ``parameter_update_decrease`` by ``scale``."""
+        """Scale the optimal delta layer and ``parameter_update_decrease`` by ``scale``.
+
+        Raises:
+            ValueError: ``scale`` NaN or infinite.
+        """
+        _guards.check_finite(self, "scale", scale)
         if self.optimal_delta_layer is not None:
             self.scale_layer(self.optimal_delta_layer, scale)
             if self.parameter_update_decrease is not None:
@@ -1863,6 +1945,8 @@ class GrowingModule(nn.Module):
             f"The scales must be floats, got {type(scale_output).__name__} and "
             f"{type(scale_input).__name__}"
         ))
+        _guards.check_finite(self, "scale_output", scale_output)
+        _guards.check_finite(self, "scale_input", scale_input)
         previous = self.previous_module
         missing = "Cannot scale layer extension as one of the extensions is None."
         if self.extended_input_layer is None:
@@ -1891,6 +1975,7 @@ class GrowingModule(nn.Module):
             return std
         return float(self._fan_in_of(layer, owner) ** -0.5)
 
+    @atomic(module_and_neighbours, copy_data=True)
     def normalize_optimal_updates(
         self,
         std_target: float | None = None,
@@ -1906,7 +1991,12 @@ class GrowingModule(nn.Module):
                 ``match_extending_layer`` without growing previous module, ``equalize_extensions``
                 without previous module.
             AssertionError: target std not a positive float or undeterminable.
+            ValueError: ``std_target`` or ``gradmax_scale`` NaN or infinite.
+        A call that raises leaves this module and its neighbours unchanged.
         """
+        if std_target is not None and isinstance(std_target, float):
+            _guards.check_finite(self, "std_target", std_target)
+        _guards.check_finite(self, "gradmax_scale", gradmax_scale)
         if normalization_type == "gradmax_normalization":
             self._gradmax_normalization(gradmax_scale)
             return
@@ -2120,6 +2210,7 @@ class GrowingModule(nn.Module):
             )
         return True
 
+    @atomic(module_and_neighbours, copy_data=True)
     def create_layer_extensions(
         self,
         extension_size: int,
@@ -2139,8 +2230,17 @@ class GrowingModule(nn.Module):
 
         Raises:
             AssertionError: previous module not growing.
-            ValueError: unknown init / rescaling / pairing, or odd sizes with pairing.
+            ValueError: unknown init / rescaling / pairing, odd sizes with pairing, a negative
+                size, a NaN / infinite / negative ``noise_ratio``.
+            TypeError: a size that is not an int.
+        A call that raises leaves this module and the previous one unchanged.
         """
+        _guards.check_extension_arguments(
+            self,
+            {"extension_size": extension_size, "output_extension_size": output_extension_size,
+             "input_extension_size": input_extension_size},
+            noise_ratio,
+        )
         ensure(isinstance(self.previous_module, GrowingModule), lambda: (
             f"The layer {self.name} has no previous module.Therefore, neuron addition is not possible. "
             f"(extensions need a GrowingModule previous module, got {type(self.previous_module).__name__})"
@@ -2197,6 +2297,7 @@ class GrowingModule(nn.Module):
             known_inits[output_extension_init](bias_view, previous.bias, previous_fan_in)
         self.apply_neuron_pairing(neuron_pairing, noise_ratio=noise_ratio)
 
+    @atomic(module_and_neighbours, copy_data=True)
     @torch.no_grad()
     def apply_rescaling(
         self,
@@ -2267,6 +2368,7 @@ class GrowingModule(nn.Module):
             RuntimeError: an extension is missing.
             AssertionError: previous module not growing.
         """
+        _guards.check_non_negative(self, "noise_ratio", noise_ratio)
         if not self._check_pairing(neuron_pairing):
             return
         ensure(isinstance(self.previous_module, GrowingModule), lambda: (
@@ -2345,6 +2447,7 @@ class GrowingModule(nn.Module):
             raise ValueError(f"Unknown method: {method}. (method must be 'fixed_proportional')")
         return (self.target_in_neurons - self._initial_in_neurons) // number_of_growth_steps
 
+    @atomic(module_and_neighbours, copy_data=True)
     def complete_growth(self, extension_kwargs: dict[str, Any]) -> None:
         """Add the missing neurons at once: extensions, ``apply_change(scaling_factor=1)``, cleanup."""
         missing = self.missing_neurons()

@@ -10,18 +10,27 @@ Differences from GroMo (deliberate):
   statistic that is waiting for this forward in ONE gromo_kernels call, instead of one pass per
   statistic. Statistics that were never ``init()``-ed still update correctly when asked.
 * ``TensorStatiticWithEstimationError`` keeps its trace estimate as Python floats.
+* A batch update holding NaN or Inf is refused (:class:`~gromo.utils._nonfinite.NonFiniteError`
+  naming the statistic) and nothing is accumulated; :func:`update_together` refuses a batch for a
+  group of statistics at once (one host sync), so a refused batch leaves all of them as they were.
+* Half-precision updates (float16 / bfloat16) are accumulated in float32.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from gromo.utils._assertions import ensure
+from gromo.utils._nonfinite import NonFiniteError, first_non_finite
 
-__all__ = ["TensorStatistic", "TensorStatiticWithEstimationError"]
+__all__ = ["TensorStatistic", "TensorStatiticWithEstimationError", "update_together"]
+
+# Sums of half-precision products overflow (fp16 max 65504) and lose digits (bf16 has 8 bits).
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class TensorStatistic:
@@ -68,16 +77,30 @@ class TensorStatistic:
             (U, k) the update and its sample count, or None when nothing was done.
         Raises:
             AssertionError: the update's shape differs from the declared / accumulated shape.
+            NonFiniteError: the update holds NaN or Inf (nothing is accumulated).
         """
         if self.updated:
             return None
+        update, samples = self._compute_update(**kwargs)
+        _refuse_non_finite([(self, update)])
+        return self._accumulate(update, samples)
+
+    def _compute_update(self, **kwargs: Any) -> tuple[torch.Tensor, int]:
+        """The batch update ``(U, k)`` with its shape checked; nothing is stored."""
         update, samples = self._update_function(**kwargs)
         ensure(self._shape is None or tuple(self._shape) == tuple(update.shape), lambda: self._size_message(update))
+        if self._tensor is not None:
+            ensure(self._tensor.shape == update.shape,
+                   lambda: self._size_message(update) + " (differs from the accumulated tensor)")
+        if update.dtype in _HALF_DTYPES:
+            update = update.float()
+        return update, samples
+
+    def _accumulate(self, update: torch.Tensor, samples: int) -> tuple[torch.Tensor, int]:
+        """Add a checked update (cannot fail)."""
         if self._tensor is None:
             self._tensor = update
         else:
-            ensure(self._tensor.shape == update.shape,
-                   lambda: self._size_message(update) + " (differs from the accumulated tensor)")
             self._tensor += update
         self.samples += samples
         self.updated = True
@@ -142,11 +165,12 @@ class TensorStatiticWithEstimationError(TensorStatistic):
 
     @torch.no_grad()
     def update(self, **kwargs: Any) -> tuple[torch.Tensor, int] | None:
-        """As TensorStatistic.update, plus the trace estimate."""
-        result = super().update(**kwargs)
-        if result is None:
-            return None
-        update, samples = result
+        """As TensorStatistic.update, plus the trace estimate (updated when the batch is added)."""
+        return super().update(**kwargs)
+
+    def _accumulate(self, update: torch.Tensor, samples: int) -> tuple[torch.Tensor, int]:
+        """As TensorStatistic._accumulate, plus the trace estimate."""
+        result = super()._accumulate(update, samples)
         self._batches += 1
         if self._compute_trace:
             self._square_norm_sum += float(update.pow(2).sum()) / samples**2
@@ -175,3 +199,48 @@ class TensorStatiticWithEstimationError(TensorStatistic):
         self._batches = 0
         self._trace = None
         self._compute_trace = True
+
+
+def _refuse_non_finite(
+    pending: list[tuple[TensorStatistic, torch.Tensor]], context: Callable[[], str] | None = None
+) -> None:
+    """NonFiniteError naming the first statistic whose batch update holds NaN or Inf (one sync)."""
+    bad = first_non_finite([update for _, update in pending])
+    if bad is None:
+        return
+    detail = context() if context is not None else ""
+    raise NonFiniteError(
+        f"The batch update of the statistic {pending[bad][0].name} contains NaN or Inf{detail}; "
+        "this batch was not accumulated (skip it and go on)."
+    )
+
+
+@torch.no_grad()
+def update_together(
+    statistics: Iterable[TensorStatistic], context: Callable[[], str] | None = None
+) -> None:
+    """``update()`` every statistic for the last batch, all or none.
+
+    Every pending update is computed (and shape-checked) first, then all are checked for NaN / Inf
+    with one host sync, and only then accumulated: when any step fails, no statistic changes.
+    Statistics listed twice or already updated are skipped.
+
+    Args:
+        statistics: the statistics of one batch (e.g. a module's S, M, M₋₂, P, E).
+        context: called only when an update is not finite; returns text appended to the message
+            (e.g. which of the module's stored tensors is not finite).
+    Raises:
+        AssertionError: an update's shape differs from the declared / accumulated shape.
+        NonFiniteError: an update holds NaN or Inf.
+    """
+    pending: list[tuple[TensorStatistic, torch.Tensor, int]] = []
+    seen: set[int] = set()
+    for statistic in statistics:
+        if statistic.updated or id(statistic) in seen:
+            continue
+        seen.add(id(statistic))
+        update, samples = statistic._compute_update()
+        pending.append((statistic, update, samples))
+    _refuse_non_finite([(statistic, update) for statistic, update, _ in pending], context)
+    for statistic, update, samples in pending:
+        statistic._accumulate(update, samples)
