@@ -425,7 +425,16 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, floor=None, r: torch.Tenso
         f.cutoff[sel] = cutoff
         f.used_eigh[sel] = True
         if use_floor:
-            _truncated_pinv(f, lam, vecs, keep, r[sel], None if atol_true is None else atol_true[sel])
+            # Only dead features dropped (and no absolute threshold that can bite): R·S'⁺·R is
+            # already the inverse of the live block, i.e. S⁺; otherwise the truncated S's own.
+            live_count = (r[sel] > 0).sum(dim=-1)
+            bites = torch.zeros_like(keep[:, 0])
+            if atol_true is not None:
+                bites = (atol_true[sel] > 0) & (
+                    lam_min_kept.to(torch.float64) * r[sel].amax(dim=-1) ** -2 <= atol_true[sel])
+            needs = (keep.sum(dim=-1) < live_count) | bites
+            if bool(needs.any()):  # host sync
+                _truncated_pinv(f, lam, vecs, keep, r[sel], None if atol_true is None else atol_true[sel])
     return f
 
 

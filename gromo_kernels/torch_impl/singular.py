@@ -1,13 +1,15 @@
 """Leading singular triplets of a batch of matrices: the full SVD, or only the top k with a checked
-block subspace iteration (the new-neuron solve keeps at most ``max_neurons`` of them).
+block Krylov method (the new-neuron solve keeps at most ``max_neurons`` of them).
 
-Top k: a block of l = k + max(k, 8) fixed probe vectors is iterated, Y ← P·orth(Pᵀ·orth(Y)), then
-a Rayleigh–Ritz step (the SVD of the small l × t matrix QᵀP) gives triplets with Pᵀu = σv exactly
-and a residual ρ_i = ‖P v_i − σ_i u_i‖ that bounds the error: |σ̃_i − σ_i| ≤ ρ_i, and the angle of a
-singular vector ≤ ρ_i / gap_i. Iteration stops once ρ_i ≤ TOPK_RTOL·σ_i for the k wanted triplets
-(checked every other step); an element that has not converged after TOPK_MAX_ITERATIONS steps is
-decomposed by the full SVD instead. Each step costs two (s × t) by (t × l) products, against the
-O(s·t·min(s, t)) of a full SVD.
+Top k: with a block of l = k + max(k, 8) fixed probe vectors Ω, the Krylov basis
+Q = orth[PΩ, (PPᵀ)PΩ, …, (PPᵀ)^q PΩ] (each block orthonormalised as it is made), then a
+Rayleigh–Ritz step (the SVD of the small QᵀP) gives triplets with Pᵀu = σv exactly and a residual
+ρ_i = ‖P v_i − σ_i u_i‖ that bounds the error: |σ̃_i − σ_i| ≤ ρ_i, and the angle of a singular
+vector ≤ ρ_i / gap_i. A Krylov space converges like a Chebyshev polynomial in the spectral gap, so
+even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) needs only a few blocks,
+where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
+triplets; otherwise the space grows (q doubles) up to half of min(s, t); an element still not
+converged is decomposed by the full SVD instead.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import functools
 
 import torch
 
-__all__ = ["singular_triplets", "TOPK_RTOL", "TOPK_MAX_ITERATIONS"]
+__all__ = ["singular_triplets", "TOPK_RTOL", "TOPK_BLOCKS", "uses_top_k"]
 
-# Residual ρ_i / σ_i accepted for a wanted triplet: results agree with a full fp64 SVD to ~1e-10.
-TOPK_RTOL = 1e-11
-TOPK_MAX_ITERATIONS = 60
-# Top-k is worth it only when the block is small against min(s, t).
-TOPK_MAX_FRACTION = 0.25
+# Residual ρ_i / σ_1 accepted for a wanted triplet: σ to ρ, singular subspaces to ρ/gap (far below
+# the rounding of fp32 statistics).
+TOPK_RTOL = 1e-7
+# Krylov blocks of the first try (doubled on a failed residual check).
+TOPK_BLOCKS = 6
+# Top-k is worth it only when the first Krylov space is small against min(s, t).
+TOPK_MAX_FRACTION = 0.5
+TOPK_MIN_SIZE = 96
 
 
 @functools.lru_cache(maxsize=32)
@@ -42,39 +47,59 @@ def _block(k: int, n_min: int) -> int:
 
 def uses_top_k(k: int | None, s_dim: int, t_dim: int) -> bool:
     """Whether ``singular_triplets`` takes the iterative path for these sizes."""
-    return k is not None and k > 0 and _block(k, min(s_dim, t_dim)) <= TOPK_MAX_FRACTION * min(s_dim, t_dim)
+    n_min = min(s_dim, t_dim)
+    return (k is not None and k > 0 and n_min >= TOPK_MIN_SIZE
+            and _block(k, n_min) * (TOPK_BLOCKS + 1) <= TOPK_MAX_FRACTION * n_min)
+
+
+def _krylov_basis(p: torch.Tensor, l: int, blocks: int) -> torch.Tensor:
+    b, s_dim, t_dim = p.shape
+    y = _orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))
+    basis = [y]
+    for _ in range(blocks):
+        y = _orth(p @ (p.mT @ y))
+        basis.append(y)
+    return _orth(torch.cat(basis, dim=-1))
 
 
 def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """u (B, s, r), σ (B, r) descending, vh (B, r, t) of p (B, s, t): all r = min(s, t) triplets
-    (``k`` None or too large for the iteration to pay), else at least the top ``k`` (r = block)."""
+    (``k`` None or too large for the iteration to pay), else the top l ≥ k (r = l)."""
     b, s_dim, t_dim = p.shape
     if not uses_top_k(k, s_dim, t_dim):
         return torch.linalg.svd(p, full_matrices=False)
-    l = _block(k, min(s_dim, t_dim))
-    y = p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l)
+    n_min = min(s_dim, t_dim)
+    l = _block(k, n_min)
+    blocks = TOPK_BLOCKS
     converged = torch.zeros(b, dtype=torch.bool, device=p.device)
-    for step in range(TOPK_MAX_ITERATIONS):
-        q = _orth(y)
-        z = _orth(p.mT @ q)
-        y = p @ z
-        if step % 2 == 1:
-            u, sig, vh, rho = _rayleigh_ritz(p, _orth(y))
-            converged = (rho[:, :k] <= TOPK_RTOL * sig[:, :k]).all(dim=-1)
-            if bool(converged.all()):  # host sync every other step
-                return u, sig, vh
-    u, sig, vh, _ = _rayleigh_ritz(p, _orth(y))
+    while True:
+        u, sig, vh, rho = _rayleigh_ritz(p, _krylov_basis(p, l, blocks))
+        u, sig, vh, rho = u[..., :l], sig[..., :l], vh[..., :l, :], rho[..., :l]
+        converged = (rho[:, :k] <= TOPK_RTOL * sig[:, :1]).all(dim=-1)
+        if bool(converged.all()):  # host sync per try
+            return u, sig, vh
+        blocks *= 2
+        if l * (blocks + 1) > TOPK_MAX_FRACTION * n_min:
+            break
     idx = (~converged).nonzero().squeeze(1)
     fu, fs, fvh = torch.linalg.svd(p[idx], full_matrices=False)
     u, sig, vh = u.clone(), sig.clone(), vh.clone()
     u[idx], sig[idx], vh[idx] = fu[..., :l], fs[..., :l], fvh[..., :l, :]
     return u, sig, vh
-
-
 def _rayleigh_ritz(p: torch.Tensor, q: torch.Tensor):
-    """Triplets of p on the column space of q (B, s, l), and their residuals ρ (B, l)."""
-    small = q.mT @ p  # (B, l, t)
-    ub, sig, vh = torch.linalg.svd(small, full_matrices=False)
+    """Triplets of p on the column space of q (B, s, m), and their residuals ρ (B, m).
+
+    The small SVD of QᵀP (m × t) through the eigh of its (m × m) Gram matrix: several times faster
+    than LAPACK's SVD at these shapes. Squaring costs accuracy only for σ_i ≲ 1e-4·σ₁, and ρ is
+    computed from the triplets themselves, so such a loss can only fail the check (never pass it).
+    """
+    small = q.mT @ p  # (B, m, t)
+    lam, ub = torch.linalg.eigh(small @ small.mT)
+    ub = ub.flip(-1)
+    rows = ub.mT @ small  # σ_i v_iᵀ
+    sig = torch.linalg.vector_norm(rows, dim=-1)
+    tiny = torch.finfo(p.dtype).tiny
+    vh = rows / sig.clamp_min(tiny).unsqueeze(-1)
     u = q @ ub
     rho = torch.linalg.vector_norm(p @ vh.mT - u * sig.unsqueeze(-2), dim=-2)
     return u, sig, vh, rho

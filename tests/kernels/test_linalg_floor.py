@@ -152,18 +152,20 @@ def test_absolute_threshold_reproduces_gromo_where_nothing_is_noise(generator):
 
 
 def test_top_k_equals_the_full_svd_on_the_kept_neurons(generator):
-    s = random_psd(160, "geometric", cond=1e3, generator=generator)
-    n = torch.randn(160, 150, generator=generator, dtype=F64)
-    assert singular.uses_top_k(4, 160, 150)
+    s = random_psd(300, "geometric", cond=1e3, generator=generator)
+    n = torch.randn(300, 260, generator=generator, dtype=F64)
+    assert singular.uses_top_k(4, 300, 260)
     top = gk.optimal_added_neurons(s, n, max_neurons=4, statistical_threshold=0.0)
     full = gk.optimal_added_neurons(s, n, statistical_threshold=0.0)
     torch.testing.assert_close(top.sigma, full.sigma[:4], rtol=1e-9, atol=0)
-    torch.testing.assert_close(top.alpha, full.alpha[:4], rtol=1e-7, atol=1e-7 * float(full.alpha.abs().max()))
+    # Singular vectors to ρ/gap with ρ ≤ TOPK_RTOL·σ₁.
+    torch.testing.assert_close(top.alpha, full.alpha[:4], rtol=1e-4, atol=1e-4 * float(full.alpha.abs().max()))
 
 
 def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, monkeypatch):
-    p = torch.randn(2, 120, 100, generator=generator, dtype=F64)
-    monkeypatch.setattr(singular, "TOPK_MAX_ITERATIONS", 1)
+    p = torch.randn(2, 300, 260, generator=generator, dtype=F64)
+    assert singular.uses_top_k(3, 300, 260)
+    monkeypatch.setattr(singular, "TOPK_RTOL", 0.0)  # never accepted: the full SVD answers
     u, sig, vh = singular.singular_triplets(p, 3)
     full = torch.linalg.svdvals(p)
     torch.testing.assert_close(sig[:, :3], full[:, :3], rtol=1e-12, atol=0)
