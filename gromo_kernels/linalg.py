@@ -1,21 +1,36 @@
 """Public solves: validate -> pick the work dtype -> call the batched torch path.
 
-The growth step ends in a few dense solves per layer (gromo_math.md §4, §5). GroMo runs them layer by
-layer in fp32 with absolute thresholds (LU, then an SVD pinv on an exactly zero pivot, then an fp64
-retry on a negative decrease; eigh with a jitter retry). Here every solve is the *cutoff
-pseudo-inverse* of a symmetric PSD matrix,
+The growth step ends in a few dense solves per layer (TINY, TMLR 2024, eqs. 5–9). GroMo runs them
+layer by layer in fp32 with absolute thresholds (LU, then an SVD pinv on an exactly zero pivot, then
+an fp64 retry on a negative decrease; eigh with an absolute eigenvalue threshold). Here every solve
+is a pseudo-inverse of a symmetric PSD matrix whose kept directions follow the **precision floor**
+by default:
 
-    S⁺ = Σ_{λ > cutoff} v vᵀ / λ,   cutoff = max(atol, rtol·‖S‖₂),   rtol = d·ε(dtype S arrived in),
+    Ŝ = D^{-1/2} S D^{-1/2} (D = diag S; dead features, S_ii = 0, dropped),
+    keep the eigen-directions with λ(Ŝ) > max(32·ε, 2·|most negative eigenvalue of Ŝ|),
 
-computed by Cholesky where that is provably the same thing and by eigh elsewhere
-(gromo_kernels/torch_impl/linalg.py has the numerics). Consequences:
+ε the epsilon of the dtype S arrived in (the dtype it was accumulated or rounded in), and return
+the minimum-norm solution of the truncated system. Why: fp32 rounding of a statistic is relative
+per entry, so it is uniform once S is scaled by its diagonal; measured on 105 real layer statistics
+and 100 synthetic cases, the per-direction noise of Ŝ is at most 13.5·ε, null-space noise lies within
+±21·ε and genuine eigenvalues are ≥ 212·ε in all but two cases. A cutoff relative to λ_max
+(``rtol·‖S‖₂``) instead throws away well-determined directions of ordinary trained layers (κ 1e4–1e5),
+and no cutoff (GroMo) inverts rounding noise on rank-deficient ones. The fast path is Cholesky on Ŝ
+where its λ_min estimate clears 3× the floor (the numerics live in gromo_kernels.torch_impl).
+
+An explicit ``rtol`` selects the relative rule ``λ(S) > max(atol, rtol·‖S‖₂)`` instead (``rtol=0.0``
+with an absolute threshold is GroMo's rule). ``atol`` / ``threshold`` / ``numerical_threshold`` are
+absolute thresholds on the eigenvalues of S itself, applied on top of the floor (on the truncated S's
+eigenvalues: exactly S's where the floor cuts nothing). Consequences:
 
 * a PSD S never yields NaN or a negative first-order decrease (tr(Mᵀ S⁺ M) is a sum of squares);
-* rounding noise of an fp32 S is not inverted even when the solve runs in fp64 (the default rtol
-  follows the dtype S *arrived* in);
-* thresholds are relative: rank and used_pinv do not change under S -> 10^k·S;
+* rounding noise of an fp32 S is not inverted even when the solve runs in fp64;
+* the floor is scale-free: rank and used_pinv do not change under S -> 10^k·S or a rescaling of
+  features;
 * leading batch dimensions are solved in one batched call; lists of layers of different shapes are
   grouped by shape (one batched call per distinct shape) and returned in order;
+* ``optimal_added_neurons`` with ``max_neurons`` computes only the top singular triplets (a checked
+  block Krylov method, falling back to the full SVD);
 * ``dtype=None`` / ``torch.float64`` runs in fp64. ``dtype=torch.float32`` runs the Cholesky path in
   fp32 (forward error ≈ 0.1·κ·ε₃₂, about what the fp32 rounding of S itself causes) and solves in
   fp64 every batch element that needs the pseudo-inverse (an fp32 eigh near the cutoff is 10–400×
@@ -79,8 +94,10 @@ def factorization_cache(max_bytes: int = 2**30):
     Yields:
         the cache (``hits`` and ``misses`` count matrices looked up; ``len()`` and ``nbytes()``).
         A nested block reuses the outer one (and its max_bytes). Entries are dropped when the
-        outermost block closes; their CPU buffers are pooled for the next block of the same thread
-        (``gromo_kernels.torch_impl.linalg.clear_workspace()`` releases them). A thread or task that
+        outermost block closes; their CPU buffers go back to the solves' buffer pool for the next
+        block: one budget for all threads, 512 MiB by default (environment variable
+        ``GROMO_KERNELS_SOLVE_BUFFER_BYTES``, or ``gromo_kernels.torch_impl.linalg.set_buffer_budget``;
+        ``clear_workspace()`` releases the idle buffers). A thread or task that
         inherited the block's context stops caching when the block closes; none may still be
         solving in it at that moment.
     Raises:
@@ -99,7 +116,7 @@ def factorization_cache(max_bytes: int = 2**30):
 
 
 def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> SolveResult:
-    """X = S⁺M with S⁺ the pseudo-inverse over eigenvalues λ > max(atol, rtol·‖S‖₂).
+    """X = S⁺M with S⁺ the pseudo-inverse over the kept directions (precision floor by default).
 
     S (..., d, d) symmetric PSD, M (..., d, k) -> SolveResult(x (..., d, k), rank (...), used_pinv (...)).
     Cholesky where S is numerically positive definite (its smallest eigenvalue clears the cutoff by a
@@ -109,10 +126,11 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
     Args:
         S: symmetric PSD matrices (sums or means of statistics), any float dtype.
         M: right-hand sides, same dtype and device, same batch dimensions.
-        rtol: relative cutoff (float or tensor broadcastable to the batch). Default d·ε of the dtype
-            S arrived in (fp32: d·1.19e-7), NOT of the solve dtype: the rounding noise of an fp32 S
-            must not be inverted (an fp64 cutoff on fp32 data gives a solution ~1e9× too large).
-        atol: absolute cutoff, default 0.
+        rtol: None (default): the precision floor of the module docstring, with ε of the dtype S
+            arrived in (NOT of the solve dtype: the rounding noise of an fp32 S must not be
+            inverted). A float or tensor broadcastable to the batch: the relative rule
+            λ > max(atol, rtol·‖S‖₂).
+        atol: absolute cutoff on λ(S), default 0.
         dtype: None / torch.float64 (solve in fp64) or torch.float32 (fp32 Cholesky; pseudo-inverse
             elements and elements failing their residual or resolution check solved in fp64).
         check_finite: raise on NaN/Inf in S or M.
@@ -158,17 +176,17 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
 
 
 def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True) -> InvSqrtResult:
-    """R = V diag(λ^{-1/2}) Vᵀ over the kept eigenvalues λ > max(threshold, rtol·‖S‖₂) (strict).
+    """The symmetric square root of S's pseudo-inverse over the kept directions (strict thresholds).
 
     S (..., d, d) symmetric PSD -> InvSqrtResult(r (..., d, d), rank (...)). The symmetric
-    pseudo-inverse square root of GroMo's ``sqrt_inverse_matrix_semi_positive`` (gromo_math.md
-    §5.4): ``threshold`` is its absolute threshold, ``rtol`` the relative one. GroMo's exact rule
-    is ``threshold=numerical_threshold, rtol=0.0``.
+    pseudo-inverse square root of GroMo's ``sqrt_inverse_matrix_semi_positive``: ``threshold`` is
+    its absolute threshold, ``rtol`` the relative one (default: the precision floor). GroMo's exact
+    rule is ``threshold=numerical_threshold, rtol=0.0``.
 
     Args:
         S: symmetric PSD matrices, any float dtype.
         threshold: absolute cutoff, default 0.
-        rtol: relative cutoff, default d·ε of the dtype S arrived in.
+        rtol: None (the precision floor) or the relative cutoff.
         dtype: None / torch.float64 or torch.float32 (fp32 eigh, fp64 where fp32 cannot resolve the
             kept spectrum; see the module docstring).
         check_finite: raise on NaN/Inf.
@@ -205,7 +223,7 @@ def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True)
 
 
 def optimal_delta(S, M, *, E=None, force_pinv=False, dtype=None, rtol=None, atol=None, check_finite=True):
-    """Natural-gradient update Δ = E⁺ (S⁺ M)ᵀ and first-order decrease tr(M Δ) (gromo_math.md §4.1).
+    """Natural-gradient update Δ = E⁺ (S⁺ M)ᵀ and first-order decrease tr(M Δ) (TINY, eq. 6).
 
     S (..., D, D), M (..., D, o), E (..., o, o) or None -> DeltaResult(delta (..., o, D),
     decrease (...), used_pinv (...)). Lists ``S=[S_i], M=[M_i], E=[E_i] or None`` of layers of
@@ -224,7 +242,7 @@ def optimal_delta(S, M, *, E=None, force_pinv=False, dtype=None, rtol=None, atol
         force_pinv: use the eigh pseudo-inverse for S (and E) even where Cholesky applies (GroMo's
             ``force_pseudo_inverse``); the result differs only where S is ill-conditioned.
         dtype: None / torch.float64 or torch.float32 (with fp64 escalation).
-        rtol: relative cutoff for S and E; default D·ε (S) and o·ε (E) of the arrival dtype.
+        rtol: None (default): the precision floor for S and E; a float: the relative rule.
         atol: absolute cutoff for S and E, default 0.
         check_finite: raise on NaN/Inf.
     Returns:
@@ -319,7 +337,7 @@ def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite)
 def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical_threshold=1e-3,
                           max_neurons=None, ignore_singular_values=False, alpha_zero=False,
                           omega_zero=False, dtype=None, rtol=None, check_finite=True):
-    """TINY / GradMax new neurons (gromo_math.md §5.3): SVD of P = S^{+1/2} N E^{+1/2}.
+    """TINY / GradMax new neurons (TINY, eqs. 7–9): SVD of P = S^{+1/2} N E^{+1/2}.
 
     S (s, s) or None, N (s, t), E (t, t) or None -> AddedNeurons(alpha (k, s), omega (t, k),
     sigma (k,)) with k kept singular triplets: σ ≥ min(statistical_threshold, σ_max) (so at least
@@ -327,10 +345,11 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
     ``ignore_singular_values``); ``alpha_zero`` / ``omega_zero`` zero α / ω afterwards; ``S=None``
     means S = I (the GradMax preset).
 
-    Keep rules of S^{+1/2} and E^{+1/2}: eigenvalues λ > max(numerical_threshold, rtol·‖·‖₂).
-    The default rtol (s·ε resp. t·ε of the arrival dtype) is the stable behaviour: it only differs
-    from GroMo where GroMo would invert rounding noise. ``rtol=0.0`` is GroMo's exact rule
-    (absolute ``λ > numerical_threshold``, not scale-invariant).
+    Keep rules of S^{+1/2} and E^{+1/2}: by default the precision floor (module docstring) together
+    with GroMo's absolute ``λ > numerical_threshold`` (on the truncated matrix: exactly GroMo's rule
+    where the floor cuts nothing, so results differ from GroMo only where GroMo inverts rounding
+    noise). ``rtol=0.0`` is GroMo's exact rule (absolute only, not scale-invariant). With
+    ``max_neurons`` only the top triplets are computed (checked; the full SVD where the check fails).
 
     Sign convention (so results do not depend on the SVD driver): for each kept singular pair i,
     the largest-magnitude entry of α's row i (before the α = 0 of ``alpha_zero``) is positive, and
@@ -352,7 +371,7 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
         max_neurons: keep at most this many (None = no limit; 0 keeps none).
         ignore_singular_values, alpha_zero, omega_zero: GroMo's options.
         dtype: None / torch.float64 or torch.float32 (with fp64 escalation).
-        rtol: relative eigenvalue threshold (see above).
+        rtol: None (the precision floor) or a relative eigenvalue threshold (see above).
         check_finite: raise on NaN/Inf.
     Returns:
         AddedNeurons in the accumulate dtype of N (or a list, see above).

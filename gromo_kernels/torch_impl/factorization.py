@@ -434,11 +434,11 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, floor=None, r: torch.Tenso
                     lam_min_kept.to(torch.float64) * r[sel].amax(dim=-1) ** -2 <= atol_true[sel])
             needs = (keep.sum(dim=-1) < live_count) | bites
             if bool(needs.any()):  # host sync
-                _truncated_pinv(f, lam, vecs, keep, r[sel], None if atol_true is None else atol_true[sel])
+                _truncated_pinv(f, lam, vecs, keep, r[sel], None if atol_true is None else atol_true[sel], needs)
     return f
 
 
-def _truncated_pinv(f: PsdFactor, lam, vecs, keep, r: torch.Tensor, atol_true) -> None:
+def _truncated_pinv(f: PsdFactor, lam, vecs, keep, r: torch.Tensor, atol_true, needs: torch.Tensor) -> None:
     """Precision-floor eigh elements: the factor of the Euclidean pseudo-inverse of the truncated S.
 
     Truncating S' = R S R to its kept eigenpairs (λ_k, V_k) truncates S to S_k = R⁻¹V_k Λ_k V_kᵀR⁻¹;
@@ -447,11 +447,14 @@ def _truncated_pinv(f: PsdFactor, lam, vecs, keep, r: torch.Tensor, atol_true) -
     Λ_k^{-1/2}T⁻¹Qᵀ. Where an absolute threshold on λ(S) can bite, K = TΛ_kTᵀ = ZΓZᵀ instead (Γ the
     eigenvalues of S_k) and W_true = diag(γ > atol)·Γ^{-1/2}ZᵀQᵀ. Stored in S' units (W = W_true·R⁻¹)
     so the drivers' R scaling applies unchanged. lam (n, d) ascending, vecs (n, d, d) or a list,
-    keep (n, d), r (n, d) float64, atol_true (n,) float64 or None.
+    keep (n, d), r (n, d) float64, atol_true (n,) float64 or None; only the elements ``needs``
+    (n,) are changed (the others keep R·S'⁺·R, so a batched call equals a loop of single ones).
     """
     f64 = torch.float64
-    if not isinstance(vecs, torch.Tensor):
-        vecs = torch.stack(list(vecs))
+    sub = needs.nonzero().squeeze(1)
+    vecs_all = vecs if isinstance(vecs, torch.Tensor) else torch.stack(list(vecs))
+    lam, vecs, keep, r = lam[sub], vecs_all[sub], keep[sub], r[sub]
+    atol_true = None if atol_true is None else atol_true[sub]
     lam_d, vecs_d, keep_d = lam.flip(-1).to(f64), vecs.flip(-1).to(f64), keep.flip(-1)
     r_inv = torch.where(r > 0, 1.0 / torch.where(r > 0, r, torch.ones_like(r)), torch.zeros_like(r))
     a = r_inv.unsqueeze(-1) * vecs_d * keep_d.unsqueeze(-2).to(f64)
@@ -481,8 +484,13 @@ def _truncated_pinv(f: PsdFactor, lam, vecs, keep, r: torch.Tensor, atol_true) -
             weights[idx] = torch.where(keep2, gamma.clamp_min(tiny).rsqrt(), torch.zeros_like(gamma))
             keep_d = keep_d.clone()
             keep_d[idx] = keep2
-    full = slice(None) if f.eig_idx is None else f.eig_idx
-    f.vecs = (r_inv.unsqueeze(-1) * vecs_true).to(f.dtype)
-    f.weights = weights.to(f.dtype).unsqueeze(-1)
-    f.keep = keep_d
+    full = sub if f.eig_idx is None else f.eig_idx[sub]
+    # W_true in S' units, in eigh's ascending order (so project_kept and the kept mask line up).
+    new_vecs = (r_inv.unsqueeze(-1) * vecs_true).flip(-1).to(f.dtype)
+    f.vecs = vecs_all.clone()
+    f.vecs[sub] = new_vecs
+    f.weights = f.weights.clone()
+    f.weights[sub] = weights.flip(-1).to(f.dtype).unsqueeze(-1)
+    f.keep = f.keep.clone()
+    f.keep[sub] = keep_d.flip(-1)
     f.rank[full] = keep_d.sum(dim=-1)
