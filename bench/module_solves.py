@@ -182,7 +182,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n-conv", type=int, default=16, help="batch of the conv cases")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = [
         ("Linear pair 512→256→512", linear_pair),
         ("Restricted pair 64→64→64", lambda: conv_chain(RestrictedConv2dGrowingModule, 2, args.n_conv)),
