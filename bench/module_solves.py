@@ -25,6 +25,7 @@ import statistics
 import time
 import warnings
 
+import gromo_style_solves as gromo_style
 import torch
 from torch import nn
 
@@ -33,8 +34,6 @@ import gromo_kernels as gk
 from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule
 from gromo_kernels.testing import exact_delta
-
-import gromo_style_solves as gromo_style
 
 K = 8
 

@@ -17,12 +17,12 @@ import argparse
 import math
 import warnings
 
+import gromo_style_solves as gromo_style
 import torch
+from real_layers import conv_chain_cases, digits_mlp_cases
 
 import gromo_kernels as gk
-import gromo_style_solves as gromo_style
 from gromo_kernels.testing import delta_errors, exact_added_neurons, exact_delta, neuron_errors, random_psd
-from real_layers import conv_chain_cases, digits_mlp_cases
 
 F64 = torch.float64
 K = 4

@@ -52,7 +52,6 @@ Empty batches and zero-sized d/k/o/s/t return empty (or zero) results without a 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 

@@ -118,7 +118,7 @@ def _new(numel: int, dtype: torch.dtype) -> torch.Tensor:
     buf = torch.empty(numel, dtype=dtype)
     if pooled:
         weakref.finalize(buf, _released, nbytes)
-        buf._gromo_pooled = True  # noqa: SLF001 - marks buffers that may go back to the pool
+        buf._gromo_pooled = True
     return buf
 
 

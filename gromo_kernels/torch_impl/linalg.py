@@ -92,7 +92,7 @@ class Rule(NamedTuple):
     def jacobi(self) -> bool:
         return self.rtol is None
 
-    def select(self, idx) -> "Rule":
+    def select(self, idx) -> Rule:
         return Rule(None if self.atol is None else self.atol[idx], None if self.rtol is None else self.rtol[idx],
                     self.floor)
 

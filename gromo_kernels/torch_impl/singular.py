@@ -53,7 +53,7 @@ def uses_top_k(k: int | None, s_dim: int, t_dim: int) -> bool:
 
 
 def _krylov_basis(p: torch.Tensor, l: int, blocks: int) -> torch.Tensor:
-    b, s_dim, t_dim = p.shape
+    b, _, t_dim = p.shape
     y = _orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))
     basis = [y]
     for _ in range(blocks):
@@ -94,7 +94,7 @@ def _rayleigh_ritz(p: torch.Tensor, q: torch.Tensor):
     computed from the triplets themselves, so such a loss can only fail the check (never pass it).
     """
     small = q.mT @ p  # (B, m, t)
-    lam, ub = torch.linalg.eigh(small @ small.mT)
+    _, ub = torch.linalg.eigh(small @ small.mT)
     ub = ub.flip(-1)
     rows = ub.mT @ small  # σ_i v_iᵀ
     sig = torch.linalg.vector_norm(rows, dim=-1)

@@ -12,9 +12,8 @@ import torch
 
 import gromo_kernels as gk
 from gromo.utils.tools import optimal_delta as gromo_optimal_delta
-from gromo_kernels.testing import (delta_errors, exact_added_neurons, exact_delta, neuron_errors, random_psd)
-from gromo_kernels.torch_impl import buffers
-from gromo_kernels.torch_impl import singular
+from gromo_kernels.testing import delta_errors, exact_added_neurons, exact_delta, neuron_errors, random_psd
+from gromo_kernels.torch_impl import buffers, singular
 
 from .real_layers import conv_chain_cases, digits_mlp_cases
 
