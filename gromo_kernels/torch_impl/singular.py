@@ -8,7 +8,7 @@ Rayleigh–Ritz step (the SVD of the small QᵀP) gives triplets with Pᵀu = σ
 vector ≤ ρ_i / gap_i. A Krylov space converges like a Chebyshev polynomial in the spectral gap, so
 even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) needs only a few blocks,
 where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
-triplets; otherwise the space grows (q doubles) up to half of min(s, t); an element still not
+triplets; otherwise the space grows (by TOPK_BLOCKS/2 blocks a try) up to half of min(s, t); an element still not
 converged is decomposed by the full SVD instead.
 """
 
@@ -23,8 +23,8 @@ __all__ = ["singular_triplets", "TOPK_RTOL", "TOPK_BLOCKS", "uses_top_k"]
 # Residual ρ_i / σ_1 accepted for a wanted triplet: σ to ρ, singular subspaces to ρ/gap (far below
 # the rounding of fp32 statistics).
 TOPK_RTOL = 1e-7
-# Krylov blocks of the first try (doubled on a failed residual check).
-TOPK_BLOCKS = 6
+# Krylov blocks of the first try (grown by half as many on each failed residual check).
+TOPK_BLOCKS = 8
 # Top-k is worth it only when the first Krylov space is small against min(s, t).
 TOPK_MAX_FRACTION = 0.5
 TOPK_MIN_SIZE = 96
@@ -78,7 +78,7 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
         converged = (rho[:, :k] <= TOPK_RTOL * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
             return u, sig, vh
-        blocks *= 2
+        blocks += TOPK_BLOCKS // 2
         if l * (blocks + 1) > TOPK_MAX_FRACTION * n_min:
             break
     idx = (~converged).nonzero().squeeze(1)
