@@ -1,21 +1,36 @@
 """Public solves: validate -> pick the work dtype -> call the batched torch path.
 
-The growth step ends in a few dense solves per layer (gromo_math.md §4, §5). GroMo runs them layer by
-layer in fp32 with absolute thresholds (LU, then an SVD pinv on an exactly zero pivot, then an fp64
-retry on a negative decrease; eigh with a jitter retry). Here every solve is the *cutoff
-pseudo-inverse* of a symmetric PSD matrix,
+The growth step ends in a few dense solves per layer (TINY, TMLR 2024, eqs. 5–9). GroMo runs them
+layer by layer in fp32 with absolute thresholds (LU, then an SVD pinv on an exactly zero pivot, then
+an fp64 retry on a negative decrease; eigh with an absolute eigenvalue threshold). Here every solve
+is a pseudo-inverse of a symmetric PSD matrix whose kept directions follow the **precision floor**
+by default:
 
-    S⁺ = Σ_{λ > cutoff} v vᵀ / λ,   cutoff = max(atol, rtol·‖S‖₂),   rtol = d·ε(dtype S arrived in),
+    Ŝ = D^{-1/2} S D^{-1/2} (D = diag S; dead features, S_ii = 0, dropped),
+    keep the eigen-directions with λ(Ŝ) > max(32·ε, 2·|most negative eigenvalue of Ŝ|),
 
-computed by Cholesky where that is provably the same thing and by eigh elsewhere
-(gromo_kernels/torch_impl/linalg.py has the numerics). Consequences:
+ε the epsilon of the dtype S arrived in (the dtype it was accumulated or rounded in), and return
+the minimum-norm solution of the truncated system. Why: fp32 rounding of a statistic is relative
+per entry, so it is uniform once S is scaled by its diagonal; measured on 105 real layer statistics
+and 100 synthetic cases, the per-direction noise of Ŝ is at most 13.5·ε, null-space noise lies within
+±21·ε and genuine eigenvalues are ≥ 212·ε in all but two cases. A cutoff relative to λ_max
+(``rtol·‖S‖₂``) instead throws away well-determined directions of ordinary trained layers (κ 1e4–1e5),
+and no cutoff (GroMo) inverts rounding noise on rank-deficient ones. The fast path is Cholesky on Ŝ
+where its λ_min estimate clears 3× the floor (the numerics live in gromo_kernels.torch_impl).
+
+An explicit ``rtol`` selects the relative rule ``λ(S) > max(atol, rtol·‖S‖₂)`` instead (``rtol=0.0``
+with an absolute threshold is GroMo's rule). ``atol`` / ``threshold`` / ``numerical_threshold`` are
+absolute thresholds on the eigenvalues of S itself, applied on top of the floor (on the truncated S's
+eigenvalues: exactly S's where the floor cuts nothing). Consequences:
 
 * a PSD S never yields NaN or a negative first-order decrease (tr(Mᵀ S⁺ M) is a sum of squares);
-* rounding noise of an fp32 S is not inverted even when the solve runs in fp64 (the default rtol
-  follows the dtype S *arrived* in);
-* thresholds are relative: rank and used_pinv do not change under S -> 10^k·S;
+* rounding noise of an fp32 S is not inverted even when the solve runs in fp64;
+* the floor is scale-free: rank and used_pinv do not change under S -> 10^k·S or a rescaling of
+  features;
 * leading batch dimensions are solved in one batched call; lists of layers of different shapes are
   grouped by shape (one batched call per distinct shape) and returned in order;
+* ``optimal_added_neurons`` with ``max_neurons`` computes only the top singular triplets (a checked
+  block Krylov method, falling back to the full SVD);
 * ``dtype=None`` / ``torch.float64`` runs in fp64. ``dtype=torch.float32`` runs the Cholesky path in
   fp32 (forward error ≈ 0.1·κ·ε₃₂, about what the fp32 rounding of S itself causes) and solves in
   fp64 every batch element that needs the pseudo-inverse (an fp32 eigh near the cutoff is 10–400×
@@ -37,164 +52,18 @@ Empty batches and zero-sized d/k/o/s/t return empty (or zero) results without a 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
+from . import _solve_args as _args
 from ._precision import accumulate_dtype
 from ._validation import check_flag, check_same_device_dtype, check_tensor
 from .results import AddedNeurons, DeltaResult, InvSqrtResult, SolveResult
 from .torch_impl import factor_cache as _factor_cache
 from .torch_impl import linalg as _impl
+from .torch_impl.factorization import precision_floor
 
 __all__ = ["solve_psd", "psd_inv_sqrt", "optimal_delta", "optimal_added_neurons", "factorization_cache"]
-
-_WORK_DTYPES = (torch.float32, torch.float64)
-# Asymmetry (× max|S|) below this many ulps is the rounding of the product that built S: no warning.
-_SILENT_ASYMMETRY_ULPS = 64
-
-
-# ----------------------------------------------------------------------------------------------
-# Argument checks
-# ----------------------------------------------------------------------------------------------
-
-
-def _work_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float64
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {type(dtype).__name__}")
-    if dtype not in _WORK_DTYPES:
-        raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}")
-    return dtype
-
-
-def _nonneg_number(name: str, value, *, allow_none: bool = True):
-    """A real number ≥ 0 (or None); tensors are accepted for thresholds that vary per batch element."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, torch.Tensor):
-        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            raise TypeError(f"{name} must be a float or a floating tensor, got {value.dtype}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative float, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite non-negative float, got {value!r}")
-    return float(value)
-
-
-def _square(name: str, t: torch.Tensor, hint: str) -> int:
-    if t.shape[-1] != t.shape[-2]:
-        raise ValueError(f"{name} must be square {hint}, got shape {tuple(t.shape)}")
-    return t.shape[-1]
-
-
-def _same_batch(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    if tuple(t.shape[:-2]) != tuple(ref.shape[:-2]):
-        raise ValueError(
-            f"{name} has batch dimensions {tuple(t.shape[:-2])} but {ref_name} has {tuple(ref.shape[:-2])}"
-        )
-
-
-def _threshold_batch(name: str, value, default: float, batch: tuple, like: torch.Tensor) -> torch.Tensor:
-    """A per-element threshold (B,) in the accumulate dtype of ``like`` (no host sync)."""
-    acc = accumulate_dtype(like.dtype)
-    b = math.prod(batch)
-    if value is None:
-        return torch.full((b,), default, dtype=acc, device=like.device)
-    if isinstance(value, torch.Tensor):
-        try:
-            t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
-        except RuntimeError:
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} does not broadcast to the batch shape {batch}"
-            ) from None
-        return t.reshape(b)
-    return torch.full((b,), value, dtype=acc, device=like.device)
-
-
-def _screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: int = 4) -> bool:
-    """NaN/Inf, symmetry and threshold checks with ONE host synchronisation.
-
-    items: (name, tensor (B, ...), symmetric?) with a flattened batch; thresholds: (name, (B,)).
-    Raises ValueError naming the argument (and the batch element); warns for rounding asymmetry.
-    Returns whether every symmetric item is exactly symmetric (the solve then skips (S + Sᵀ)/2).
-    """
-    flags, what = [], []
-    for name, t, symmetric in items:
-        if t is None or t.numel() == 0:
-            continue
-        # max|t| is inf/NaN exactly when t holds Inf/NaN: one pass serves both checks.
-        amax = _impl.max_abs(t).to(torch.float64)
-        if check_finite:
-            flags.append((~torch.isfinite(amax)).to(torch.float64))
-            what.append(("finite", name))
-        if symmetric:
-            asym = _impl.asymmetry(t).to(torch.float64)
-            rel = torch.where(amax > 0, asym / torch.where(amax > 0, amax, torch.ones_like(amax)), asym)
-            # NaN/Inf (only reachable with check_finite=False) is not an asymmetry.
-            rel = torch.nan_to_num(rel, nan=0.0, posinf=0.0)
-            flags.append(rel)
-            eps = torch.finfo(t.dtype).eps
-            what.append(("symmetric", name, eps ** 0.5, _SILENT_ASYMMETRY_ULPS * eps))
-    for name, t in thresholds:
-        if isinstance(t, torch.Tensor) and t.numel():
-            flags.append(((t < 0) | ~torch.isfinite(t)).to(torch.float64).reshape(-1))
-            what.append(("threshold", name))
-    if not flags:
-        return True
-    values = torch.stack(flags).tolist()  # every row has one entry per batch element
-    exactly_symmetric = True
-    for info, row in zip(what, values):
-        kind, name = info[0], info[1]
-        if kind == "finite":
-            bad = [i for i, v in enumerate(row) if v > 0]
-            if bad:
-                raise ValueError(f"{element_name(name, bad[0])} contains NaN or Inf")
-        elif kind == "threshold":
-            if any(v > 0 for v in row):
-                raise ValueError(f"{name} must be finite and non-negative")
-        else:
-            limit, silent = info[2], info[3]
-            worst = max(range(len(row)), key=row.__getitem__)
-            exactly_symmetric = exactly_symmetric and row[worst] == 0
-            if row[worst] > limit:
-                raise ValueError(
-                    f"{element_name(name, worst)} is not symmetric: max |{name} − {name}ᵀ| is "
-                    f"{row[worst]:.3g} × max |{name}| (rounding allows {limit:.1g})"
-                )
-            if row[worst] > silent:
-                warnings.warn(
-                    f"{element_name(name, worst)} is not exactly symmetric (max |{name} − {name}ᵀ| = "
-                    f"{row[worst]:.3g} × max |{name}|, rounding-sized); using ({name} + {name}ᵀ)/2",
-                    UserWarning,
-                    stacklevel=stacklevel,
-                )
-    return exactly_symmetric
-
-
-def _plain_name(name: str, index: int) -> str:
-    return name
-
-
-def _batched_name(batch: tuple):
-    if len(batch) == 0:
-        return _plain_name
-
-    def name_of(name: str, index: int) -> str:
-        return f"{name} (batch element {tuple(int(i) for i in _unravel(index, batch))})"
-
-    return name_of
-
-
-def _unravel(index: int, shape: tuple) -> list:
-    out = []
-    for size in reversed(shape):
-        out.append(index % size)
-        index //= size
-    return list(reversed(out))
-
 
 # ----------------------------------------------------------------------------------------------
 # Reuse of factorisations across calls
@@ -224,8 +93,10 @@ def factorization_cache(max_bytes: int = 2**30):
     Yields:
         the cache (``hits`` and ``misses`` count matrices looked up; ``len()`` and ``nbytes()``).
         A nested block reuses the outer one (and its max_bytes). Entries are dropped when the
-        outermost block closes; their CPU buffers are pooled for the next block of the same thread
-        (``gromo_kernels.torch_impl.linalg.clear_workspace()`` releases them). A thread or task that
+        outermost block closes; their CPU buffers go back to the solves' buffer pool for the next
+        block: one budget for all threads, 512 MiB by default (environment variable
+        ``GROMO_KERNELS_SOLVE_BUFFER_BYTES``, or ``gromo_kernels.torch_impl.linalg.set_buffer_budget``;
+        ``clear_workspace()`` releases the idle buffers). A thread or task that
         inherited the block's context stops caching when the block closes; none may still be
         solving in it at that moment.
     Raises:
@@ -244,7 +115,7 @@ def factorization_cache(max_bytes: int = 2**30):
 
 
 def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> SolveResult:
-    """X = S⁺M with S⁺ the pseudo-inverse over eigenvalues λ > max(atol, rtol·‖S‖₂).
+    """X = S⁺M with S⁺ the pseudo-inverse over the kept directions (precision floor by default).
 
     S (..., d, d) symmetric PSD, M (..., d, k) -> SolveResult(x (..., d, k), rank (...), used_pinv (...)).
     Cholesky where S is numerically positive definite (its smallest eigenvalue clears the cutoff by a
@@ -254,10 +125,11 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
     Args:
         S: symmetric PSD matrices (sums or means of statistics), any float dtype.
         M: right-hand sides, same dtype and device, same batch dimensions.
-        rtol: relative cutoff (float or tensor broadcastable to the batch). Default d·ε of the dtype
-            S arrived in (fp32: d·1.19e-7), NOT of the solve dtype: the rounding noise of an fp32 S
-            must not be inverted (an fp64 cutoff on fp32 data gives a solution ~1e9× too large).
-        atol: absolute cutoff, default 0.
+        rtol: None (default): the precision floor of the module docstring, with ε of the dtype S
+            arrived in (NOT of the solve dtype: the rounding noise of an fp32 S must not be
+            inverted). A float or tensor broadcastable to the batch: the relative rule
+            λ > max(atol, rtol·‖S‖₂).
+        atol: absolute cutoff on λ(S), default 0.
         dtype: None / torch.float64 (solve in fp64) or torch.float32 (fp32 Cholesky; pseudo-inverse
             elements and elements failing their residual or resolution check solved in fp64).
         check_finite: raise on NaN/Inf in S or M.
@@ -272,48 +144,48 @@ def solve_psd(S, M, *, rtol=None, atol=None, dtype=None, check_finite=True) -> S
     S = check_tensor("S", S, min_ndim=2, shape_hint="(..., d, d)")
     M = check_tensor("M", M, min_ndim=2, shape_hint="(..., d, k)")
     check_same_device_dtype(S=S, M=M)
-    d = _square("S", S, "(..., d, d)")
+    d = _args.square("S", S, "(..., d, d)")
     if M.shape[-2] != d:
         raise ValueError(f"M must have d = {d} rows (shape (..., {d}, k)), got shape {tuple(M.shape)}")
-    _same_batch("M", M, "S", S)
-    work = _work_dtype(dtype)
+    _args.same_batch("M", M, "S", S)
+    work = _args.work_dtype(dtype)
     check_flag("check_finite", check_finite)
-    rtol = _nonneg_number("rtol", rtol)
-    atol = _nonneg_number("atol", atol)
+    rtol = _args.nonneg_number("rtol", rtol)
+    atol = _args.nonneg_number("atol", atol)
     batch, k = tuple(S.shape[:-2]), M.shape[-1]
     b = math.prod(batch)
     out_dtype = accumulate_dtype(S.dtype)
-    rtol_b = _threshold_batch("rtol", rtol, d * torch.finfo(S.dtype).eps, batch, S)
-    atol_b = _threshold_batch("atol", atol, 0.0, batch, S)
+    rtol_b = _args.threshold_batch("rtol", rtol, None, batch, S)
+    atol_b = _args.threshold_batch("atol", atol, 0.0, batch, S)
     if b == 0 or d == 0:
-        _screen([("S", S.reshape(b, d, d), False), ("M", M.reshape(b, d, k), False)],
+        _args.screen([("S", S.reshape(b, d, d), False), ("M", M.reshape(b, d, k), False)],
                 [("rtol", rtol_b), ("atol", atol_b)], check_finite=check_finite,
-                element_name=_batched_name(batch))
+                element_name=_args.batched_name(batch))
         return SolveResult(
             torch.zeros(*batch, d, k, dtype=out_dtype, device=S.device),
             torch.zeros(batch, dtype=torch.int64, device=S.device),
             torch.zeros(batch, dtype=torch.bool, device=S.device),
         )
     s_flat, m_flat = S.detach().reshape(b, d, d), M.detach().reshape(b, d, k)
-    exact = _screen([("S", s_flat, True), ("M", m_flat, False)], [("rtol", rtol_b), ("atol", atol_b)],
-                    check_finite=check_finite, element_name=_batched_name(batch), stacklevel=3)
-    out = _impl.solve_psd_torch(s_flat, m_flat, atol=atol_b, rtol=rtol_b,
+    exact = _args.screen([("S", s_flat, True), ("M", m_flat, False)], [("rtol", rtol_b), ("atol", atol_b)],
+                    check_finite=check_finite, element_name=_args.batched_name(batch), stacklevel=3)
+    out = _impl.solve_psd_torch(s_flat, m_flat, atol=atol_b, rtol=rtol_b, floor=precision_floor(S.dtype),
                                 work_dtype=work, out_dtype=out_dtype, exactly_symmetric=exact)
     return SolveResult(out.x.reshape(*batch, d, k), out.rank.reshape(batch), out.used_pinv.reshape(batch))
 
 
 def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True) -> InvSqrtResult:
-    """R = V diag(λ^{-1/2}) Vᵀ over the kept eigenvalues λ > max(threshold, rtol·‖S‖₂) (strict).
+    """The symmetric square root of S's pseudo-inverse over the kept directions (strict thresholds).
 
     S (..., d, d) symmetric PSD -> InvSqrtResult(r (..., d, d), rank (...)). The symmetric
-    pseudo-inverse square root of GroMo's ``sqrt_inverse_matrix_semi_positive`` (gromo_math.md
-    §5.4): ``threshold`` is its absolute threshold, ``rtol`` the relative one. GroMo's exact rule
-    is ``threshold=numerical_threshold, rtol=0.0``.
+    pseudo-inverse square root of GroMo's ``sqrt_inverse_matrix_semi_positive``: ``threshold`` is
+    its absolute threshold, ``rtol`` the relative one (default: the precision floor). GroMo's exact
+    rule is ``threshold=numerical_threshold, rtol=0.0``.
 
     Args:
         S: symmetric PSD matrices, any float dtype.
         threshold: absolute cutoff, default 0.
-        rtol: relative cutoff, default d·ε of the dtype S arrived in.
+        rtol: None (the precision floor) or the relative cutoff.
         dtype: None / torch.float64 or torch.float32 (fp32 eigh, fp64 where fp32 cannot resolve the
             kept spectrum; see the module docstring).
         check_finite: raise on NaN/Inf.
@@ -323,75 +195,25 @@ def psd_inv_sqrt(S, *, threshold=None, rtol=None, dtype=None, check_finite=True)
         TypeError, ValueError: as solve_psd.
     """
     S = check_tensor("S", S, min_ndim=2, shape_hint="(..., d, d)")
-    d = _square("S", S, "(..., d, d)")
-    work = _work_dtype(dtype)
+    d = _args.square("S", S, "(..., d, d)")
+    work = _args.work_dtype(dtype)
     check_flag("check_finite", check_finite)
-    threshold = _nonneg_number("threshold", threshold)
-    rtol = _nonneg_number("rtol", rtol)
+    threshold = _args.nonneg_number("threshold", threshold)
+    rtol = _args.nonneg_number("rtol", rtol)
     batch = tuple(S.shape[:-2])
     b = math.prod(batch)
     out_dtype = accumulate_dtype(S.dtype)
-    rtol_b = _threshold_batch("rtol", rtol, d * torch.finfo(S.dtype).eps, batch, S)
-    atol_b = _threshold_batch("threshold", threshold, 0.0, batch, S)
+    rtol_b = _args.threshold_batch("rtol", rtol, None, batch, S)
+    atol_b = _args.threshold_batch("threshold", threshold, 0.0, batch, S)
     s_flat = S.detach().reshape(b, d, d)
-    exact = _screen([("S", s_flat, True)], [("rtol", rtol_b), ("threshold", atol_b)],
-                    check_finite=check_finite, element_name=_batched_name(batch), stacklevel=3)
+    exact = _args.screen([("S", s_flat, True)], [("rtol", rtol_b), ("threshold", atol_b)],
+                    check_finite=check_finite, element_name=_args.batched_name(batch), stacklevel=3)
     if b == 0 or d == 0:
         return InvSqrtResult(torch.zeros(*batch, d, d, dtype=out_dtype, device=S.device),
                              torch.zeros(batch, dtype=torch.int64, device=S.device))
-    out = _impl.psd_inv_sqrt_torch(s_flat, atol=atol_b, rtol=rtol_b, work_dtype=work,
+    out = _impl.psd_inv_sqrt_torch(s_flat, atol=atol_b, rtol=rtol_b, floor=precision_floor(S.dtype), work_dtype=work,
                                    out_dtype=out_dtype, exactly_symmetric=exact)
     return InvSqrtResult(out.r.reshape(*batch, d, d), out.rank.reshape(batch))
-
-
-# ----------------------------------------------------------------------------------------------
-# Lists of layers: grouped by shape, one batched call per group
-# ----------------------------------------------------------------------------------------------
-
-
-def _as_list(name: str, value, n: int, *, allow_none_entries: bool):
-    if value is None:
-        return [None] * n
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a list of tensors (or None) when S is a list, got {type(value).__name__}")
-    if len(value) != n:
-        raise ValueError(f"{name} has {len(value)} entries but there are {n} layers")
-    if not allow_none_entries and any(v is None for v in value):
-        raise TypeError(f"{name} entries must be tensors")
-    return list(value)
-
-
-def _groups(keys: list) -> dict:
-    groups: dict = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return groups
-
-
-def _key(t: torch.Tensor | None):
-    return None if t is None else (tuple(t.shape), t.dtype, str(t.device))
-
-
-def _stack_group(tensors: list, idx: list[int]):
-    if tensors[idx[0]] is None:
-        return None
-    return torch.stack([tensors[i] for i in idx])
-
-
-def _check_list_item(kind: str, i: int, S, M, E) -> None:
-    """Type checks for one layer of a list call (shapes are checked by the batched call)."""
-    names = ("S", "M" if kind == "delta" else "N", "E")
-    for name, t in zip(names, (S, M, E)):
-        if t is None and name != names[1]:
-            continue
-        check_tensor(f"{name}[{i}]", t, ndim=2, shape_hint="(one layer)")
-
-
-def _indexed_name(idx: list[int]):
-    def name_of(name: str, index: int) -> str:
-        return f"{name}[{idx[index]}]"
-
-    return name_of
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,7 +222,7 @@ def _indexed_name(idx: list[int]):
 
 
 def optimal_delta(S, M, *, E=None, force_pinv=False, dtype=None, rtol=None, atol=None, check_finite=True):
-    """Natural-gradient update Δ = E⁺ (S⁺ M)ᵀ and first-order decrease tr(M Δ) (gromo_math.md §4.1).
+    """Natural-gradient update Δ = E⁺ (S⁺ M)ᵀ and first-order decrease tr(M Δ) (TINY, eq. 6).
 
     S (..., D, D), M (..., D, o), E (..., o, o) or None -> DeltaResult(delta (..., o, D),
     decrease (...), used_pinv (...)). Lists ``S=[S_i], M=[M_i], E=[E_i] or None`` of layers of
@@ -419,7 +241,7 @@ def optimal_delta(S, M, *, E=None, force_pinv=False, dtype=None, rtol=None, atol
         force_pinv: use the eigh pseudo-inverse for S (and E) even where Cholesky applies (GroMo's
             ``force_pseudo_inverse``); the result differs only where S is ill-conditioned.
         dtype: None / torch.float64 or torch.float32 (with fp64 escalation).
-        rtol: relative cutoff for S and E; default D·ε (S) and o·ε (E) of the arrival dtype.
+        rtol: None (default): the precision floor for S and E; a float: the relative rule.
         atol: absolute cutoff for S and E, default 0.
         check_finite: raise on NaN/Inf.
     Returns:
@@ -437,20 +259,20 @@ def optimal_delta(S, M, *, E=None, force_pinv=False, dtype=None, rtol=None, atol
     if E is not None:
         E = check_tensor("E", E, min_ndim=2, shape_hint="(..., o, o)")
     check_same_device_dtype(S=S, M=M, E=E)
-    dim = _square("S", S, "(..., D, D)")
+    dim = _args.square("S", S, "(..., D, D)")
     if M.shape[-2] != dim:
         raise ValueError(f"M must have D = {dim} rows (shape (..., {dim}, o)), got shape {tuple(M.shape)}")
-    _same_batch("M", M, "S", S)
+    _args.same_batch("M", M, "S", S)
     o = M.shape[-1]
     if E is not None:
-        _square("E", E, "(..., o, o)")
+        _args.square("E", E, "(..., o, o)")
         if E.shape[-1] != o:
             raise ValueError(f"E must be (..., {o}, {o}) to match M's {o} columns, got shape {tuple(E.shape)}")
-        _same_batch("E", E, "S", S)
+        _args.same_batch("E", E, "S", S)
     check_flag("force_pinv", force_pinv)
     check_flag("check_finite", check_finite)
-    return _optimal_delta_batched(S, M, E, force_pinv=force_pinv, work=_work_dtype(dtype),
-                                  rtol=_nonneg_number("rtol", rtol), atol=_nonneg_number("atol", atol),
+    return _optimal_delta_batched(S, M, E, force_pinv=force_pinv, work=_args.work_dtype(dtype),
+                                  rtol=_args.nonneg_number("rtol", rtol), atol=_args.nonneg_number("atol", atol),
                                   check_finite=check_finite, element_name=None)
 
 
@@ -458,13 +280,13 @@ def _optimal_delta_batched(S, M, E, *, force_pinv, work, rtol, atol, check_finit
     batch, dim, o = tuple(S.shape[:-2]), S.shape[-1], M.shape[-1]
     b = math.prod(batch)
     out_dtype = accumulate_dtype(S.dtype)
-    element_name = element_name or _batched_name(batch)
-    rtol_s = _threshold_batch("rtol", rtol, dim * torch.finfo(S.dtype).eps, batch, S)
-    rtol_e = _threshold_batch("rtol", rtol, o * torch.finfo(S.dtype).eps, batch, S)
-    atol_b = _threshold_batch("atol", atol, 0.0, batch, S)
+    element_name = element_name or _args.batched_name(batch)
+    rtol_s = _args.threshold_batch("rtol", rtol, None, batch, S)
+    rtol_e = rtol_s
+    atol_b = _args.threshold_batch("atol", atol, 0.0, batch, S)
     s_flat, m_flat = S.detach().reshape(b, dim, dim), M.detach().reshape(b, dim, o)
     e_flat = None if E is None else E.detach().reshape(b, o, o)
-    exact = _screen([("S", s_flat, True), ("M", m_flat, False), ("E", e_flat, True)],
+    exact = _args.screen([("S", s_flat, True), ("M", m_flat, False), ("E", e_flat, True)],
                     [("rtol", rtol_s), ("atol", atol_b)], check_finite=check_finite, element_name=element_name)
     if b == 0 or dim == 0 or o == 0:
         return DeltaResult(torch.zeros(*batch, o, dim, dtype=out_dtype, device=S.device),
@@ -472,7 +294,7 @@ def _optimal_delta_batched(S, M, E, *, force_pinv, work, rtol, atol, check_finit
                            torch.zeros(batch, dtype=torch.bool, device=S.device))
     out = _impl.optimal_delta_torch(
         s_flat, m_flat, e_flat,
-        atol_s=atol_b, rtol_s=rtol_s, atol_e=atol_b, rtol_e=rtol_e, force_pinv=force_pinv,
+        atol_s=atol_b, rtol_s=rtol_s, atol_e=atol_b, rtol_e=rtol_e, force_pinv=force_pinv, floor=precision_floor(S.dtype),
         work_dtype=work, out_dtype=out_dtype, exactly_symmetric=exact)
     return DeltaResult(out.delta.reshape(*batch, o, dim), out.decrease.reshape(batch),
                        out.used_pinv.reshape(batch))
@@ -480,27 +302,27 @@ def _optimal_delta_batched(S, M, E, *, force_pinv, work, rtol, atol, check_finit
 
 def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite):
     n = len(S)
-    M = _as_list("M", M, n, allow_none_entries=False)
-    E = _as_list("E", E, n, allow_none_entries=True)
+    M = _args.as_list("M", M, n, allow_none_entries=False)
+    E = _args.as_list("E", E, n, allow_none_entries=True)
     for i in range(n):
-        _check_list_item("delta", i, S[i], M[i], E[i])
+        _args.check_list_item("delta", i, S[i], M[i], E[i])
         check_same_device_dtype(**{f"S[{i}]": S[i], f"M[{i}]": M[i], f"E[{i}]": E[i]})
-        dim = _square(f"S[{i}]", S[i], "(D, D)")
+        dim = _args.square(f"S[{i}]", S[i], "(D, D)")
         if M[i].shape[0] != dim:
             raise ValueError(f"M[{i}] must have D = {dim} rows, got shape {tuple(M[i].shape)}")
         if E[i] is not None and tuple(E[i].shape) != (M[i].shape[1],) * 2:
             raise ValueError(f"E[{i}] must be ({M[i].shape[1]}, {M[i].shape[1]}), got shape {tuple(E[i].shape)}")
     check_flag("force_pinv", force_pinv)
     check_flag("check_finite", check_finite)
-    work = _work_dtype(dtype)
-    rtol, atol = _nonneg_number("rtol", rtol), _nonneg_number("atol", atol)
+    work = _args.work_dtype(dtype)
+    rtol, atol = _args.nonneg_number("rtol", rtol), _args.nonneg_number("atol", atol)
     if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
         raise TypeError("rtol and atol must be floats (or None) when S is a list of layers")
     results: list = [None] * n
-    for idx in _groups([(_key(S[i]), _key(M[i]), _key(E[i])) for i in range(n)]).values():
+    for idx in _args.groups([(_args.key(S[i]), _args.key(M[i]), _args.key(E[i])) for i in range(n)]).values():
         out = _optimal_delta_batched(
-            _stack_group(S, idx), _stack_group(M, idx), _stack_group(E, idx), force_pinv=force_pinv,
-            work=work, rtol=rtol, atol=atol, check_finite=check_finite, element_name=_indexed_name(idx))
+            _args.stack_group(S, idx), _args.stack_group(M, idx), _args.stack_group(E, idx), force_pinv=force_pinv,
+            work=work, rtol=rtol, atol=atol, check_finite=check_finite, element_name=_args.indexed_name(idx))
         for j, i in enumerate(idx):
             results[i] = DeltaResult(out.delta[j], out.decrease[j], out.used_pinv[j])
     return results
@@ -514,7 +336,7 @@ def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite)
 def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical_threshold=1e-3,
                           max_neurons=None, ignore_singular_values=False, alpha_zero=False,
                           omega_zero=False, dtype=None, rtol=None, check_finite=True):
-    """TINY / GradMax new neurons (gromo_math.md §5.3): SVD of P = S^{+1/2} N E^{+1/2}.
+    """TINY / GradMax new neurons (TINY, eqs. 7–9): SVD of P = S^{+1/2} N E^{+1/2}.
 
     S (s, s) or None, N (s, t), E (t, t) or None -> AddedNeurons(alpha (k, s), omega (t, k),
     sigma (k,)) with k kept singular triplets: σ ≥ min(statistical_threshold, σ_max) (so at least
@@ -522,10 +344,11 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
     ``ignore_singular_values``); ``alpha_zero`` / ``omega_zero`` zero α / ω afterwards; ``S=None``
     means S = I (the GradMax preset).
 
-    Keep rules of S^{+1/2} and E^{+1/2}: eigenvalues λ > max(numerical_threshold, rtol·‖·‖₂).
-    The default rtol (s·ε resp. t·ε of the arrival dtype) is the stable behaviour: it only differs
-    from GroMo where GroMo would invert rounding noise. ``rtol=0.0`` is GroMo's exact rule
-    (absolute ``λ > numerical_threshold``, not scale-invariant).
+    Keep rules of S^{+1/2} and E^{+1/2}: by default the precision floor (module docstring) together
+    with GroMo's absolute ``λ > numerical_threshold`` (on the truncated matrix: exactly GroMo's rule
+    where the floor cuts nothing, so results differ from GroMo only where GroMo inverts rounding
+    noise). ``rtol=0.0`` is GroMo's exact rule (absolute only, not scale-invariant). With
+    ``max_neurons`` only the top triplets are computed (checked; the full SVD where the check fails).
 
     Sign convention (so results do not depend on the SVD driver): for each kept singular pair i,
     the largest-magnitude entry of α's row i (before the α = 0 of ``alpha_zero``) is positive, and
@@ -547,15 +370,15 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
         max_neurons: keep at most this many (None = no limit; 0 keeps none).
         ignore_singular_values, alpha_zero, omega_zero: GroMo's options.
         dtype: None / torch.float64 or torch.float32 (with fp64 escalation).
-        rtol: relative eigenvalue threshold (see above).
+        rtol: None (the precision floor) or a relative eigenvalue threshold (see above).
         check_finite: raise on NaN/Inf.
     Returns:
         AddedNeurons in the accumulate dtype of N (or a list, see above).
     Raises:
         TypeError, ValueError: as solve_psd; shapes name S, N, E.
     """
-    numerical_threshold = _nonneg_number("numerical_threshold", numerical_threshold, allow_none=False)
-    statistical_threshold = _nonneg_number("statistical_threshold", statistical_threshold, allow_none=False)
+    numerical_threshold = _args.nonneg_number("numerical_threshold", numerical_threshold, allow_none=False)
+    statistical_threshold = _args.nonneg_number("statistical_threshold", statistical_threshold, allow_none=False)
     if isinstance(statistical_threshold, torch.Tensor) or isinstance(numerical_threshold, torch.Tensor):
         raise TypeError("numerical_threshold and statistical_threshold must be floats")
     if max_neurons is not None and (isinstance(max_neurons, bool) or not isinstance(max_neurons, int)):
@@ -567,8 +390,8 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
         check_flag(name, flag)
     options = dict(numerical_threshold=numerical_threshold, statistical_threshold=statistical_threshold,
                    max_neurons=max_neurons, ignore_singular_values=ignore_singular_values,
-                   alpha_zero=alpha_zero, omega_zero=omega_zero, work=_work_dtype(dtype),
-                   rtol=_nonneg_number("rtol", rtol), check_finite=check_finite)
+                   alpha_zero=alpha_zero, omega_zero=omega_zero, work=_args.work_dtype(dtype),
+                   rtol=_args.nonneg_number("rtol", rtol), check_finite=check_finite)
     if isinstance(N, (list, tuple)):
         return _added_list(S, N, E, options)
     N = check_tensor("N", N, min_ndim=2, shape_hint="(..., s, t)")
@@ -579,24 +402,24 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
     check_same_device_dtype(N=N, S=S, E=E)
     _check_added_shapes(S, N, E, "S", "N", "E")
     batch = tuple(N.shape[:-2])
-    out = _added_batched(S, N, E, options, element_name=_batched_name(batch))
+    out = _added_batched(S, N, E, options, element_name=_args.batched_name(batch))
     return out[0] if not batch else out
 
 
 def _check_added_shapes(S, N, E, s_name, n_name, e_name) -> None:
     s_dim, t_dim = N.shape[-2], N.shape[-1]
     if S is not None:
-        _square(s_name, S, "(..., s, s)")
+        _args.square(s_name, S, "(..., s, s)")
         if S.shape[-1] != s_dim:
             raise ValueError(f"{s_name} must be ({s_dim}, {s_dim}) to match {n_name}'s {s_dim} rows, "
                              f"got shape {tuple(S.shape)}")
-        _same_batch(s_name, S, n_name, N)
+        _args.same_batch(s_name, S, n_name, N)
     if E is not None:
-        _square(e_name, E, "(..., t, t)")
+        _args.square(e_name, E, "(..., t, t)")
         if E.shape[-1] != t_dim:
             raise ValueError(f"{e_name} must be ({t_dim}, {t_dim}) to match {n_name}'s {t_dim} columns, "
                              f"got shape {tuple(E.shape)}")
-        _same_batch(e_name, E, n_name, N)
+        _args.same_batch(e_name, E, n_name, N)
 
 
 def _added_batched(S, N, E, options, *, element_name) -> list:
@@ -604,12 +427,12 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
     b = math.prod(batch)
     out_dtype = accumulate_dtype(N.dtype)
     rtol = options["rtol"]
-    rtol_s = _threshold_batch("rtol", rtol, s_dim * torch.finfo(N.dtype).eps, batch, N)
-    rtol_e = _threshold_batch("rtol", rtol, t_dim * torch.finfo(N.dtype).eps, batch, N)
+    rtol_s = _args.threshold_batch("rtol", rtol, None, batch, N)
+    rtol_e = rtol_s
     n_flat = N.detach().reshape(b, s_dim, t_dim)
     s_flat = None if S is None else S.detach().reshape(b, s_dim, s_dim)
     e_flat = None if E is None else E.detach().reshape(b, t_dim, t_dim)
-    exact = _screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)], [("rtol", rtol_s)],
+    exact = _args.screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)], [("rtol", rtol_s)],
                     check_finite=options["check_finite"], element_name=element_name)
     if b == 0:
         return []
@@ -620,7 +443,7 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
         return [empty] * b
     out = _impl.optimal_added_neurons_torch(
         s_flat, n_flat, e_flat,
-        atol=options["numerical_threshold"], rtol_s=rtol_s, rtol_e=rtol_e,
+        atol=options["numerical_threshold"], rtol_s=rtol_s, rtol_e=rtol_e, floor=precision_floor(N.dtype),
         statistical_threshold=options["statistical_threshold"], max_neurons=options["max_neurons"],
         ignore_singular_values=options["ignore_singular_values"], alpha_zero=options["alpha_zero"],
         omega_zero=options["omega_zero"], work_dtype=options["work"], out_dtype=out_dtype,
@@ -633,16 +456,16 @@ def _added_list(S, N, E, options) -> list:
     if isinstance(options["rtol"], torch.Tensor):
         raise TypeError("rtol must be a float (or None) when N is a list of layers")
     n = len(N)
-    S = _as_list("S", S, n, allow_none_entries=True)
-    E = _as_list("E", E, n, allow_none_entries=True)
+    S = _args.as_list("S", S, n, allow_none_entries=True)
+    E = _args.as_list("E", E, n, allow_none_entries=True)
     for i in range(n):
-        _check_list_item("added", i, S[i], N[i], E[i])
+        _args.check_list_item("added", i, S[i], N[i], E[i])
         check_same_device_dtype(**{f"N[{i}]": N[i], f"S[{i}]": S[i], f"E[{i}]": E[i]})
         _check_added_shapes(S[i], N[i], E[i], f"S[{i}]", f"N[{i}]", f"E[{i}]")
     results: list = [None] * n
-    for idx in _groups([(_key(S[i]), _key(N[i]), _key(E[i])) for i in range(n)]).values():
-        out = _added_batched(_stack_group(S, idx), _stack_group(N, idx), _stack_group(E, idx), options,
-                             element_name=_indexed_name(idx))
+    for idx in _args.groups([(_args.key(S[i]), _args.key(N[i]), _args.key(E[i])) for i in range(n)]).values():
+        out = _added_batched(_args.stack_group(S, idx), _args.stack_group(N, idx), _args.stack_group(E, idx), options,
+                             element_name=_args.indexed_name(idx))
         for j, i in enumerate(idx):
             results[i] = out[j]
     return results

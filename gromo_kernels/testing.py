@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from .geometry import Conv2dGeometry, as_geometry
+from .testing_solves import (SolveErrors, delta_errors, exact_added_neurons, exact_delta, float64_statistics,
+                             neuron_errors)
 
 __all__ = [
     "Tolerance",
@@ -30,6 +32,13 @@ __all__ = [
     "conv2d_input_grad_reference",
     "conv2d_restricted_growth_stats_reference",
     "conv2d_full_growth_stats_reference",
+    # The float64-from-data reference of the solves (testing_solves.py).
+    "float64_statistics",
+    "exact_delta",
+    "exact_added_neurons",
+    "SolveErrors",
+    "delta_errors",
+    "neuron_errors",
 ]
 
 # ----------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ Differences from GroMo (deliberate, all in the direction of correctness):
   pseudo-inverse was used. On a PSD ``S`` (and ``E``) the first-order decrease ``tr(Mᵀ S⁺ M)`` is
   non-negative, so GroMo's negative-decrease retry essentially never triggers; it is kept, and its
   float64 retry returns in the statistics' dtype (GroMo returns the outer ``dtype``, §13.2).
-* ``compute_optimal_added_parameters`` / ``sqrt_inverse_matrix_semi_positive`` keep GroMo's keep
-  rules exactly (eigenvalues ``λ > numerical_threshold``, absolute: ``rtol=0`` is passed to the
-  kernels; singular values ``σ ≥ min(statistical_threshold, σ_max)``). The SVD sign of each
+* ``sqrt_inverse_matrix_semi_positive`` keeps GroMo's rule exactly (eigenvalues
+  ``λ > threshold``, absolute: ``rtol=0`` is passed to the kernels). ``compute_optimal_added_parameters``
+  keeps GroMo's absolute ``numerical_threshold`` and adds the kernels' precision floor (directions
+  of S whose Jacobi-scaled eigenvalue is within the statistics' rounding noise are dropped: GroMo
+  inverts that noise once S is large); singular values ``σ ≥ min(statistical_threshold, σ_max)``. The SVD sign of each
   singular pair is fixed (largest-magnitude entry of each alpha row positive) so results do not
   depend on the LAPACK driver; GroMo's signs are the driver's.
 * ``compute_output_shape_conv`` uses the exact output-size formula, without GroMo's verification
@@ -237,7 +239,6 @@ def compute_optimal_added_parameters(
         ignore_singular_values=ignore_singular_values,
         alpha_zero=alpha_zero,
         omega_zero=omega_zero,
-        rtol=0.0,
     )
     dtype = matrix_n.dtype
     return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)

@@ -16,9 +16,9 @@ O(d) sums per matrix, one host sync per call).
 Memory: each entry owns its tensors (an fp64 entry for d = 1153: 21 MB with the Cholesky factor,
 32 MB with the eigendecomposition as well). Entries beyond ``max_bytes`` are evicted, least recently
 used first, and their memory is released (not pooled: a call still running may be using it). When a
-block closes, the CPU buffers of its entries go to a per-thread pool that the next block (the next
-growth step) takes them from: a fresh 50 MB tensor costs ~30 ms of page faults on a 2-core machine,
-as much as the Cholesky factorisation it would hold. A closed cache takes no new entries (a thread
+block closes, the CPU buffers of its entries go back to the solves' shared buffer pool (buffers.py,
+one budget for all threads), which the next block (the next growth step) takes them from: a fresh
+50 MB tensor pays its page faults again, about as much as the Cholesky factorisation it would hold. A closed cache takes no new entries (a thread
 or task that inherited the block's context stops caching when it closes).
 """
 
@@ -31,92 +31,57 @@ from collections import OrderedDict
 
 import torch
 
-__all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache", "clear_pool"]
+from . import buffers
 
-# Bytes and number of buffers a thread keeps for the next block. Only parts of at least
-# POOL_MIN_BYTES are pooled: smaller allocations come from the heap without page faults.
-POOL_MAX_BYTES = 512 * 2**20
-POOL_MAX_BUFFERS = 64
-POOL_MIN_BYTES = 2**18
-# A pooled buffer serves a request only if it is at most this many times larger (a small matrix
-# must not pin a large buffer).
-POOL_SLACK = 2
-_POOL = threading.local()
+__all__ = ["FactorizationCache", "CacheEntry", "active_cache", "open_cache"]
 
-
-def usable_buffer(buf: torch.Tensor) -> bool:
-    """Whether a kept buffer may be written here: an inference tensor (made under
-    ``torch.inference_mode``) cannot be updated in place outside inference mode."""
-    return not buf.is_inference() or torch.is_inference_mode_enabled()
-
-
-def _take_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A flat CPU buffer of numel…POOL_SLACK·numel elements from this thread's pool (the smallest
-    that fits), or a new one. The caller owns it until it gives it back."""
-    pool = getattr(_POOL, "buffers", None)
-    if pool:
-        fits = [i for i, b in enumerate(pool)
-                if b.dtype == dtype and numel <= b.numel() <= POOL_SLACK * numel and usable_buffer(b)]
-        if fits:
-            return pool.pop(min(fits, key=lambda i: pool[i].numel()))
-    return torch.empty(numel, dtype=dtype)
-
-
-def _give_buffers(buffers: list) -> None:
-    pool = getattr(_POOL, "buffers", None)
-    if pool is None:
-        pool = _POOL.buffers = []
-    pool.extend(buffers)
-    del pool[:-POOL_MAX_BUFFERS]
-    total = sum(b.numel() * b.element_size() for b in pool)
-    while pool and total > POOL_MAX_BYTES:  # drop the oldest first
-        total -= pool[0].numel() * pool[0].element_size()
-        del pool[0]
-
-
-def clear_pool() -> None:
-    """Release this thread's pooled buffers."""
-    _POOL.buffers = []
+# Only parts of at least this size live in pooled buffers: smaller ones come from the heap without
+# page faults.
+POOL_MIN_BYTES = buffers.MIN_POOLED_BYTES
 
 
 class CacheEntry:
-    """The factorisation parts of one matrix (all in S' units, work dtype), owned by the entry.
+    """The factorisation parts of one matrix (in S' units, work dtype), owned by the entry.
 
-    ``cholesky``: (chol (d, d), dead (d,) bool, ok () bool, lam_max_est (), lam_min_est ()) or None.
-    ``eigh``: (lam (d,) ascending, vecs (d, d)) or None.
+    ``parts[(kind, rule)]`` with kind "cholesky": (chol (d, d), dead (d,) bool, ok () bool,
+    lam_max_est (), lam_min_est ()), or kind "eigh": (lam (d,) ascending, vecs (d, d)); ``rule`` is
+    the scaling S' was made with (Jacobi for the precision floor, uniform for an explicit rtol).
     """
 
-    __slots__ = ("matrix", "fingerprint", "cholesky", "eigh", "buffers", "_cache")
+    __slots__ = ("matrix", "fingerprint", "parts", "buffers", "_cache")
 
     def __init__(self, cache: "FactorizationCache", matrix: torch.Tensor, fingerprint: tuple):
         self._cache = cache
         self.buffers: list[torch.Tensor] = []  # pooled CPU storage of the tensors below
         self.matrix = self._own(matrix)
         self.fingerprint = fingerprint
-        self.cholesky = None
-        self.eigh = None
+        self.parts: dict = {}
 
     def _own(self, part: torch.Tensor) -> torch.Tensor:
         """A copy of part that this entry owns (in a pooled buffer on CPU, for large parts)."""
         if part.device.type != "cpu" or part.dim() < 2 or part.numel() * part.element_size() < POOL_MIN_BYTES:
             return part.clone()
-        flat = _take_buffer(part.numel(), part.dtype)
+        flat = buffers.take(part.numel(), part.dtype)
         self.buffers.append(flat)
         return flat[: part.numel()].view(part.shape).copy_(part)
 
     def nbytes(self) -> int:
         parts = [*self.buffers]
         pooled = {p.data_ptr() for p in self.buffers}
-        parts += [p for p in (self.matrix, *(self.cholesky or ()), *(self.eigh or ()))
-                  if p.data_ptr() not in pooled]
+        held = [p for group in self.parts.values() for p in group]
+        parts += [p for p in (self.matrix, *held) if p.data_ptr() not in pooled]
         return sum(p.numel() * p.element_size() for p in parts)
 
-    def set_cholesky(self, parts: tuple) -> None:
-        self.cholesky = tuple(self._own(p) for p in parts)
-        self._cache._grew()
+    @property
+    def cholesky(self) -> tuple | None:
+        """The Cholesky parts held (of either scaling rule), or None."""
+        return next((v for (kind, _), v in self.parts.items() if kind == "cholesky"), None)
 
-    def set_eigh(self, parts: tuple) -> None:
-        self.eigh = tuple(self._own(p) for p in parts)
+    def get(self, key) -> tuple | None:
+        return self.parts.get(key)
+
+    def set(self, key, parts: tuple) -> None:
+        self.parts[key] = tuple(self._own(p) for p in parts)
         self._cache._grew()
 
 
@@ -188,7 +153,7 @@ class FactorizationCache:
             self.closed = True
             entries = [entry for _, entry in self._entries.values()]
             self._entries.clear()
-        _give_buffers([buf for entry in entries for buf in entry.buffers])
+        buffers.give([buf for entry in entries for buf in entry.buffers])
 
 
 _ACTIVE: contextvars.ContextVar[FactorizationCache | None] = contextvars.ContextVar(

@@ -142,9 +142,9 @@ def test_solve_psd_fp32_statistics_cutoff_follows_arrival_dtype(cond, generator)
     s64 = random_psd(d, "geometric", cond=cond, generator=generator)
     s32 = s64.float()
     m32 = torch.randn(d, 3, generator=generator).float()
-    out = gk.solve_psd(s32, m32)
-    assert out.x.dtype == torch.float32
     rtol = d * _eps(torch.float32)
+    out = gk.solve_psd(s32, m32, rtol=rtol)  # the relative rule (the default floor: test_linalg_floor.py)
+    assert out.x.dtype == torch.float32
     ratio, leak, kappa_r = _solve_checks(_np(s32), _np(m32), _np(out.x), _eps(torch.float32), rtol)
     assert ratio < RESIDUAL_LIMIT
     assert leak < RESIDUAL_LIMIT * d * _eps(torch.float32) * kappa_r
@@ -367,7 +367,7 @@ def test_fp32_escalates_what_fp32_cannot_resolve(generator):
         assert np.linalg.norm(_np(out.x[i]) - ref) / np.linalg.norm(ref) < 1e-4
     ratio, _, _ = _solve_checks(_np(s[1]), _np(m[1]), _np(out.x[1]), _eps(torch.float32), float(rtol[1]))
     assert ratio < RESIDUAL_LIMIT
-    public = gk.solve_psd(s, m, dtype=torch.float32)
+    public = gk.solve_psd(s, m, dtype=torch.float32, rtol=rtol)
     torch.testing.assert_close(public.x, out.x, rtol=0, atol=0)
 
 
@@ -381,7 +381,7 @@ def test_fp32_statistics_near_cutoff_escalate(generator):
     out = impl.solve_psd_torch(s, m, atol=torch.zeros(3), rtol=rtol, work_dtype=torch.float32,
                                out_dtype=torch.float32)
     assert out.escalated.tolist() == [True, True, False]
-    ref = gk.solve_psd(s, m)
+    ref = gk.solve_psd(s, m, rtol=rtol)
     torch.testing.assert_close(out.x[:2], ref.x[:2], rtol=0, atol=0)
     err = float((out.x[2].double() - ref.x[2].double()).norm() / ref.x[2].double().norm())
     assert err < 1e-4
@@ -418,7 +418,7 @@ def test_fp32_inv_sqrt_escalation(generator):
                                   rtol=torch.full((2,), d * _eps(torch.float64), dtype=torch.float64),
                                   work_dtype=torch.float32, out_dtype=torch.float64)
     assert out.escalated.tolist() == [True, False]
-    ref = gk.psd_inv_sqrt(s)
+    ref = gk.psd_inv_sqrt(s, rtol=d * _eps(torch.float64))
     torch.testing.assert_close(out.r[0], ref.r[0], rtol=0, atol=0)
     assert float((out.r[1] - ref.r[1]).norm() / ref.r[1].norm()) < 1e-5
 
@@ -639,6 +639,6 @@ def test_fp32_mode_sends_pseudo_inverse_elements_to_fp64(generator):
                                    atol_e=None, rtol_e=None, force_pinv=False, work_dtype=torch.float32,
                                    out_dtype=torch.float32)
     assert out.escalated.tolist() == [True, False]
-    ref = gk.optimal_delta(s, m)
+    ref = gk.optimal_delta(s, m, rtol=d * _eps(torch.float32))
     torch.testing.assert_close(out.delta[0], ref.delta[0], rtol=0, atol=0)
     assert float((out.delta[1] - ref.delta[1]).norm() / ref.delta[1].norm()) < 1e-5

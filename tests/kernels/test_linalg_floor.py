@@ -1,0 +1,214 @@
+"""The default precision floor judged against the float64-from-data truth (gromo_kernels.testing:
+statistics of the same inputs accumulated again in float64, solved exactly), on real layer statistics
+and on synthetic families; the top-k neuron path against the full SVD; the shared buffer budget."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+import torch
+
+import gromo_kernels as gk
+from gromo.utils.tools import optimal_delta as gromo_optimal_delta
+from gromo_kernels.testing import delta_errors, exact_added_neurons, exact_delta, neuron_errors, random_psd
+from gromo_kernels.torch_impl import buffers, singular
+
+from .real_layers import conv_chain_cases, digits_mlp_cases
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def digits_case():
+    return digits_mlp_cases(hidden=32, steps=60)[0]
+
+
+@pytest.fixture(scope="module")
+def chain_cases():
+    return conv_chain_cases(channels=8, layers=4, size=8, batch=8, steps=10)
+
+
+def test_digits_mlp_delta_and_neurons_match_the_float64_truth(digits_case):
+    c = digits_case
+    out = gk.optimal_delta(c.s32, c.m32)
+    err = delta_errors(out.delta, out.decrease, exact_delta(c.s64, c.m64))
+    assert err.delta <= 5e-3
+    added = gk.optimal_added_neurons(c.s_prev32, c.n32, max_neurons=4, statistical_threshold=0.0)
+    n_err = neuron_errors(added.alpha, added.sigma, exact_added_neurons(c.s_prev64, c.n64, 4))
+    assert n_err.sigma <= 1e-3 and n_err.subspace <= 3e-2
+    # The relative rule d·ε·λ_max it replaces throws real directions away on this layer.
+    old = gk.optimal_delta(c.s32, c.m32, rtol=c.s32.shape[0] * torch.finfo(torch.float32).eps)
+    assert delta_errors(old.delta, old.decrease, exact_delta(c.s64, c.m64)).delta > 10 * err.delta
+
+
+def test_conv_chain_positive_definite_layers_match_the_truth_without_pinv_warning(chain_cases):
+    positive_definite = [c for c in chain_cases if float(torch.linalg.eigvalsh(c.s64)[0]) > 0]
+    assert positive_definite
+    for c in positive_definite:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "Using the pseudo-inverse" on a PD layer
+            delta, decrease = gromo_optimal_delta(c.s32, c.m32)
+        err = delta_errors(delta, decrease, exact_delta(c.s64, c.m64))
+        assert err.delta <= 1e-3 and err.decrease <= 3e-6, c.name
+        added = gk.optimal_added_neurons(c.s_prev32, c.n32, max_neurons=3, statistical_threshold=0.0)
+        n_err = neuron_errors(added.alpha, added.sigma, exact_added_neurons(c.s_prev64, c.n64, 3))
+        assert n_err.sigma <= 1e-3 and n_err.subspace <= 3e-2, c.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic families: the truth is the float64 matrix, the data its fp32 rounding
+# ----------------------------------------------------------------------------------------------
+
+
+def _fp32_case(s64, m64):
+    out = gk.optimal_delta(s64.float(), m64.float())
+    return delta_errors(out.delta, out.decrease, exact_delta(s64, m64.float().double())), out
+
+
+@pytest.mark.parametrize("d", [17, 65, 257])
+@pytest.mark.parametrize("cond", [1e2, 1e4, 1e6, 1e8, 1e10, 1e12])
+def test_kappa_sweep(d, cond, generator):
+    s64 = random_psd(d, "geometric", cond=cond, generator=generator)
+    m64 = torch.randn(d, 5, generator=generator, dtype=F64)
+    err, out = _fp32_case(s64, m64)
+    if cond <= 1e6:
+        assert err.delta <= 3e-2
+    else:  # κ ≥ 1e8: directions under the fp32 noise are dropped, never amplified
+        assert err.delta <= 1.5 and err.decrease <= 1.0
+    assert float(out.decrease) >= 0
+
+
+@pytest.mark.parametrize("d,rank", [(17, 9), (65, 40), (257, 200)])
+def test_exact_rank_deficiency(d, rank, generator):
+    """Statistics of data of rank r (S = BᵀB, M = BᵀG): the null space is noise, the rest is kept."""
+    b = torch.randn(4 * d, rank, generator=generator, dtype=F64) @ torch.randn(rank, d, generator=generator,
+                                                                                 dtype=F64)
+    grad = torch.randn(4 * d, 6, generator=generator, dtype=F64)
+    b32, g32 = b.float(), grad.float()
+    s32, m32 = b32.T @ b32, b32.T @ g32
+    s64, m64 = b32.double().T @ b32.double(), b32.double().T @ g32.double()
+    out = gk.optimal_delta(s32, m32)
+    assert int(gk.solve_psd(s32, m32).rank) == rank
+    assert delta_errors(out.delta, out.decrease, exact_delta(s64, m64)).delta <= 1e-3
+    n = torch.randn(d, 7, generator=generator, dtype=F64)
+    n64 = s64 @ n
+    added = gk.optimal_added_neurons(s32, n64.float(), max_neurons=3, statistical_threshold=0.0)
+    assert neuron_errors(added.alpha, added.sigma, exact_added_neurons(s64, n64.float().double(), 3)).sigma <= 1e-4
+
+
+@pytest.mark.parametrize("exponent", [-20, 20])
+def test_scale_extremes(exponent, generator):
+    d = 65
+    s64 = random_psd(d, "geometric", cond=1e3, generator=generator) * 10.0**exponent
+    m64 = torch.randn(d, 4, generator=generator, dtype=F64) * 10.0 ** (exponent / 2)
+    err, _ = _fp32_case(s64, m64)
+    assert err.delta <= 5e-4
+
+
+def test_dependent_bias_column_at_large_scale_is_not_inverted(generator):
+    """A bias column equal to a feature at scale 1e20: the absolute rule λ > 1e-6 inverts its fp32
+    noise; the floor drops it and the neurons' subspace matches the truth."""
+    n_rows, d = 400, 12
+    x = torch.randn(n_rows, d, generator=generator, dtype=F64) * 1e10
+    x = torch.cat([x, x[:, :1]], dim=1).float()  # exactly dependent column
+    s32 = x.T @ x
+    s64 = x.double().T @ x.double()
+    n64 = s64 @ torch.randn(d + 1, 5, generator=generator, dtype=F64)
+    ours = gk.optimal_added_neurons(s32, n64.float(), max_neurons=2, numerical_threshold=1e-6,
+                                    statistical_threshold=0.0)
+    err = neuron_errors(ours.alpha, ours.sigma, exact_added_neurons(s64, n64.float().double(), 2))
+    assert err.subspace <= 3e-2
+
+
+def test_dead_features_are_dropped_exactly(generator):
+    d = 40
+    s = random_psd(d, "geometric", cond=1e3, generator=generator)
+    s[:5, :] = 0
+    s[:, :5] = 0
+    m = s @ torch.randn(d, 3, generator=generator, dtype=F64)
+    out = gk.optimal_delta(s.float(), m.float())
+    assert float(out.delta[:, :5].abs().max()) == 0.0
+    assert delta_errors(out.delta, out.decrease, exact_delta(s, m.float().double())).delta <= 1e-3
+
+
+def test_absolute_threshold_reproduces_gromo_where_nothing_is_noise(generator):
+    """With nothing under the floor, numerical_threshold is GroMo's absolute rule on λ(S)."""
+    lam = torch.tensor([4.0, 2.0, 1.0, 1e-3, 5e-7, 2e-7], dtype=F64)
+    s, _, q = random_psd(6, lam, generator=generator, return_eig=True)
+    n = torch.randn(6, 4, generator=generator, dtype=F64)
+    ours = gk.optimal_added_neurons(s, n, numerical_threshold=1e-6, statistical_threshold=0.0)
+    root = (q[:, :4] * lam[:4].rsqrt()) @ q[:, :4].T
+    sigma = torch.linalg.svdvals(root @ n)
+    torch.testing.assert_close(ours.sigma, sigma[: ours.sigma.numel()], rtol=1e-9, atol=0)
+    assert int(gk.psd_inv_sqrt(s, threshold=1e-6).rank) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Top-k singular triplets
+# ----------------------------------------------------------------------------------------------
+
+
+def test_top_k_equals_the_full_svd_on_the_kept_neurons(generator):
+    s = random_psd(300, "geometric", cond=1e3, generator=generator)
+    n = torch.randn(300, 260, generator=generator, dtype=F64)
+    assert singular.uses_top_k(4, 300, 260)
+    top = gk.optimal_added_neurons(s, n, max_neurons=4, statistical_threshold=0.0)
+    full = gk.optimal_added_neurons(s, n, statistical_threshold=0.0)
+    torch.testing.assert_close(top.sigma, full.sigma[:4], rtol=1e-9, atol=0)
+    # Singular vectors to ρ/gap with ρ ≤ TOPK_RTOL·σ₁.
+    torch.testing.assert_close(top.alpha, full.alpha[:4], rtol=1e-4, atol=1e-4 * float(full.alpha.abs().max()))
+
+
+def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, monkeypatch):
+    p = torch.randn(2, 300, 260, generator=generator, dtype=F64)
+    assert singular.uses_top_k(3, 300, 260)
+    monkeypatch.setattr(singular, "TOPK_RTOL", 0.0)  # never accepted: the full SVD answers
+    u, sig, vh = singular.singular_triplets(p, 3)
+    full = torch.linalg.svdvals(p)
+    torch.testing.assert_close(sig[:, :3], full[:, :3], rtol=1e-12, atol=0)
+    residual = (p @ vh[:, :3].mT - u[:, :, :3] * sig[:, None, :3]).norm()
+    assert float(residual) < 1e-10 * float(full.max())
+
+
+# ----------------------------------------------------------------------------------------------
+# One buffer budget for all threads
+# ----------------------------------------------------------------------------------------------
+
+
+def test_four_threads_keep_the_pool_within_its_budget(generator):
+    budget = 24 * 2**20
+    saved = buffers.budget()
+    matrices = [random_psd(400, "geometric", cond=1e3, generator=generator) for _ in range(4)]
+    rhs = torch.randn(400, 3, generator=generator, dtype=F64)
+    peak, errors = [0], []
+
+    def work(s):
+        try:
+            for _ in range(3):
+                with gk.factorization_cache():
+                    gk.solve_psd(torch.stack([s, s + torch.eye(400, dtype=F64)]), torch.stack([rhs, rhs]))
+                peak[0] = max(peak[0], buffers.pooled_bytes())
+        except Exception as err:  # reported below, in the main thread
+            errors.append(err)
+
+    try:
+        buffers.set_budget(budget)
+        threads = [threading.Thread(target=work, args=(s,)) for s in matrices]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert 0 < peak[0] <= budget
+        assert buffers.pooled_bytes() <= budget
+    finally:
+        buffers.set_budget(saved)
+
+
+def test_budget_is_checked():
+    with pytest.raises(ValueError, match="nbytes"):
+        buffers.set_budget(-1)
+    with pytest.raises(TypeError, match="nbytes"):
+        buffers.set_budget(1.5)
