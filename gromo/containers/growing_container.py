@@ -18,7 +18,7 @@ import gromo_kernels as gk
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils.utils import get_correct_device, load_config
 
-__all__ = ["GrowingContainer"]
+__all__ = ["GrowingContainer", "GrowingModel"]
 
 
 class GrowingContainer(nn.Module):
@@ -194,3 +194,26 @@ class GrowingContainer(nn.Module):
         for module in self.modules():
             if isinstance(module, MergeGrowingModule):
                 module.update_size()
+
+
+class GrowingModel(GrowingContainer):
+    """A whole growing network: its output size never grows.
+
+    ``extended_forward(x, mask=None)`` therefore returns only the main output tensor (a container
+    that is a part of a network returns the pair ``(out, out_ext)``). Base of
+    ``SequentialGrowingModel`` and of every network built on it.
+
+    Args:
+        in_features: input size of the network.
+        out_features: output size of the network.
+        device: device (argument > configuration ``device`` > global device).
+        name: name.
+    """
+
+    def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
+        """Forward pass with the pending updates: (n, *in) → (n, *out). Abstract here.
+
+        Raises:
+            NotImplementedError: always (subclasses define it).
+        """
+        raise NotImplementedError
