@@ -30,13 +30,17 @@ from gromo.utils.utils import global_device
 __all__ = [
     "AverageMeter",
     "DummyMetric",
+    "compute_statistics",
     "enumerate_dataloader",
+    "evaluate_dataset",
+    "evaluate_extended_dataset",
     "evaluate_model",
     "gradient_descent",
-    "compute_statistics",
-    "evaluate_extended_dataset",
-    "evaluate_dataset",
 ]
+
+# GroMo's defaults, built once (a default argument is evaluated once anyway).
+_CPU = torch.device("cpu")
+_SUM_MSE = nn.MSELoss(reduction="sum")
 
 
 class AverageMeter:
@@ -151,7 +155,7 @@ def evaluate_model(
     batch_limit: int | None = None,
     dataloader_seed: int | None = None,
     mask: dict | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = _CPU,
 ) -> tuple[float, float]:
     """Mean loss and metric of ``model`` over ``dataloader`` (no gradients; leaves ``model.eval()``).
 
@@ -204,7 +208,7 @@ def gradient_descent(
     metrics: Metric | None = None,
     batch_limit: int | None = None,
     dataloader_seed: int | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = _CPU,
     scheduler_step_granularity: Literal["epoch", "batch"] = "epoch",
 ) -> tuple[float, float]:
     """One epoch (or ``batch_limit`` batches) of optimiser steps (``model.train()``).
@@ -258,11 +262,11 @@ def gradient_descent(
 def compute_statistics(
     model: GrowingContainer,
     dataloader: torch.utils.data.DataLoader,
-    loss_function: nn.Module = nn.MSELoss(reduction="sum"),
+    loss_function: nn.Module = _SUM_MSE,
     metrics: Metric | None = None,
     batch_limit: int | None = None,
     dataloader_seed: int | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = _CPU,
 ) -> tuple[float, float]:
     """Accumulate the growth statistics of every growable layer of ``model`` over the batches.
 
