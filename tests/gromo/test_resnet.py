@@ -91,12 +91,12 @@ def test_growth_cycle(generator, device, factorization_caches, conv_type, preact
     model = init_full_resnet_structure((3, 8, 8), out_features=3, inplanes=4, nb_stages=2, reduction_factor=0.25,
                                        use_preactivation=preactivation, normalization_kwargs={"eps": 1e-12}, activation=nn.Tanh(),
                                        growing_conv_type=conv_type, device=device).double()
-    x = torch.randn(32, 3, 8, 8, generator=generator, dtype=torch.float64).to(device)
-    y = torch.randn(32, 3, generator=generator, dtype=torch.float64).to(device)
+    x = torch.randn(24, 3, 8, 8, generator=generator, dtype=torch.float64).to(device)
+    y = torch.randn(24, 3, generator=generator, dtype=torch.float64).to(device)
     with torch.no_grad():  # running statistics of the data, so that eval-mode norms are not trivial
         model(x)
     hidden = [block.hidden_neurons for block in model._growable_layers]
-    cycle = run_growth_cycle(model, x, y, dtype=torch.float64)
+    cycle = run_growth_cycle(model, x, y, dtype=torch.float64, gammas=(0.1, 0.5, 2.0, 8.0))
     assert len(factorization_caches) == 1  # every block's solves in one block
     assert cycle.first_order_ratio == pytest.approx(1.0, abs=0.05)
     assert cycle.loss_after < cycle.loss_before
