@@ -12,10 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from gromo.modules.growing_normalisation import GrowingBatchNorm2d, GrowingGroupNorm, base_norm_kwargs
+from gromo.modules.growing_normalisation import (
+    GrowingBatchNorm2d,
+    GrowingGroupNorm,
+    base_norm_kwargs,
+)
 from gromo.utils._assertions import gromo_assert
 
-__all__ = ["complete_norm_kwargs", "norm", "growing_norm"]
+__all__ = ["complete_norm_kwargs", "growing_norm", "norm"]
 
 _UNVALIDATED = "Normalization should have been validated before use."
 

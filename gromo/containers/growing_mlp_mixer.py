@@ -27,8 +27,12 @@ from gromo.modules.linear_growing_module import LinearGrowingModule
 from gromo.utils._assertions import gromo_assert
 
 __all__ = [
-    "GrowingMLPBlock", "GrowingTokenMixer", "GrowingChannelMixer", "GrowingMixerLayer", "check_sizes",
+    "GrowingChannelMixer",
+    "GrowingMLPBlock",
     "GrowingMLPMixer",
+    "GrowingMixerLayer",
+    "GrowingTokenMixer",
+    "check_sizes",
 ]
 
 

@@ -33,12 +33,15 @@ from torch import nn
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm, norm
 from gromo.containers.growing_block import Conv2dGrowingBlock, GrowingBlock
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
-from gromo.modules.conv2d_growing_module import Conv2dGrowingModule, RestrictedConv2dGrowingModule
+from gromo.modules.conv2d_growing_module import (
+    Conv2dGrowingModule,
+    RestrictedConv2dGrowingModule,
+)
 from gromo.modules.growing_dropout import GrowingDropout2d
 from gromo.modules.growing_normalisation import NormKwargs
 from gromo.utils._assertions import gromo_assert
 
-__all__ = ["ResNetNormalizationType", "ResNetBasicBlock", "init_full_resnet_structure"]
+__all__ = ["ResNetBasicBlock", "ResNetNormalizationType", "init_full_resnet_structure"]
 
 ResNetNormalizationType = Literal["batch", "group"]
 

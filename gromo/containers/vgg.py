@@ -26,12 +26,15 @@ from torch import nn
 
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
-from gromo.modules.conv2d_growing_module import Conv2dGrowingModule, RestrictedConv2dGrowingModule
+from gromo.modules.conv2d_growing_module import (
+    Conv2dGrowingModule,
+    RestrictedConv2dGrowingModule,
+)
 from gromo.modules.growing_module import GrowingModule
 from gromo.modules.growing_normalisation import NormKwargs
 from gromo.modules.linear_growing_module import LinearGrowingModule
 
-__all__ = ["VggNormalizationType", "VGG", "init_full_vgg_structure"]
+__all__ = ["VGG", "VggNormalizationType", "init_full_vgg_structure"]
 
 VggNormalizationType = Literal["batch", "group"]
 

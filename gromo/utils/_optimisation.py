@@ -59,8 +59,8 @@ def mini_batch_gradient_descent(
     lrate: float,
     max_epochs: int,
     batch_size: int,
-    x_keys: list[str] = [],  # noqa: B006 (GroMo's signature; never mutated)
-    y_keys: list[str] = [],  # noqa: B006
+    x_keys: list[str] = [],
+    y_keys: list[str] = [],
     parameters: Iterable[torch.nn.Parameter] | None = None,
     fast: bool = False,
     eval_fn: Callable[[], Any] | None = None,

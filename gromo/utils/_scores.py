@@ -67,7 +67,7 @@ def f1_macro(actual: Any, predicted: Any) -> float:
     return float(np.mean([f1(actual, predicted, label) for label in np.unique(_as_array(actual))]))
 
 
-def compute_BIC(nb_params: int, loss: float, n: int) -> float:  # noqa: N802 (GroMo's name)
+def compute_BIC(nb_params: int, loss: float, n: int) -> float:
     """``nb_params·log₂(n) − 2·log₂(loss)`` (Bayesian information criterion with the loss in place
     of the likelihood)."""
     return nb_params * math.log2(n) - 2 * math.log2(loss)

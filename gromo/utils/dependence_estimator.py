@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_kernel", "gaussian_kernel", "center_kernel_matrix", "HSIC", "calculate_dependency"]
+__all__ = ["HSIC", "calculate_dependency", "center_kernel_matrix", "gaussian_kernel", "linear_kernel"]
 
 
-def linear_kernel(X: torch.Tensor) -> torch.Tensor:  # noqa: N803 (GroMo's name)
+def linear_kernel(X: torch.Tensor) -> torch.Tensor:
     """``X Xᵀ``: X (n, d) → (n, n)."""
     return X @ X.T
 
 
-def gaussian_kernel(X: torch.Tensor, sigma: float | None = None) -> torch.Tensor:  # noqa: N803
+def gaussian_kernel(X: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     """``exp(−D/(2v))`` with D the squared distances: X (n, d) → (n, n).
 
     Args:
@@ -31,7 +31,7 @@ def gaussian_kernel(X: torch.Tensor, sigma: float | None = None) -> torch.Tensor
     return torch.exp(-distances / (2 * variance))
 
 
-def center_kernel_matrix(K: torch.Tensor) -> torch.Tensor:  # noqa: N803
+def center_kernel_matrix(K: torch.Tensor) -> torch.Tensor:
     """``H K H`` with ``H = I − 11ᵀ/n``: (n, n) → (n, n)."""
     n = K.shape[0]
     centering = torch.eye(n, dtype=K.dtype, device=K.device) - torch.full((n, n), 1.0 / n, dtype=K.dtype,
@@ -39,13 +39,13 @@ def center_kernel_matrix(K: torch.Tensor) -> torch.Tensor:  # noqa: N803
     return centering @ K @ centering
 
 
-def HSIC(K_centered: torch.Tensor, L_centered: torch.Tensor) -> torch.Tensor:  # noqa: N802, N803
+def HSIC(K_centered: torch.Tensor, L_centered: torch.Tensor) -> torch.Tensor:
     """``tr(K̃ L̃)/(n − 1)²`` of two centred kernel matrices (n, n) → 0-d tensor."""
     n = K_centered.shape[0]
     return torch.trace(K_centered @ L_centered) / (n - 1) ** 2
 
 
-def calculate_dependency(X_inputs: dict[str, torch.Tensor], Y: torch.Tensor, n_samples: int,  # noqa: N803
+def calculate_dependency(X_inputs: dict[str, torch.Tensor], Y: torch.Tensor, n_samples: int,
                          normalize: bool = True) -> dict[str, torch.Tensor]:
     """Gaussian-kernel HSIC between each input and Y on one random subset of ``n_samples`` rows.
 

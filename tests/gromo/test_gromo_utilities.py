@@ -14,11 +14,14 @@ import torch
 from torch import nn
 
 from gromo.config import loader
-from gromo.modules.growing_dropout import GrowingDropout, GrowingDropout1d, GrowingDropout2d
+from gromo.modules.growing_dropout import (
+    GrowingDropout,
+    GrowingDropout1d,
+    GrowingDropout2d,
+)
 from gromo.utils import dependence_estimator as de
 from gromo.utils import disk_dataset as dd
 from gromo.utils import utils
-
 
 # ----- config.loader ---------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from torch import nn
 
 from gromo.containers.growing_mlp_mixer import (
     GrowingChannelMixer,
+    GrowingMixerLayer,
     GrowingMLPBlock,
     GrowingMLPMixer,
-    GrowingMixerLayer,
     GrowingTokenMixer,
     check_sizes,
 )

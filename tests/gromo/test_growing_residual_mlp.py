@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from gromo.containers.growing_residual_mlp import GrowingResidualBlock, GrowingResidualMLP
+from gromo.containers.growing_residual_mlp import (
+    GrowingResidualBlock,
+    GrowingResidualMLP,
+)
 from tests.gromo.container_growth import run_growth_cycle
 
 

@@ -9,7 +9,10 @@ from torch import nn
 
 from gromo.containers.growing_block import Conv2dGrowingBlock
 from gromo.containers.resnet import ResNetBasicBlock, init_full_resnet_structure
-from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
+from gromo.modules.conv2d_growing_module import (
+    FullConv2dGrowingModule,
+    RestrictedConv2dGrowingModule,
+)
 from gromo.modules.growing_normalisation import GrowingBatchNorm2d, GrowingGroupNorm
 from tests.gromo.container_growth import run_growth_cycle
 

@@ -7,8 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from gromo.containers.vgg import VGG, _reduce_growing_conv_widths, init_full_vgg_structure
-from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
+from gromo.containers.vgg import (
+    VGG,
+    _reduce_growing_conv_widths,
+    init_full_vgg_structure,
+)
+from gromo.modules.conv2d_growing_module import (
+    FullConv2dGrowingModule,
+    RestrictedConv2dGrowingModule,
+)
 from gromo.modules.growing_normalisation import GrowingBatchNorm2d
 from tests.gromo.container_growth import run_growth_cycle
 
