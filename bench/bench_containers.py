@@ -187,18 +187,18 @@ def main() -> None:
         "vgg": ("VGG-11 Restricted (CIFAR)", lambda: init_full_vgg_structure((3, 32, 32), out_features=10,
                                                                             device="cpu"), False),
     }
-    rows = [_measure(cases[key][0], cases[key][1], args.batches, cases[key][2]) for key in args.cases.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of 64 × {args.batches}")
     print("| case | params | layers | statistics GroMo-style / ours | ratio | peak MiB GroMo-style / ours "
           "| solves GroMo-style / ours | ratio | line search | apply | S rel. err | decrease rel. err |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for key in args.cases.split(","):
+        r = _measure(cases[key][0], cases[key][1], args.batches, cases[key][2])
         print(f"| {r['case']} | {r['parameters']:,} | {r['layers']} | {r['stats_baseline_s']:.2f} s / "
               f"{r['stats_ours_s']:.2f} s | {r['stats_baseline_s'] / r['stats_ours_s']:.1f}× | "
               f"{r['stats_baseline_mem'] / 2**20:.0f} / {r['stats_ours_mem'] / 2**20:.0f} | "
-              f"{r['solves_baseline_s'] * 1e3:.1f} / {r['solves_ours_s'] * 1e3:.1f} ms | "
+              f"{r['solves_baseline_s'] * 1e3:.0f} / {r['solves_ours_s'] * 1e3:.0f} ms | "
               f"{r['solves_baseline_s'] / r['solves_ours_s']:.1f}× | {r['line_search_s']:.2f} s | "
-              f"{r['apply_s'] * 1e3:.1f} ms | {r['s_rel_error']:.1e} | {r['decrease_rel_error']:.1e} |")
+              f"{r['apply_s'] * 1e3:.1f} ms | {r['s_rel_error']:.1e} | {r['decrease_rel_error']:.1e} |", flush=True)
 
 
 if __name__ == "__main__":
