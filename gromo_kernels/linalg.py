@@ -7,7 +7,7 @@ is a pseudo-inverse of a symmetric PSD matrix whose kept directions follow the *
 by default:
 
     Ŝ = D^{-1/2} S D^{-1/2} (D = diag S; dead features, S_ii = 0, dropped),
-    keep the eigen-directions with λ(Ŝ) > max(32·ε, 2·|most negative eigenvalue of Ŝ|),
+    keep the eigen-directions with λ(Ŝ) > max(32·ε, 4·|most negative eigenvalue of Ŝ|),
 
 ε the epsilon of the dtype S arrived in (the dtype it was accumulated or rounded in), and return
 the minimum-norm solution of the truncated system. Why: fp32 rounding of a statistic is relative
