@@ -1,0 +1,254 @@
+"""The pieces a ``GrowingDAG`` is assembled from: node and edge modules, their detachment, and small
+numeric helpers of DAG growth (candidate letters, BIC, micro-F1, amplitude line search).
+
+A node is a merge module whose post-merge function is ``Sequential(norm, activation)``; an edge is
+a growing layer between two merges (or a zero "constant" stand-in for "no connection"). Module
+``_name``s follow GroMo: a node's is its key cut at ``"_"``, an edge's is ``L{u}_{v}`` (linear) or
+``C{u}_{v}`` (convolution) with both ends cut at ``"_"``.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from gromo.modules.conv2d_growing_module import Conv2dMergeGrowingModule, FullConv2dGrowingModule
+from gromo.modules.growing_module import GrowingModule, MergeGrowingModule, SupportsExtendedForward
+from gromo.modules.growing_normalisation import GrowingLayerNorm
+from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
+from gromo.utils.tools import lecun_normal_
+from gromo.utils.utils import activation_fn
+
+SUPPORTED_LAYER_TYPES = ["linear", "convolution"]
+
+
+def base_name(key: str) -> str:
+    """The part of a node key before ``"_"`` (a candidate's future name)."""
+    return key.split("_")[0]
+
+
+def set_module_name(module: nn.Module, raw_name: str) -> None:
+    """Give ``module`` GroMo's raw name ``_name`` (DAG dictionaries are keyed by it)."""
+    module._name = raw_name
+
+
+def alphabetic_index(i: int, alphabet: str = string.ascii_lowercase) -> str:
+    """Bijective base-``len(alphabet)`` label: 0 → ``a``, 25 → ``z``, 26 → ``aa``, 702 → ``aaa``.
+
+    Raises:
+        ValueError: ``i`` negative.
+    """
+    if i < 0:
+        raise ValueError("index must be non-negative")
+    base = len(alphabet)
+    letters = []
+    i += 1
+    while i > 0:
+        i, remainder = divmod(i - 1, base)
+        letters.append(alphabet[remainder])
+    return "".join(reversed(letters))
+
+
+def compute_bic(nb_params: int, loss: float, n: int) -> float:
+    """GroMo's BIC with the loss in place of a likelihood: ``nb_params·log₂ n − 2·log₂ loss``."""
+    return nb_params * math.log2(n) - 2 * math.log2(loss)
+
+
+def f1_micro(actual: torch.Tensor, predicted: torch.Tensor) -> float:
+    """Micro-averaged F1 over the labels present in ``actual`` (1-D label tensors)."""
+    tp = fp = fn = 0
+    for label in torch.unique(actual).tolist():
+        tp += int(((predicted == label) & (actual == label)).sum())
+        fp += int(((predicted == label) & (actual != label)).sum())
+        fn += int(((predicted != label) & (actual == label)).sum())
+    precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    return 2 * precision * recall / (precision + recall)
+
+
+def line_search(cost_fn: Callable[[float], float]) -> tuple[float, float]:
+    """Arg-min of ``cost_fn`` over ``[0] + geomspace(1e-6, 1, 100)``, then over ``geomspace(f, 10f,
+    100)`` for f = 1, 10, 100, … as long as the previous pass lowered the best cost.
+
+    Returns:
+        (first arg-min factor, its cost).
+    """
+    factors = [0.0] + torch.logspace(-6, 0, 100, dtype=torch.float64).tolist()
+    best_factor, best_cost = None, math.inf
+    start = 1.0
+    while True:
+        improved = False
+        for factor in factors:
+            cost = float(cost_fn(factor))
+            if cost < best_cost:
+                best_factor, best_cost, improved = factor, cost, True
+        if not improved:
+            return best_factor, best_cost
+        factors = torch.logspace(math.log10(start), math.log10(10 * start), 100, dtype=torch.float64).tolist()
+        start *= 10
+
+
+def apply_post_merge(module: MergeGrowingModule, x: torch.Tensor | None,
+                     x_ext: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A node module on a main part and an extension part (new neurons).
+
+    The main part goes through the merge (which stores it when asked); the extension through the
+    post-merge function member by member, members with ``extended_forward`` (growing norms) passing
+    the new neurons through as the module layer does. ``None`` stays ``None``.
+    """
+    main = module(x) if x is not None else None
+    if x_ext is None:
+        return main, None
+    function = module.post_merge_function
+    if function is None:
+        return main, x_ext
+    members = list(function) if isinstance(function, nn.Sequential) else [function]
+    for member in members:
+        if isinstance(member, SupportsExtendedForward):
+            _, x_ext = member.extended_forward(None, x_ext)
+        else:
+            x_ext = member(x_ext)
+    return main, x_ext
+
+
+def make_node_module(key: str, attrs: dict[str, Any], dag_use_layer_norm: bool,
+                     device: torch.device) -> MergeGrowingModule:
+    """The merge module of node ``key`` with attributes ``attrs`` (type, size, shape, …).
+
+    Raises:
+        KeyError: a convolution node without ``kernel_size``, or with a layer norm and no ``shape``.
+        NotImplementedError: unknown node type.
+    """
+    size = attrs["size"]
+    use_layer_norm = attrs.get("use_layer_norm", dag_use_layer_norm)
+    activation = activation_fn(attrs.get("activation"))
+    if attrs["type"] == "linear":
+        norm = GrowingLayerNorm(size, elementwise_affine=False) if use_layer_norm else nn.Identity()
+        module = LinearMergeGrowingModule(
+            post_merge_function=nn.Sequential(norm, activation), in_features=size, allow_growing=True,
+            device=device, name=base_name(key),
+        )
+    elif attrs["type"] == "convolution":
+        shape = attrs.get("shape", (1, 1))
+        if use_layer_norm:
+            if "shape" not in attrs:
+                raise KeyError(
+                    "The shape of the input (h,w) should be specified at initialization when using "
+                    'LayerNorm. Example: key "shape" in node_attributes[new_node]'
+                )
+            norm = GrowingLayerNorm([size, *attrs["shape"]], elementwise_affine=False)
+        else:
+            norm = nn.Identity()
+        module = Conv2dMergeGrowingModule(
+            in_channels=size, input_size=shape, next_kernel_size=attrs["kernel_size"],
+            input_volume=size * shape[0] * shape[1] if shape is not None else None,
+            post_merge_function=nn.Sequential(norm, activation), allow_growing=True, device=device,
+            name=base_name(key),
+        )
+    else:
+        raise NotImplementedError
+    set_module_name(module, base_name(key))
+    return module
+
+
+class ConstantEdge(LinearGrowingModule):
+    """A zero edge standing for "no connection": outputs a zero leaf (gradients reach its target)
+    and never moves (its optimal delta is a zero layer)."""
+
+    def __init__(self, in_features: int, out_features: int, device: torch.device | None = None) -> None:
+        super().__init__(in_features, out_features, use_bias=False, device=device)
+        self.__dict__["_hidden_delta"] = None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # Assignments of the delta are kept aside: the edge never moves.
+        if key == "optimal_delta_layer":
+            self.__dict__["_hidden_delta"] = value
+        else:
+            super().__setattr__(key, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeros ``(len(x), out_features)`` requiring grad; ``x`` is ignored."""
+        self.constant = torch.zeros(len(x), self.out_features, requires_grad=True, device=x.device)
+        return self.constant
+
+    @property
+    def optimal_delta_layer(self) -> nn.Module:
+        """A bias-free zero layer of this edge's shape (AttributeError before a delta was assigned)."""
+        return self.layer_of_tensor(torch.zeros_like(self.__dict__["_hidden_delta"].weight), None)
+
+
+def _edge_name(layer_type: str, u: str, v: str) -> str:
+    prefix = "C" if layer_type == "convolution" else "L"
+    return f"{prefix}{base_name(u)}_{base_name(v)}"
+
+
+def make_edge_module(u: str, v: str, node_u: dict, node_v: dict, attrs: dict[str, Any],
+                     dag_use_bias: bool, zero_weights: bool, device: torch.device) -> tuple[GrowingModule, str]:
+    """The growing layer of edge ``(u, v)`` and its edge ``type``.
+
+    Raises:
+        KeyError: a conv→conv edge without ``kernel_size``.
+        NotImplementedError: a linear→convolution edge.
+    """
+    module_u, type_u, type_v = node_u["module"], node_u["type"], node_v["type"]
+    if attrs.get("constant"):
+        module = ConstantEdge(module_u.out_features, node_v["size"], device=device)
+        set_module_name(module, _edge_name("linear", u, v))
+        return module, "constant"
+    use_bias = attrs.get("use_bias", dag_use_bias)
+    if type_u == "linear" and type_v == "linear":
+        module = LinearGrowingModule(node_u["size"], node_v["size"], use_bias=use_bias, device=device,
+                                     name=_edge_name("linear", u, v))
+    elif type_u == "convolution" and type_v == "convolution":
+        if "kernel_size" not in attrs:
+            raise KeyError(
+                "The kernel size of the edge should be specified at initialization. Example: key "
+                '"kernel_size" in edge_attributes[edge]'
+            )
+        kh, kw = attrs["kernel_size"]
+        module = FullConv2dGrowingModule(
+            node_u["size"], node_v["size"], attrs["kernel_size"], input_size=module_u.output_size,
+            stride=attrs.get("stride", 1), padding=attrs.get("padding", ((kh - 1) // 2, (kw - 1) // 2)),
+            dilation=attrs.get("dilation", 1), use_bias=use_bias, device=device,
+            name=_edge_name("convolution", u, v),
+        )
+    elif type_u == "convolution" and type_v == "linear":
+        module = LinearGrowingModule(module_u.out_features, node_v["size"], use_bias=use_bias, device=device,
+                                     name=_edge_name("linear", u, v))
+    else:
+        raise NotImplementedError(f"An edge from a {type_u} node to a {type_v} node is not supported.")
+    set_module_name(module, _edge_name(type_v if type_u == type_v else "linear", u, v))
+    with torch.no_grad():
+        if zero_weights:
+            module.weight.zero_()
+        else:
+            lecun_normal_(module.weight)
+        if module.bias is not None:
+            module.bias.zero_()
+    return module, type_v
+
+
+def detach_edge(edge: GrowingModule) -> None:
+    """Unlink an edge module from both merges (which then follow their remaining neighbours' sizes)."""
+    previous, following = edge.previous_module, edge.next_module
+    if isinstance(previous, MergeGrowingModule):
+        previous.set_next_modules([m for m in previous.next_modules if m is not edge])
+        previous.update_size()
+    if isinstance(following, MergeGrowingModule):
+        following.set_previous_modules([m for m in following.previous_modules if m is not edge])
+        following.update_size()
+    edge.previous_module = None
+    edge.next_module = None
+
+
+def detach_node(node: MergeGrowingModule) -> None:
+    """Unlink a node module from all its edges (detaching each) and empty its lists."""
+    for edge in list(node.previous_modules) + list(node.next_modules):
+        if isinstance(edge, GrowingModule):
+            detach_edge(edge)
+    node.previous_modules = []
+    node.next_modules = []
