@@ -375,14 +375,12 @@ class Conv2dGrowingModule(GrowingModule):
         return self.in_channels * self.out_channels * kh * kw + self.out_channels * self.use_bias
 
     def __str__(self, verbose: int = 0) -> str:
-        if verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {verbose}")
+        # GroMo's one-line form: the literal word "Conv2dGrowingModule" for all three classes, the
+        # constructor's name argument, no geometry.
         if verbose == 0:
             return (
-                f"{self.__class__.__name__}({self.name})(in_channels={self.in_channels}, "
-                f"out_channels={self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"use_bias={self.use_bias})"
+                f"Conv2dGrowingModule({self._name})(in_channels={self.in_channels}, "
+                f"out_channels={self.out_channels}, use_bias={self.use_bias})"
             )
         return super().__str__(verbose=verbose)
 
@@ -882,7 +880,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         )
         self._tensor_s_growth = TensorStatistic(
             None, update_function=self.compute_s_growth_update, device=self.device,
-            name=f"S_growth({self.name})",
+            name=f"S_growth({self._name})",
         )
         self._mask_tensor_t: torch.Tensor | None = None
         self._mask_key: tuple | None = None

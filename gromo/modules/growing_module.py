@@ -71,6 +71,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import gromo_kernels as gk
+from gromo.modules._unlink import detach_neighbours as _detach_neighbours
+from gromo.modules._unlink import unlink as _unlink
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta
 from gromo.utils.utils import ReLUDerivativeOneAtZero, compute_tensor_stats, get_correct_device
@@ -227,7 +229,9 @@ class MergeGrowingModule(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        self.name = name if name is not None else self.__class__.__name__
+        # GroMo's naming: the argument in ``_name``, the composite ``ClassName(name)`` in ``name``.
+        self._name = name
+        self.name = self.__class__.__name__ if name is None else f"{self.__class__.__name__}({name})"
         self.device = get_correct_device(self, device)
         self._allow_growing = allow_growing
         self.use_bias = True
@@ -565,26 +569,48 @@ class MergeGrowingModule(nn.Module):
         for module in self.next_modules:
             module.scaling_factor = scaling_factor
 
-    def __str__(self, verbose: int = 0) -> str:
+    def __str__(self, verbose: int = 1) -> str:
+        """GroMo's description: 0 the class, 1 the neighbour counts, ≥2 one line per attribute.
+
+        Raises:
+            ValueError: ``verbose < 0``.
+        """
         if verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {verbose}")
-        text = f"{self.__class__.__name__}({self.name})"
+            raise ValueError(f"verbose={verbose} is not a valid value.")
+        kind = self.__class__.__name__
         if verbose == 0:
-            return text
-        lines = [
-            text,
-            f"Post merge function: {self.post_merge_function}",
-            f"Previous modules: {[getattr(m, 'name', type(m).__name__) for m in self.previous_modules]}",
-            f"Next modules: {[getattr(m, 'name', type(m).__name__) for m in self.next_modules]}",
-        ]
-        if verbose >= 2:
-            lines += [
-                f"Store input: {self.store_input}, store activity: {self.store_activity}",
-                f"Tensor S: {self.tensor_s}",
-                f"Previous tensor S: {self.previous_tensor_s}",
-                f"Previous tensor M: {self.previous_tensor_m}",
-            ]
-        return "\n".join(lines)
+            return f"{kind} module."
+        if verbose == 1:
+            previous = len(self.previous_modules) or "no"
+            following = len(self.next_modules) or "no"
+            return f"{kind} module with {previous} previous modules and {following} next modules."
+        return "\n".join([
+            f"{kind} module.",
+            f"\tPrevious modules: {self.previous_modules}",
+            f"\tNext modules: {self.next_modules}",
+            f"\tPost merge function: {self.post_merge_function}",
+            f"\tAllow growing: {self._allow_growing}",
+            f"\tStore input: {self.store_input}",
+            f"\tStore activity: {self.store_activity}",
+            f"\tTensor S: {self.tensor_s}",
+            f"\tPrevious tensor S: {self.previous_tensor_s}",
+            f"\tPrevious tensor M: {self.previous_tensor_m}",
+        ])
+
+    def __repr__(self) -> str:
+        """GroMo's ``__str__()`` (not torch's module tree)."""
+        return self.__str__()
+
+    def __del__(self) -> None:
+        """Detach this merge from its neighbours, then forget them (GroMo's ``__del__``).
+
+        Each growing neighbour linked to this merge runs its own ``__del__`` (so it leaves the
+        graph); each merge neighbour drops this merge and is resized. Callable explicitly; never
+        raises. Growing neighbours whose link points elsewhere are left alone (they are not
+        attached here, and garbage collection of this merge must not cut a live network).
+        """
+        _detach_neighbours(self, "previous_modules", "next_module", "next_modules")
+        _detach_neighbours(self, "next_modules", "previous_module", "previous_modules")
 
 
 # ==============================================================================================
@@ -654,7 +680,9 @@ class GrowingModule(nn.Module):
                 f"MergeGrowingModule, got {type(previous_module).__name__}"
             )
         super().__init__()
-        self.name = name if name is not None else self.__class__.__name__
+        # GroMo's naming: the argument in ``_name``, the composite ``ClassName(name)`` in ``name``.
+        self._name = name
+        self.name = self.__class__.__name__ if name is None else f"{self.__class__.__name__}({name})"
         self.device = get_correct_device(self, device)
         self._allow_growing = allow_growing
 
@@ -694,7 +722,7 @@ class GrowingModule(nn.Module):
         )
         self.tensor_m_prev = TensorStatistic(
             None, update_function=self.compute_m_prev_update, device=self.device,
-            name=f"M_{{-2}}({self.name})",
+            name=f"M_prev({self.name})",
         )
         self.cross_covariance = TensorStatistic(
             None, update_function=self.compute_cross_covariance_update, device=self.device,
@@ -702,7 +730,7 @@ class GrowingModule(nn.Module):
         )
         self.covariance_loss_gradient = TensorStatistic(
             None, update_function=self.compute_covariance_loss_gradient_update,
-            device=self.device, name=f"E_s({self.name})",
+            device=self.device, name=f"E({self.name})",
         )
 
         self.optimal_delta_layer: nn.Module | None = None
@@ -2251,22 +2279,29 @@ class GrowingModule(nn.Module):
         return statistics
 
     def __str__(self, verbose: int = 0) -> str:
+        """GroMo's description: 0 the name, 1 one line, ≥2 one line per attribute.
+
+        Raises:
+            ValueError: ``verbose < 0``.
+        """
         if verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {verbose}")
+            raise ValueError(f"verbose={verbose} is not a valid value.")
         if verbose == 0:
-            return f"{self.__class__.__name__}({self.name})"
+            return self.name
         if verbose == 1:
             return (
-                f"{self.__class__.__name__}({self.name}) module with "
-                f"{self.number_of_parameters()} parameters."
+                f"{self.name} module with {self.number_of_parameters()} parameters "
+                f"({self._allow_growing=}, {self.store_input=}, {self.store_pre_activity=})."
             )
         return "\n".join([
-            f"{self.__class__.__name__}({self.name})",
+            f"{self.name} module with {self.number_of_parameters()} parameters.",
             f"\tLayer: {self.layer}",
             f"\tPost layer function: {self.post_layer_function}",
             f"\tAllow growing: {self._allow_growing}",
             f"\tStore input: {self.store_input}",
+            f"\t{self._internal_store_input=}",
             f"\tStore pre-activity: {self.store_pre_activity}",
+            f"\t{self._internal_store_pre_activity=}",
             f"\tTensor S (internal): {self._tensor_s}",
             f"\tTensor S: {self.tensor_s}",
             f"\tTensor M: {self.tensor_m}",
@@ -2275,14 +2310,18 @@ class GrowingModule(nn.Module):
             f"\tExtended output layer: {self.extended_output_layer}",
         ])
 
+    def __repr__(self) -> str:
+        """GroMo's one-line ``__str__`` (not torch's module tree)."""
+        return self.__str__()
+
     def __del__(self) -> None:
-        # Unlink neighbours that still point here (GroMo's __del__); never raise at shutdown.
-        try:
-            previous = self.__dict__.get("previous_module")
-            following = self.__dict__.get("next_module")
-            if isinstance(previous, GrowingModule) and previous.__dict__.get("next_module") is self:
-                previous.__dict__["next_module"] = None
-            if isinstance(following, GrowingModule) and following.__dict__.get("previous_module") is self:
-                following.__dict__["previous_module"] = None
-        except Exception:
-            pass
+        """Unlink this module from its neighbours, then forget them (GroMo's ``__del__``).
+
+        A growing neighbour that points back here loses that link; a merge neighbour drops this
+        module from its list and resizes (``update_size``). Callable explicitly; never raises (it
+        also runs at garbage collection and interpreter shutdown). Unlike GroMo, a growing
+        neighbour whose link points to another module keeps it: a discarded module that merely
+        referenced a live layer must not cut the live network when it is collected.
+        """
+        _unlink(self, "previous_module", "next_module", "next_modules")
+        _unlink(self, "next_module", "previous_module", "previous_modules")

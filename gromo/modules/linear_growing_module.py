@@ -325,9 +325,10 @@ class LinearGrowingModule(GrowingModule):
         return self.in_features * self.out_features + self.out_features * self.use_bias
 
     def __str__(self, verbose: int = 0) -> str:
+        # GroMo's one-line form shows the constructor's name argument.
         if verbose == 0:
             return (
-                f"LinearGrowingModule({self.name})(in_features={self.in_features}, "
+                f"LinearGrowingModule({self._name})(in_features={self.in_features}, "
                 f"out_features={self.out_features}, use_bias={self.use_bias})"
             )
         return super().__str__(verbose=verbose)

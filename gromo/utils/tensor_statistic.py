@@ -19,6 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gromo.utils._assertions import ensure
+
 __all__ = ["TensorStatistic", "TensorStatiticWithEstimationError"]
 
 
@@ -42,9 +44,9 @@ class TensorStatistic:
         name: str | None = None,
     ) -> None:
         if shape is not None:
-            assert all(
-                isinstance(i, (int, np.integer)) and i >= 0 for i in shape
-            ), f"The shape must be a tuple of non-negative integers, got {shape}"
+            # GroMo's text says "positive"; 0 is accepted here (zero-width layers have 0-sized S).
+            ensure(all(isinstance(i, (int, np.integer)) and i >= 0 for i in shape),
+                   f"The shape must be a tuple of positive integers. {type(shape)}, {shape}")
             shape = tuple(int(i) for i in shape)
         self._shape = shape
         self._update_function = update_function
@@ -70,21 +72,23 @@ class TensorStatistic:
         if self.updated:
             return None
         update, samples = self._update_function(**kwargs)
-        assert self._shape is None or tuple(self._shape) == tuple(update.shape), (
-            f"The update of {self.name} has shape {tuple(update.shape)}, "
-            f"expected {self._shape}"
-        )
+        ensure(self._shape is None or tuple(self._shape) == tuple(update.shape), lambda: self._size_message(update))
         if self._tensor is None:
             self._tensor = update
         else:
-            assert self._tensor.shape == update.shape, (
-                f"The update of {self.name} has shape {tuple(update.shape)}, but the "
-                f"accumulated tensor has shape {tuple(self._tensor.shape)}"
-            )
+            ensure(self._tensor.shape == update.shape,
+                   lambda: self._size_message(update) + " (differs from the accumulated tensor)")
             self._tensor += update
         self.samples += samples
         self.updated = True
         return update, samples
+
+    def _size_message(self, update: torch.Tensor) -> str:
+        _shape, _tensor = self._shape, self._tensor
+        return (
+            f"The update tensor has a different size than the tensor statistic {self.name} : "
+            f"{_shape=}, {update.size()=}, {None if _tensor is None else _tensor.size()=}"
+        )
 
     def init(self) -> None:
         """Reset and mark as in use (see the module docstring)."""
@@ -104,8 +108,9 @@ class TensorStatistic:
             ValueError: no sample accumulated yet.
         """
         if self.samples == 0:
-            raise ValueError(f"The tensor statistic {self.name} has not been computed.")
-        assert self._tensor is not None, f"{self.name}: samples > 0 but no tensor stored"
+            raise ValueError(f"The tensor statistic has not been computed. ({self.name})")
+        ensure(self._tensor is not None,
+               f"If the number of samples is not zero the tensor should not be None. ({self.name})")
         return self._tensor / self.samples
 
 
@@ -158,7 +163,7 @@ class TensorStatiticWithEstimationError(TensorStatistic):
         Raises:
             AssertionError: nothing accumulated yet.
         """
-        assert self._trace is not None, f"{self.name}: the trace has not been computed yet"
+        ensure(self._trace is not None, f"The trace has not been computed yet. ({self.name})")
         if self._batches == 1:
             return float("inf")
         return self._trace / self._batches

@@ -25,13 +25,14 @@ Differences from GroMo (deliberate, all in the direction of correctness):
 
 from __future__ import annotations
 
-import warnings
+from warnings import warn  # GroMo's name: patching gromo.utils.tools.warn intercepts the warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.utils._assertions import ensure
 
 __all__ = [
     "optimal_delta",
@@ -79,14 +80,15 @@ def optimal_delta(
     Warns:
         UserWarning: pseudo-inverse used; negative decrease (float64 retry, then zero).
     """
-    assert tensor_s.dtype == tensor_m.dtype, (
-        f"tensor_s and tensor_m must have the same dtype, got {tensor_s.dtype} and {tensor_m.dtype}"
-    )
+    ensure(tensor_s.dtype == tensor_m.dtype, (
+        "Both input tensors must have the same dtype, got "
+        f"{tensor_s.dtype=} and {tensor_m.dtype=}"
+    ))
     saved_dtype = tensor_s.dtype
     # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
-    assert torch.isfinite(tensor_s).all() and torch.isfinite(tensor_m).all(), (
-        "The optimal delta contains NaN values (non-finite statistics)."
-    )
+    ensure(torch.isfinite(tensor_s).all() and torch.isfinite(tensor_m).all(), (
+        "The optimal delta should not contain NaN values. (The statistics are not finite.)"
+    ))
     delta, decrease = _optimal_delta(
         tensor_s.to(dtype), tensor_m.to(dtype), dtype, force_pseudo_inverse,
         None if tensor_covariance_loss_gradient is None else tensor_covariance_loss_gradient.to(dtype),
@@ -98,30 +100,26 @@ def _optimal_delta(s, m, dtype, force, e):
     result = gk.optimal_delta(s, m, E=e, force_pinv=force)
     delta, decrease = result.delta.to(dtype), result.decrease.to(dtype)
     if not force and _used_pinv(result):
-        warnings.warn(
-            "Using the pseudo-inverse for the computation of the optimal delta "
-            "(the tensor S is not numerically positive definite).",
-            UserWarning,
-            stacklevel=3,
+        warn(
+            "Using the pseudo-inverse for the computation of the optimal delta. "
+            "(The tensor S, or E, is not numerically positive definite.)"
         )
         force = True
-    assert not torch.isnan(delta).any(), "The optimal delta contains NaN values."
+    ensure(not torch.isnan(delta).any(), "The optimal delta should not contain NaN values.")
     if decrease < 0:
-        warnings.warn(
-            f"The parameter update decrease should be positive, but got {decrease.item()}.",
-            UserWarning,
-            stacklevel=3,
+        parameter_update_decrease = decrease
+        warn(
+            "The parameter update decrease should be positive, but got "
+            f"{parameter_update_decrease=} for layer."
         )
         if not force:
-            warnings.warn("Trying to use the pseudo-inverse with torch.float64.", UserWarning, stacklevel=3)
+            warn("Trying to use the pseudo-inverse with torch.float64.")
             delta64, decrease64 = _optimal_delta(
                 s.to(torch.float64), m.to(torch.float64), torch.float64, True,
                 None if e is None else e.to(torch.float64),
             )
             return delta64.to(dtype), decrease64.to(dtype)
-        warnings.warn(
-            "Failed to compute the optimal delta, set delta to zero.", UserWarning, stacklevel=3
-        )
+        warn("Failed to compute the optimal delta, set delta to zero.")
         delta = torch.zeros_like(delta)
         decrease = torch.zeros_like(decrease)
     return delta, decrease
@@ -141,24 +139,26 @@ def sqrt_inverse_matrix_semi_positive(
     Returns:
         the pseudo-inverse square root, in ``matrix``'s dtype.
     Raises:
-        AssertionError: not square, not symmetric, or NaN.
-        torch.linalg.LinAlgError: eigendecomposition failed twice.
+        AssertionError: not square, not symmetric (a NaN matrix fails here, as in GroMo), or NaN.
+        torch.linalg.LinAlgError: the decomposition failed twice.
     Warns:
-        RuntimeWarning: the first eigendecomposition failed; ``matrix`` is regularised IN PLACE
-        (``+= resolution·I``) and the decomposition retried once (GroMo's behaviour).
+        RuntimeWarning: the decomposition raised; as in GroMo, ``matrix`` is regularised IN PLACE
+        (``+= resolution·I``) and the decomposition retried once. This path is rare: unlike
+        GroMo's bare ``eigh``, the kernels already retry a non-converging ``eigh`` through an SVD
+        of the same (unmodified) matrix, so it only runs when that fallback failed too.
     """
-    assert matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], (
-        f"The input matrix must be square, got shape {tuple(matrix.shape)}"
-    )
-    assert not torch.isnan(matrix).any(), "The input matrix must not contain NaN values."
-    assert torch.allclose(matrix, matrix.t()), "The input matrix must be symmetric."
+    ensure(matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], "The input matrix must be square.")
+    ensure(torch.allclose(matrix, matrix.t()), lambda: "The input matrix must be symmetric." + (
+        " (It contains NaN values.)" if torch.isnan(matrix).any() else ""
+    ))
+    ensure(not torch.isnan(matrix).any(), "The input matrix must not contain NaN values.")
     try:
         result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
-    except torch.linalg.LinAlgError as err:
-        warnings.warn(
-            f"The eigendecomposition failed ({err}); regularising the matrix and retrying.",
-            RuntimeWarning,
-            stacklevel=2,
+    except torch.linalg.LinAlgError:
+        warn(
+            message="Adding a small identity matrix to make the input matrix positive definite. "
+            "(The decomposition failed; regularising the matrix in place and retrying once.)",
+            category=RuntimeWarning,
         )
         resolution = torch.finfo(matrix.dtype).resolution
         matrix += resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
@@ -196,36 +196,38 @@ def compute_optimal_added_parameters(
         (alpha (k, s), omega (t, k), sigma (k,)).
     Raises:
         AssertionError: incompatible shapes.
+        torch.linalg.LinAlgError: the SVD failed (GroMo's diagnostics are printed first).
     Warns:
         UserWarning: S not symmetric (it is symmetrised).
     """
     s_dim, t_dim = matrix_n.shape
     if matrix_s is not None:
-        assert not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values."
-        assert matrix_s.ndim == 2 and matrix_s.shape[0] == matrix_s.shape[1], (
-            f"matrix_s must be square, got shape {tuple(matrix_s.shape)}"
-        )
-        assert matrix_s.shape[1] == s_dim, (
-            f"matrix_s of shape {tuple(matrix_s.shape)} is incompatible with matrix_n of shape "
-            f"{tuple(matrix_n.shape)}"
-        )
+        ensure(not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values.")
+        ensure(matrix_s.ndim == 2 and matrix_s.shape[0] == matrix_s.shape[-1],
+               lambda: f"The input matrix S must be square. (got {matrix_s.shape=})")
+        ensure(matrix_s.shape[1] == s_dim, lambda: (
+            "The input matrices S and N must have compatible shapes."
+            f"(got {matrix_s.shape=} and {matrix_n.shape=})"
+        ))
         if not torch.allclose(matrix_s, matrix_s.t()):
-            warnings.warn(
-                "Warning: The input matrix S is not symmetric. "
-                f"Max difference: {(matrix_s - matrix_s.t()).abs().max().item():.2e}",
-                UserWarning,
-                stacklevel=2,
+            diff = (matrix_s - matrix_s.t()).abs()
+            warn(
+                "Warning: The input matrix S is not symmetric.\n"
+                f"Max difference: {diff.max():.2e},\n"
+                f"% of non-zero elements: {100 * (diff > 1e-10).sum() / diff.numel():.2f}%"
             )
             matrix_s = (matrix_s + matrix_s.t()) / 2
     matrix_e = matrix_covariance_loss_gradient
     if matrix_e is not None:
-        assert matrix_e.ndim == 2 and matrix_e.shape == (t_dim, t_dim), (
-            f"matrix_covariance_loss_gradient of shape {tuple(matrix_e.shape)} is incompatible "
-            f"with matrix_n of shape {tuple(matrix_n.shape)}"
-        )
+        ensure(matrix_e.ndim == 2 and matrix_e.shape[0] == matrix_e.shape[-1],
+               lambda: f"The input matrix E must be square. (got {matrix_e.shape=})")
+        ensure(matrix_e.shape == (t_dim, t_dim), lambda: (
+            "The input matrices E and N must have compatible shapes."
+            f"(got {matrix_covariance_loss_gradient.shape=} and {matrix_n.shape=})"
+        ))
         if not torch.allclose(matrix_e, matrix_e.t()):
             matrix_e = (matrix_e + matrix_e.t()) / 2
-    result = gk.optimal_added_neurons(
+    result = _added_neurons_reporting_svd_failure(
         matrix_s,
         matrix_n,
         E=matrix_e,
@@ -239,6 +241,39 @@ def compute_optimal_added_parameters(
     )
     dtype = matrix_n.dtype
     return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)
+
+
+def _added_neurons_reporting_svd_failure(matrix_s, matrix_n, **options):
+    """``gk.optimal_added_neurons``; on ``LinAlgError`` print GroMo's SVD diagnostics and re-raise.
+
+    GroMo prints (plain ``print``, to stdout) the ranges and shapes of S, N, ``S^{-1/2}`` (identity
+    without S) and ``P = S^{-1/2} N [E^{-1/2}]`` before re-raising the same exception object.
+    """
+    try:
+        return gk.optimal_added_neurons(matrix_s, matrix_n, **options)
+    except torch.linalg.LinAlgError:
+        _print_svd_diagnostics(matrix_s, matrix_n, options)
+        raise
+
+
+def _print_svd_diagnostics(matrix_s, matrix_n, options) -> None:
+    def describe(label: str, matrix: torch.Tensor) -> str:
+        return f"{label}: {label}.min()={matrix.min()!r}, {label}.max()={matrix.max()!r}, {label}.shape={matrix.shape!r}"
+
+    print("Warning: An error occurred during the SVD computation.")
+    threshold = options.get("numerical_threshold", 1e-6)
+    if matrix_s is not None:
+        print(describe("matrix_s", matrix_s))
+        matrix_s_inverse_sqrt = gk.psd_inv_sqrt(matrix_s, threshold=threshold, rtol=0.0).r.to(matrix_n.dtype)
+    else:
+        matrix_s_inverse_sqrt = torch.eye(matrix_n.shape[0], dtype=matrix_n.dtype, device=matrix_n.device)
+    print(describe("matrix_n", matrix_n))
+    print(describe("matrix_s_inverse_sqrt", matrix_s_inverse_sqrt))
+    matrix_p = matrix_s_inverse_sqrt @ matrix_n
+    matrix_e = options.get("E")
+    if matrix_e is not None:
+        matrix_p = matrix_p @ gk.psd_inv_sqrt(matrix_e, threshold=threshold, rtol=0.0).r.to(matrix_n.dtype)
+    print(describe("matrix_p", matrix_p))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,11 +296,10 @@ def compute_output_shape_conv(input_shape: tuple[int, int], conv: nn.Conv2d) -> 
     Raises:
         AssertionError: non-integer (string) padding.
     """
-    assert isinstance(conv.padding, (int, tuple)) and not isinstance(conv.padding, str), (
-        f"The padding must be an integer or a pair of integers, got {conv.padding!r}"
-    )
+    ensure(isinstance(conv.padding, (int, tuple)) and not isinstance(conv.padding, str),
+           f"The padding must be an integer. (got {conv.padding!r})")
     padding = _pair(conv.padding)
-    assert all(isinstance(p, int) for p in padding), f"The padding must be integers, got {padding}"
+    ensure(all(isinstance(p, int) for p in padding), f"The padding must be an integer. (got {padding})")
     kernel, stride, dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     out = tuple(
         (int(size) + 2 * p - d * (k - 1) - 1) // s + 1
@@ -287,9 +321,11 @@ def create_bordering_effect_weight(channels: int, convolution: nn.Conv2d) -> tor
         TypeError: convolution not an nn.Conv2d.
     """
     if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
-        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        raise ValueError(f"Input 'channels' must be a positive integer. (got {channels!r})")
     if not isinstance(convolution, nn.Conv2d):
-        raise TypeError(f"convolution must be a torch.nn.Conv2d, got {type(convolution).__name__}")
+        raise TypeError(
+            f"Input 'convolution' must be a torch.nn.Conv2d instance. (got {type(convolution).__name__})"
+        )
     kh, kw = _pair(convolution.kernel_size)
     weight = torch.zeros(channels, 1, kh, kw, device=convolution.weight.device)
     weight[:, 0, kh // 2, kw // 2] = 1.0
@@ -319,15 +355,13 @@ def apply_border_effect_on_unfolded(
         AssertionError: bad convolution or size.
     """
     if not isinstance(unfolded, torch.Tensor):
-        raise TypeError(f"unfolded must be a torch.Tensor, got {type(unfolded).__name__}")
-    assert isinstance(border_effect_conv, nn.Conv2d), "border_effect_conv must be a torch.nn.Conv2d"
-    assert len(original_size) == 2 and all(
-        isinstance(s, int) and s > 0 for s in original_size
-    ), f"original_size must be two positive integers, got {original_size}"
+        raise TypeError(f"Input 'unfolded_tensor' must be a torch.Tensor (got {type(unfolded).__name__})")
+    ensure(isinstance(border_effect_conv, nn.Conv2d), "'border_effect_conv' must be a torch.nn.Conv2d instance.")
+    ensure(len(original_size) == 2 and all(isinstance(s, int) and s > 0 for s in original_size),
+           f"'original_size' must be a tuple of positive integers. (got {original_size})")
     n, channels, positions = unfolded.shape
-    assert positions == original_size[0] * original_size[1], (
-        f"unfolded has {positions} positions, expected {original_size[0]}x{original_size[1]}"
-    )
+    ensure(positions == original_size[0] * original_size[1],
+           f"unfolded has {positions} positions, expected {original_size[0]}x{original_size[1]}")
     if identity_weight is None:
         identity_weight = create_bordering_effect_weight(channels, border_effect_conv)
     image = unfolded.reshape(n, channels, *original_size)
@@ -378,5 +412,5 @@ def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
     elif tensor.ndim == 4:
         fan_in = tensor.shape[1] * tensor.shape[2] * tensor.shape[3]
     else:
-        raise ValueError(f"tensor must be 2-D or 4-D, got {tensor.ndim} dimensions")
+        raise ValueError(f"Only supports Linear (2D) or Conv2d (4D) weights, got tensor with shape {tensor.shape}")
     return tensor.normal_(0.0, (1.0 / max(fan_in, 1)) ** 0.5)

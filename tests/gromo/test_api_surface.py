@@ -500,7 +500,8 @@ def test_conv_module_attributes():
     conv.padding = 1
     assert conv.layer.padding == (1, 1)
     restricted = RestrictedConv2dGrowingModule(2, 3, 3, 1, 1, name="r", device="cpu")
-    assert "bordering_weight" in restricted._non_persistent_buffers_set and restricted.name == "r"
+    assert "bordering_weight" in restricted._non_persistent_buffers_set and restricted._name == "r"
+    assert restricted.name == "RestrictedConv2dGrowingModule(r)"  # GroMo's composite name
     assert restricted.layer.padding == (1, 1)
     full = FullConv2dGrowingModule(2, 3, kernel_size=3, target_in_channels=5, device="cpu")
     assert full._mask_tensor_t is None and isinstance(full._tensor_s_growth, TensorStatistic)

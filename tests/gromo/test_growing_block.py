@@ -291,4 +291,5 @@ def test_block_compute_optimal_delta_is_a_no_op_and_extended_forward_without_upd
 def test_first_layer_linear_block_uses_linear_modules(device):
     block = LinearGrowingBlock(3, 3, hidden_features=2, kwargs_layer={"use_bias": False}, device=device)
     assert isinstance(block.first_layer, LinearGrowingModule) and block.first_layer.bias is None
-    assert block.second_layer.name == "block(second_layer)"
+    assert block.second_layer._name == "block(second_layer)"
+    assert block.second_layer.name == "LinearGrowingModule(block(second_layer))"  # GroMo's composite
