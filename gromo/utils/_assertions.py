@@ -2,14 +2,15 @@
 
 GroMo states many preconditions with ``assert condition, message``; code written against GroMo
 catches those ``AssertionError``s (and matches their texts). A bare ``assert`` disappears under
-``python -O``, so the package raises them through :func:`ensure`, which always runs.
+``python -O``, so the package raises them through :func:`ensure` (or its alias
+:func:`gromo_assert`), which always runs.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["ensure"]
+__all__ = ["ensure", "gromo_assert"]
 
 
 def ensure(condition: object, message: str | Callable[[], str]) -> None:
@@ -24,3 +25,12 @@ def ensure(condition: object, message: str | Callable[[], str]) -> None:
     """
     if not condition:
         raise AssertionError(message() if callable(message) else message)
+
+
+def gromo_assert(condition: object, message: str = "") -> None:
+    """= ``ensure(condition, message)`` (GroMo's text for the failure).
+
+    Raises:
+        AssertionError: ``condition`` is falsy.
+    """
+    ensure(condition, message)
