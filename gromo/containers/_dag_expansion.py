@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from gromo.containers._dag_parts import compute_bic
+from gromo.utils.utils import compute_BIC
 
 __all__ = ["ExpansionType", "Expansion", "InterMergeExpansion"]
 
@@ -212,7 +212,7 @@ class Expansion:
             self.metrics[f"acc_{split}"] = accuracy
         self.metrics["nb_params"] = self.dag.count_parameters(self._counted_edges())
         if val_dataloader is not None:
-            self.metrics["BIC"] = compute_bic(self.metrics["nb_params"], self.metrics["loss_val"],
+            self.metrics["BIC"] = compute_BIC(self.metrics["nb_params"], self.metrics["loss_val"],
                                               n=len(val_dataloader.dataset))
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gromo.containers._dag_expansion import Expansion, ExpansionType, InterMergeExpansion
-from gromo.containers._dag_parts import alphabetic_index, f1_micro
+from gromo.utils.utils import alphabetic_index, f1_micro
 
 
 class DAGGrowthMixin:

@@ -1,5 +1,5 @@
-"""The pieces a ``GrowingDAG`` is assembled from: node and edge modules, their detachment, and small
-numeric helpers of DAG growth (candidate letters, BIC, micro-F1, amplitude line search).
+"""The pieces a ``GrowingDAG`` is assembled from: node and edge modules, their detachment, and the
+node module applied to a main part and an extension part.
 
 A node is a merge module whose post-merge function is ``Sequential(norm, activation)``; an edge is
 a growing layer between two merges (or a zero "constant" stand-in for "no connection"). Module
@@ -9,9 +9,7 @@ a growing layer between two merges (or a zero "constant" stand-in for "no connec
 
 from __future__ import annotations
 
-import math
-import string
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,62 +32,6 @@ def base_name(key: str) -> str:
 def set_module_name(module: nn.Module, raw_name: str) -> None:
     """Give ``module`` GroMo's raw name ``_name`` (DAG dictionaries are keyed by it)."""
     module._name = raw_name
-
-
-def alphabetic_index(i: int, alphabet: str = string.ascii_lowercase) -> str:
-    """Bijective base-``len(alphabet)`` label: 0 → ``a``, 25 → ``z``, 26 → ``aa``, 702 → ``aaa``.
-
-    Raises:
-        ValueError: ``i`` negative.
-    """
-    if i < 0:
-        raise ValueError("index must be non-negative")
-    base = len(alphabet)
-    letters = []
-    i += 1
-    while i > 0:
-        i, remainder = divmod(i - 1, base)
-        letters.append(alphabet[remainder])
-    return "".join(reversed(letters))
-
-
-def compute_bic(nb_params: int, loss: float, n: int) -> float:
-    """GroMo's BIC with the loss in place of a likelihood: ``nb_params·log₂ n − 2·log₂ loss``."""
-    return nb_params * math.log2(n) - 2 * math.log2(loss)
-
-
-def f1_micro(actual: torch.Tensor, predicted: torch.Tensor) -> float:
-    """Micro-averaged F1 over the labels present in ``actual`` (1-D label tensors)."""
-    tp = fp = fn = 0
-    for label in torch.unique(actual).tolist():
-        tp += int(((predicted == label) & (actual == label)).sum())
-        fp += int(((predicted == label) & (actual != label)).sum())
-        fn += int(((predicted != label) & (actual == label)).sum())
-    precision = tp / (tp + fp)
-    recall = tp / (tp + fn)
-    return 2 * precision * recall / (precision + recall)
-
-
-def line_search(cost_fn: Callable[[float], float]) -> tuple[float, float]:
-    """Arg-min of ``cost_fn`` over ``[0] + geomspace(1e-6, 1, 100)``, then over ``geomspace(f, 10f,
-    100)`` for f = 1, 10, 100, … as long as the previous pass lowered the best cost.
-
-    Returns:
-        (first arg-min factor, its cost).
-    """
-    factors = [0.0] + torch.logspace(-6, 0, 100, dtype=torch.float64).tolist()
-    best_factor, best_cost = None, math.inf
-    start = 1.0
-    while True:
-        improved = False
-        for factor in factors:
-            cost = float(cost_fn(factor))
-            if cost < best_cost:
-                best_factor, best_cost, improved = factor, cost, True
-        if not improved:
-            return best_factor, best_cost
-        factors = torch.logspace(math.log10(start), math.log10(10 * start), 100, dtype=torch.float64).tolist()
-        start *= 10
 
 
 def apply_post_merge(module: MergeGrowingModule, x: torch.Tensor | None,

@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gromo.containers._candidate_fit import CandidatePlan, fit_candidates
-from gromo.containers._dag_parts import line_search
 from gromo.containers.growing_container import GrowingContainer
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG, InterMergeExpansion
 from gromo.modules.linear_growing_module import LinearMergeGrowingModule
+from gromo.utils.utils import line_search
 
 __all__ = ["GrowingGraphNetwork"]
 
@@ -62,13 +62,11 @@ def _surrogate_activation(module: nn.Module) -> nn.Sequential:
     return nn.Sequential(*[nn.Identity() if callable(getattr(m, "grow", None)) else m for m in members])
 
 
-def _mini_batch_gradient_descent(block: Callable, parameters: list[torch.Tensor], cost_fn: Callable,
-                                 X: torch.Tensor, Y: torch.Tensor, lrate: float, max_epochs: int,  # noqa: N803
-                                 batch_size: int, verbose: bool) -> list[float]:
-    """AdamW (no weight decay) on ``cost_fn(block(x), y)`` over shuffled mini-batches; the mean batch
-    loss per epoch."""
-    for parameter in parameters:
-        parameter.requires_grad_(True)
+def _descend(block: Callable, parameters: list[torch.Tensor], cost_fn: Callable, X: torch.Tensor,  # noqa: N803
+             Y: torch.Tensor, lrate: float, max_epochs: int, batch_size: int, verbose: bool) -> list[float]:  # noqa: N803
+    """GroMo's ``mini_batch_gradient_descent(fast=True)`` on tensors: AdamW (no weight decay) over
+    shuffled mini-batches; the mean batch loss per epoch. (``gromo.utils.utils``'s version also reads
+    file-backed data and imports its reader eagerly, which this path does not need.)"""
     optimizer = torch.optim.AdamW(parameters, lr=lrate, weight_decay=0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=batch_size, shuffle=True)
     history = []
@@ -83,8 +81,6 @@ def _mini_batch_gradient_descent(block: Callable, parameters: list[torch.Tensor]
         history.append(total / max(batches, 1))
         if verbose and epoch % 10 == 0:
             print(f"Epoch {epoch}: Train loss {history[-1]}")
-    for parameter in parameters:
-        parameter.requires_grad_(False)
     return history
 
 
@@ -213,9 +209,15 @@ class GrowingGraphNetwork(GrowingContainer):
         def block(x: torch.Tensor) -> torch.Tensor:
             return self.block_forward(layer_fn, alpha, omega, bias, x, sigma, **operation_args)
 
-        return _mini_batch_gradient_descent(block, [alpha, omega, bias], self.bottleneck_loss, B, bottleneck,
-                                            lrate=self.neuron_lrate, max_epochs=self.neuron_epochs,
-                                            batch_size=self.neuron_batch_size, verbose=verbose)
+        for parameter in (alpha, omega, bias):
+            parameter.requires_grad_(True)
+        try:
+            history = _descend(block, [alpha, omega, bias], self.bottleneck_loss, B, bottleneck, lrate=self.neuron_lrate,
+                               max_epochs=self.neuron_epochs, batch_size=self.neuron_batch_size, verbose=verbose)
+        finally:
+            for parameter in (alpha, omega, bias):
+                parameter.requires_grad_(False)
+        return history
 
     def joint_bottleneck_optimization(self, activity: torch.Tensor, existing_activity: torch.Tensor,
                                       desired_update: torch.Tensor) -> None:
