@@ -547,6 +547,7 @@ class GrowingDAG(nx.DiGraph, _dag_growth.DAGGrowthMixin, GrowingContainer):
         Returns:
             (output, output extension or None).
         """
+        mask = mask or {}
         mask_nodes = list(mask.get("nodes", []))
         mask_edges = [tuple(edge) for edge in mask.get("edges", []) if not isinstance(edge, str)]
         output: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
