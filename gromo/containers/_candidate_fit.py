@@ -19,8 +19,9 @@ target bottlenecks (``gromo_kernels.layer_statistics``), every edge's statistics
 (shared inputs are read once); a second pass computes every node candidate's features with one
 matmul against a block-structured α and their ``S``, ``M`` with one batched product; the solves are
 grouped lists (one batched call per distinct shape) inside one ``factorization_cache()`` block
-(edges with the same sources share one factorisation); a third pass computes the per-neuron
-first-order improvements, block outputs and bottleneck losses. Linear nodes only.
+(edges with the same sources share one factorisation); the bottleneck losses and per-neuron
+first-order improvements follow from the statistics (``FOI_j = −Σ_o M[j, o] ω[o, j]``), and a third
+pass computes the block outputs. Linear nodes only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.utils.tools import lecun_normal_
+
+#: elements of one pass chunk (rows × all columns): 16 MiB in float32
+_CHUNK_ELEMENTS = 2**22
 
 @dataclass(frozen=True)
 class CandidatePlan:
@@ -129,7 +133,7 @@ def fit_candidates(plans: list[CandidatePlan], bottlenecks: dict[str, torch.Tens
         plans: the candidates.
         bottlenecks: target ``_name`` → ``(n, size)``.
         activities: source ``_name`` → ``(n, size)``.
-        batch_size: rows per pass chunk.
+        batch_size: least rows per pass chunk (chunks hold about 4M elements).
         dtype: precision of the statistics and of the results (solves run in float64).
     Returns:
         one CandidateFit per plan, in order.
@@ -153,9 +157,12 @@ def fit_candidates(plans: list[CandidatePlan], bottlenecks: dict[str, torch.Tens
     in_cols = [_columns(p.inputs, in_offsets) + ([width] if p.bias and p.kind == "edge" else []) for p in plans]
     out_cols = [_columns(p.targets, out_offsets) for p in plans]
 
+    hidden_width = sum(p.neurons for p in plans if p.kind == "node")
+    chunk = max(batch_size, _CHUNK_ELEMENTS // (width + 1 + hidden_width + total_out))
+
     def passes():
-        for start in range(0, n, batch_size):
-            rows = slice(start, start + batch_size)
+        for begin in range(0, n, chunk):
+            rows = slice(begin, begin + chunk)
             yield _rows(activities, sources, rows, dtype), _rows(bottlenecks, targets, rows, dtype)
 
     # Pass 1 (edges): S and M of all sources (ones column last) against all targets.
@@ -165,38 +172,63 @@ def fit_candidates(plans: list[CandidatePlan], bottlenecks: dict[str, torch.Tens
             stats = gk.layer_statistics("linear", x, v, want=("s", "m"), bias=True)
             s_all = stats["s"] if s_all is None else s_all + stats["s"]
             m_all = stats["m"] if m_all is None else m_all + stats["m"]
-    # Pass 2 (nodes): features σ(α x) of every node candidate from one matmul, their S and M.
+    # Pass 2 (nodes): features σ(α x) of every node candidate from one matmul; their S (one batched
+    # product when all candidates propose the same number of neurons) and M.
     alphas = _draw_alphas(plans, nodes, in_cols, dtype, device)
-    alpha_block = torch.zeros(width + 1, sum(p.neurons for p in plans if p.kind == "node"), dtype=dtype,
-                              device=device)
-    spans, start = {}, 0
+    alpha_block = torch.zeros(width + 1, hidden_width, dtype=dtype, device=device)
+    spans, begin = {}, 0
     for i in nodes:
-        spans[i] = _place(alpha_block, in_cols[i], start, alphas[i].T)
-        start = spans[i].stop
-    s_h = {i: 0.0 for i in nodes}
-    m_h = {i: 0.0 for i in nodes}
+        spans[i] = _place(alpha_block, in_cols[i], begin, alphas[i].T)
+        begin = spans[i].stop
+    same_width = len({plans[i].neurons for i in nodes}) == 1
+    s_h: dict[int, torch.Tensor] = {}
+    cross = None
     if nodes:
+        s_stack = None
         for x, v in passes():
             hidden = _activate(plans, nodes, spans, _with_ones(x) @ alpha_block)
-            cross = hidden.T @ v
-            for i in nodes:
-                h = hidden[:, spans[i]]
-                s_h[i] = s_h[i] + h.T @ h
-                m_h[i] = m_h[i] + cross[spans[i]][:, out_cols[i]]
+            cross = hidden.T @ v if cross is None else cross + hidden.T @ v
+            if same_width:
+                h3 = hidden.view(len(hidden), len(nodes), plans[nodes[0]].neurons)
+                batch_s = torch.einsum("nck,ncl->ckl", h3, h3)
+                s_stack = batch_s if s_stack is None else s_stack + batch_s
+            else:
+                for i in nodes:
+                    h = hidden[:, spans[i]]
+                    s_h[i] = h.T @ h + s_h.get(i, 0.0)
+        if same_width:
+            s_h = {i: s_stack[j] for j, i in enumerate(nodes)}
     weights: dict[int, torch.Tensor] = {}
     omegas: dict[int, torch.Tensor] = {}
+    losses: dict[int, float] = {}
+    fois: dict[int, torch.Tensor] = {}
     with gk.factorization_cache():
         if edges:
             s_all, m_all = s_all / n, m_all / n
-            maps = _least_squares_maps([s_all[in_cols[i]][:, in_cols[i]] for i in edges],
-                                       [m_all[in_cols[i]][:, out_cols[i]] for i in edges], dtype)
+            s_list = [s_all[in_cols[i]][:, in_cols[i]] for i in edges]
+            m_list = [m_all[in_cols[i]][:, out_cols[i]] for i in edges]
+            maps = _least_squares_maps(s_list, m_list, dtype)
             weights.update(zip(edges, maps))
+            losses.update(_losses(edges, maps, s_list, m_list))
         if nodes:
-            maps = _least_squares_maps([s_h[i] / n for i in nodes], [m_h[i] / n for i in nodes], dtype)
+            s_list = [s_h[i] / n for i in nodes]
+            m_list = [cross[spans[i]][:, out_cols[i]] / n for i in nodes]
+            maps = _least_squares_maps(s_list, m_list, dtype)
             omegas.update(zip(nodes, maps))
             weights.update(alphas)
-    return _evaluate_fits(plans, weights, omegas, alpha_block, spans, in_cols, out_cols, passes, n, width,
-                          total_out, dtype, device)
+            losses.update(_losses(nodes, maps, s_list, m_list))
+            # FOI_j = −mean_b h_bj (v_b ω)_j = −Σ_o M_h[j, o] ω[o, j]: from the statistics, no pass
+            fois = {i: -(m * w.T).sum(dim=1) for i, w, m in zip(nodes, maps, m_list)}
+    return _evaluate_fits(plans, weights, omegas, losses, fois, alpha_block, spans, in_cols, passes, width,
+                          dtype, device)
+
+
+def _losses(indices: list[int], maps: list[torch.Tensor], s_list: list[torch.Tensor],
+            m_list: list[torch.Tensor]) -> dict[int, float]:
+    """Bottleneck loss ``tr(W M) / √(tr(W S Wᵀ) + 1e-8)`` of each fitted map (no pass over the data)."""
+    inner = torch.stack([(w * m.T).sum() for w, m in zip(maps, m_list)]).double()
+    square = torch.stack([(w @ s * w).sum() for w, s in zip(maps, s_list)]).double()
+    return dict(zip(indices, (inner / torch.sqrt(square + 1e-8)).tolist()))
 
 
 def _with_ones(x: torch.Tensor) -> torch.Tensor:
@@ -204,51 +236,47 @@ def _with_ones(x: torch.Tensor) -> torch.Tensor:
 
 
 def _activate(plans, nodes, spans, pre: torch.Tensor) -> torch.Tensor:
-    """σ of each node candidate on its column span of the pre-activations."""
+    """σ of each node candidate on its column span of the pre-activations (once when all σ agree)."""
+    if len({repr(plans[i].activation) for i in nodes}) == 1:
+        return plans[nodes[0]].activation(pre)
     hidden = torch.empty_like(pre)
     for i in nodes:
         hidden[:, spans[i]] = plans[i].activation(pre[:, spans[i]])
     return hidden
 
 
-def _evaluate_fits(plans, weights, omegas, alpha_block, spans, in_cols, out_cols, passes, n, width, total_out,
-                   dtype, device) -> list[CandidateFit]:
-    """Pass 3: first-order improvements, block outputs and bottleneck losses of every candidate."""
+def _evaluate_fits(plans, weights, omegas, losses, fois, alpha_block, spans, in_cols, passes, width, dtype,
+                   device) -> list[CandidateFit]:
+    """Pass 3: the block output of every candidate (edges from one matmul, nodes from one matmul for
+    all features and one per candidate for its ω)."""
     edges = [i for i, p in enumerate(plans) if p.kind == "edge"]
     nodes = [i for i, p in enumerate(plans) if p.kind == "node"]
     edge_block = torch.zeros(width + 1, sum(weights[i].shape[0] for i in edges), dtype=dtype, device=device)
-    edge_spans, start = {}, 0
+    edge_spans, begin = {}, 0
     for i in edges:
-        edge_spans[i] = _place(edge_block, in_cols[i], start, weights[i].T)
-        start = edge_spans[i].stop
-    omega_block = torch.zeros(total_out, alpha_block.shape[1], dtype=dtype, device=device)
-    for i in nodes:
-        omega_block[out_cols[i], spans[i]] = omegas[i]
-
+        edge_spans[i] = _place(edge_block, in_cols[i], begin, weights[i].T)
+        begin = edge_spans[i].stop
     outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(plans))}
-    foi_sum = torch.zeros(alpha_block.shape[1], dtype=dtype, device=device)
-    inner = torch.zeros(len(plans), dtype=torch.float64)
-    square = torch.zeros(len(plans), dtype=torch.float64)
-    for x, v in passes():
+    for x, _ in passes():
         x = _with_ones(x)
-        edge_out = x @ edge_block
-        hidden = _activate(plans, nodes, spans, x @ alpha_block)
-        foi_sum += (hidden * (v @ omega_block)).sum(dim=0)
-        for i in range(len(plans)):
-            out = edge_out[:, edge_spans[i]] if i in edge_spans else hidden[:, spans[i]] @ omegas[i].T
-            outputs[i].append(out)
-            inner[i] += float((out * v[:, out_cols[i]]).sum())
-            square[i] += float((out * out).sum())
+        if edges:
+            edge_out = x @ edge_block
+            for i in edges:
+                outputs[i].append(edge_out[:, edge_spans[i]])
+        if nodes:
+            hidden = _activate(plans, nodes, spans, x @ alpha_block)
+            for i in nodes:
+                outputs[i].append(hidden[:, spans[i]] @ omegas[i].T)
     fits = []
     for i, plan in enumerate(plans):
-        loss = float((inner[i] / n) / torch.sqrt(square[i] / n + 1e-8))
+        output = outputs[i][0] if len(outputs[i]) == 1 else torch.cat(outputs[i])
         if plan.kind == "edge":
             weight = weights[i]
             main, bias = (weight[:, :-1], weight[:, -1]) if plan.bias else (weight, None)
-            fits.append(CandidateFit(weight=main.contiguous(), bias=None if bias is None else bias.contiguous(),
-                                     omega=None, foi=None, block_output=torch.cat(outputs[i]), loss=loss))
+            fits.append(CandidateFit(weight=main, bias=bias, omega=None, foi=None, block_output=output,
+                                     loss=losses[i]))
         else:
             bias = torch.zeros(plan.neurons, dtype=dtype, device=device) if plan.bias else None
-            fits.append(CandidateFit(weight=weights[i], bias=bias, omega=omegas[i], foi=-foi_sum[spans[i]] / n,
-                                     block_output=torch.cat(outputs[i]), loss=loss))
+            fits.append(CandidateFit(weight=weights[i], bias=bias, omega=omegas[i], foi=fois[i],
+                                     block_output=output, loss=losses[i]))
     return fits
