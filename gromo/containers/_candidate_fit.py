@@ -99,7 +99,8 @@ def _rows(tensors: dict[str, torch.Tensor], names: list[str], rows: slice, dtype
 def _least_squares_maps(s_list: list[torch.Tensor], m_list: list[torch.Tensor], dtype) -> list[torch.Tensor]:
     """``W = −(S⁺M)ᵀ / √tr(MᵀS⁺M)`` (O, F) for each pair, grouped by shape in batched solves."""
     maps = []
-    for s, m, result in zip(s_list, m_list, gk.optimal_delta(s_list, m_list)):
+    # fp32 Cholesky (fp64 for any element that needs the pseudo-inverse or fails its check)
+    for s, m, result in zip(s_list, m_list, gk.optimal_delta(s_list, m_list, dtype=torch.float32)):
         delta = result.delta.to(dtype)  # (O, F) = (S⁺M)ᵀ
         norm = (delta * m.T).sum().clamp_min(torch.finfo(dtype).tiny).sqrt()
         maps.append(-delta / norm)
@@ -183,10 +184,14 @@ def fit_candidates(plans: list[CandidatePlan], bottlenecks: dict[str, torch.Tens
     same_width = len({plans[i].neurons for i in nodes}) == 1
     s_h: dict[int, torch.Tensor] = {}
     cross = None
+    single_chunk = n <= chunk
+    cached_hidden = None
     if nodes:
         s_stack = None
         for x, v in passes():
             hidden = _activate(plans, nodes, spans, _with_ones(x) @ alpha_block)
+            if single_chunk:  # pass 3 reuses the features instead of recomputing them
+                cached_hidden = hidden
             cross = hidden.T @ v if cross is None else cross + hidden.T @ v
             if same_width:
                 h3 = hidden.view(len(hidden), len(nodes), plans[nodes[0]].neurons)
@@ -220,7 +225,7 @@ def fit_candidates(plans: list[CandidatePlan], bottlenecks: dict[str, torch.Tens
             # FOI_j = −mean_b h_bj (v_b ω)_j = −Σ_o M_h[j, o] ω[o, j]: from the statistics, no pass
             fois = {i: -(m * w.T).sum(dim=1) for i, w, m in zip(nodes, maps, m_list)}
     return _evaluate_fits(plans, weights, omegas, losses, fois, alpha_block, spans, in_cols, passes, width,
-                          dtype, device)
+                          dtype, device, cached_hidden)
 
 
 def _losses(indices: list[int], maps: list[torch.Tensor], s_list: list[torch.Tensor],
@@ -246,7 +251,7 @@ def _activate(plans, nodes, spans, pre: torch.Tensor) -> torch.Tensor:
 
 
 def _evaluate_fits(plans, weights, omegas, losses, fois, alpha_block, spans, in_cols, passes, width, dtype,
-                   device) -> list[CandidateFit]:
+                   device, cached_hidden) -> list[CandidateFit]:
     """Pass 3: the block output of every candidate (edges from one matmul, nodes from one matmul for
     all features and one per candidate for its ω)."""
     edges = [i for i, p in enumerate(plans) if p.kind == "edge"]
@@ -264,7 +269,7 @@ def _evaluate_fits(plans, weights, omegas, losses, fois, alpha_block, spans, in_
             for i in edges:
                 outputs[i].append(edge_out[:, edge_spans[i]])
         if nodes:
-            hidden = _activate(plans, nodes, spans, x @ alpha_block)
+            hidden = cached_hidden if cached_hidden is not None else _activate(plans, nodes, spans, x @ alpha_block)
             for i in nodes:
                 outputs[i].append(hidden[:, spans[i]] @ omegas[i].T)
     fits = []
