@@ -52,6 +52,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
+from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import (
     apply_border_effect_on_unfolded,
@@ -121,18 +122,73 @@ class _ZeroWidthSafeConv2d(nn.Conv2d):
         return out
 
 
+# GroMo's texts for a growth accessor without a usable previous module, per accessor:
+# (no previous module, linear previous, linear-merge previous, other previous).
+_GROWTH_TEXTS = {
+    "m_prev": (
+        "No previous module for {name}. Thus M_{{-2}} is not defined.",
+        "TODO: implement M_prev for LinearGrowingModule",
+        "TODO: implement M_prev for LinearMergeGrowingModule",
+        "The computation of M_{{-2}} is not implemented yet for {previous_type} as previous module.",
+    ),
+    "cross_cov": (
+        "No previous module for {name}. Thus the cross covariance is not defined.",
+        "TODO: implement cross cov for LinearGrowingModule",
+        "TODO: implement cross cov for LinearMergeGrowingModule",
+        "The computation of P is not implemented yet for {previous_type} as previous module.",
+    ),
+    "s_growth": (
+        "No previous module for {name}. Thus S growth is not defined.",
+        "",
+        "",
+        "S growth is not implemented yet for {previous_type} as previous module.",
+    ),
+    "bordered": (
+        "Cannot compute the bordered unfolded input without a previous module for {name}.",
+        "",
+        "",
+        "The computation of the bordered unfolded input is not implemented yet for {previous_type} as "
+        "previous module.",
+    ),
+    "masked": (
+        "No previous module for {name}.Therefore the previous masked unfolded activation is not defined.",
+        "",
+        "",
+        "The computation of the previous masked unfolded activation is not implemented yet for "
+        "{previous_type} as previous module.",
+    ),
+    "added_parameters": (
+        "No previous module for {name}. Thus the optimal added parameters cannot be computed.",
+        "TODO: should we implement Lin -> Conv",
+        "TODO: should we implement Lin Add -> Conv",
+        "The computation of the optimal added parameters is not implemented yet for {previous_type} as "
+        "previous module.",
+    ),
+}
+
+
+def _check_kernel(weight: torch.Tensor, layer: nn.Conv2d) -> None:
+    """GroMo's per-dimension kernel check of a weight (K_out, K_in, kh, kw) for ``layer``."""
+    ensure(weight.ndim == 4, lambda: f"weight should have 4 dimensions, but got {weight.dim()=}.")
+    kernel_size = _pair(layer.kernel_size)
+    for i in range(2):
+        ensure(weight.shape[2 + i] == kernel_size[i], lambda: (
+            f"weight.shape[2 + i]={weight.shape[2 + i]!r} should be equal to "
+            f"layer.kernel_size[i]={kernel_size[i]!r}"
+        ))
+
+
 def _new_conv(in_channels: int, out_channels: int, geometry: gk.Conv2dGeometry, bias: bool,
               device, dtype, initialise: bool = True) -> nn.Conv2d:
     """A zero-width-safe conv. Without ``initialise`` it lives on the meta device: the caller must
     assign every parameter (no initialisation, no RNG draw, no wasted allocation)."""
     kernel, stride, padding, dilation = geometry
-    with warnings.catch_warnings():
-        # torch warns that initialising a zero-width weight is a no-op: expected here.
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        conv = _ZeroWidthSafeConv2d(
-            in_channels, out_channels, kernel, stride=stride, padding=padding, dilation=dilation,
-            bias=bias, device=device if initialise else "meta", dtype=dtype,
-        )
+    # torch's "Initializing zero-element tensors is a no-op" warning of a zero-width layer is left
+    # to surface, as it does in GroMo (which builds its layers with torch's default initialisation).
+    conv = _ZeroWidthSafeConv2d(
+        in_channels, out_channels, kernel, stride=stride, padding=padding, dilation=dilation,
+        bias=bias, device=device if initialise else "meta", dtype=dtype,
+    )
     if initialise and in_channels == 0 and conv.bias is not None:
         # torch skips the bias init when fan_in == 0 and leaves uninitialised memory.
         with torch.no_grad():
@@ -293,35 +349,35 @@ class Conv2dGrowingModule(GrowingModule):
             return None
         return (int(x.shape[-2]), int(x.shape[-1]))
 
-    def _size_from_previous(self) -> tuple[int, int] | None:
-        previous = self.previous_module
-        if not isinstance(previous, Conv2dGrowingModule):
-            return None
-        previous_size = previous._stored_input_size() or previous._input_size
-        if previous_size is None:
-            return None
-        return compute_output_shape_conv(previous_size, previous.layer)
-
     @property
     def input_size(self) -> tuple[int, int]:
-        """(H, W) of the input: the stored input's, else the previous conv's output grid (when its
-        own input size is known), else the recorded one. A recorded size is the last resort because
-        it goes stale when the previous layer's geometry or input changes (GroMo keeps it).
+        """(H, W) of the input, as GroMo: the recorded size when there is one (an explicit
+        assignment is what is read back), else ``update_input_size()`` records it from the stored
+        input. The record is refreshed where it matters (``update_computation`` and the growth
+        accessors call ``update_input_size``); the growth statistics read their grid from the
+        stored tensors of the current batch, never from this record.
 
         Raises:
             ValueError: it cannot be determined.
         """
-        size = self._stored_input_size() or self._size_from_previous() or self._input_size
+        size = self._input_size
+        if size is None:
+            size = self.update_input_size()
         if size is None:
             raise ValueError(
-                f"The input size of {self.name} is unknown: give input_size, store an input or "
-                "connect a previous convolution whose input size is known."
+                f"The input size of the layer {self.name} is not defined. (Give input_size, store an "
+                "input or connect a previous convolution whose input size is known.)"
             )
         return size
 
     @input_size.setter
     def input_size(self, value: tuple[int, int] | None) -> None:
-        self._input_size = None if value is None else tuple(int(s) for s in value)
+        # GroMo: a value is recorded through update_input_size (warning when it changes the
+        # record); None clears the record silently.
+        if value is None:
+            self._input_size = None
+        else:
+            self.update_input_size(tuple(int(s) for s in value))
 
     def update_input_size(
         self,
@@ -354,10 +410,13 @@ class Conv2dGrowingModule(GrowingModule):
                     new_size = compute_output_shape_conv(previous_size, self.previous_module.layer)
                 else:
                     return self._input_size
-        assert len(new_size) == 2, f"The input size must have 2 entries, got {new_size}"
+        ensure(len(new_size) == 2,
+               f"The input size should be a tuple of two integers, but got {new_size=}.")
         if self._input_size is not None and tuple(new_size) != tuple(self._input_size):
             warnings.warn(
-                f"The input size of {self.name} changed from {self._input_size} to {new_size}.",
+                f"The input size of the layer {self.name} has changed from {self._input_size} to "
+                f"{new_size}.This may lead to errors if the size of the tensor statistics and of the "
+                "mask tensor T are not updated.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -404,7 +463,7 @@ class Conv2dGrowingModule(GrowingModule):
 
     def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
         reference = sources.get("grad", sources.get("x_prev"))
-        assert reference is not None, f"{self.name}: no stored tensor to size the statistics."
+        ensure(reference is not None, f"{self.name}: no stored tensor to size the statistics.")
         h, w = self._input_grid(sources)
         return reference.new_zeros(reference.shape[0], 0, h, w)
 
@@ -454,13 +513,12 @@ class Conv2dGrowingModule(GrowingModule):
                 kernel size differs.
         """
         if force_bias:
-            assert self.use_bias is (bias is not None), (
-                f"The bias of the layer ({bias is not None}) must match use_bias={self.use_bias}."
-            )
-        assert weight.ndim == 4 and tuple(weight.shape[2:]) == tuple(self.kernel_size), (
-            f"The weight must have shape (out, in, {self.kernel_size[0]}, {self.kernel_size[1]}), "
-            f"got {tuple(weight.shape)}"
-        )
+            use_bias = self.use_bias
+            ensure(use_bias is (bias is not None), (
+                f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
+                f"bias (use_bias ={use_bias!r}) is not None."
+            ))
+        _check_kernel(weight, self.layer)
         layer = _new_conv(
             int(weight.shape[1]), int(weight.shape[0]), self._geometry, bias is not None,
             device=weight.device, dtype=weight.dtype, initialise=False,
@@ -483,12 +541,12 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: wrong shape.
         """
-        assert weight.ndim == 4 and weight.shape[0] == self.out_channels and (
-            tuple(weight.shape[2:]) == tuple(self.kernel_size)
-        ), (
-            f"The input extension must have shape ({self.out_channels}, K, {self.kernel_size[0]}, "
-            f"{self.kernel_size[1]}), got {tuple(weight.shape)}"
-        )
+        out_channels = self.out_channels
+        ensure(weight.ndim == 4 and weight.shape[0] == out_channels, lambda: (
+            f"{weight.shape[0]=} should be equal to {out_channels=} (the input extension must have "
+            f"shape ({out_channels}, K, kh, kw), got {tuple(weight.shape)})"
+        ))
+        _check_kernel(weight, self.layer)
         old = self.layer.weight
         new_weight = torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=1)
         bias = self.layer.bias.detach().clone() if self.layer.bias is not None else None
@@ -504,24 +562,28 @@ class Conv2dGrowingModule(GrowingModule):
         Warns:
             UserWarning: a bias given to a layer without bias (ignored).
         """
-        assert weight.ndim == 4 and weight.shape[1] == self.in_channels and (
-            tuple(weight.shape[2:]) == tuple(self.kernel_size)
-        ), (
-            f"The output extension must have shape (K, {self.in_channels}, {self.kernel_size[0]}, "
-            f"{self.kernel_size[1]}), got {tuple(weight.shape)}"
-        )
+        in_channels = self.in_channels
+        ensure(weight.ndim == 4 and weight.shape[1] == in_channels, lambda: (
+            f"{weight.shape[1]=} should be equal to {in_channels=} (the output extension must have "
+            f"shape (K, {in_channels}, kh, kw), got {tuple(weight.shape)})"
+        ))
+        _check_kernel(weight, self.layer)
         old = self.layer.weight
         new_weight = torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=0)
         if self.use_bias:
-            assert bias is not None, f"{self.name} has a bias: the output extension needs one."
-            assert bias.shape == (weight.shape[0],), (
-                f"The bias extension must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
-            )
+            ensure(bias is not None, (
+                "The bias of the extension should be provided because the layer has a bias "
+                f"({self.name})"
+            ))
+            ensure(bias.shape == (weight.shape[0],), lambda: (
+                f"{bias.shape[0]=} should be equal to {weight.shape[0]=} (bias shape {tuple(bias.shape)})"
+            ))
             new_bias = torch.cat([self.layer.bias.detach(), bias.detach().to(old.device, old.dtype)])
         else:
             if bias is not None:
                 warnings.warn(
-                    f"{self.name} has no bias: the bias of the output extension is ignored.",
+                    "The bias of the extension should not be provided because the layer has no bias. "
+                    f"({self.name}: the bias of the output extension is ignored.)",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -537,7 +599,7 @@ class Conv2dGrowingModule(GrowingModule):
             self._rebuild_statistic("_tensor_s", (width, width), self.compute_s_update, "S")
         else:
             self._rebuild_statistic(
-                "covariance_loss_gradient", None, self.compute_covariance_loss_gradient_update, "E_s"
+                "covariance_loss_gradient", None, self.compute_covariance_loss_gradient_update, "E"
             )
         self._rebuild_statistic("tensor_m", (width, self.out_channels), self.compute_m_update, "M")
         self._clear_statistics_cache()
@@ -549,10 +611,10 @@ class Conv2dGrowingModule(GrowingModule):
             AssertionError: layer not an nn.Conv2d, or neither argument given.
         """
         if layer is not None:
-            assert isinstance(layer, nn.Conv2d), f"The layer must be an nn.Conv2d, got {type(layer).__name__}"
+            ensure(isinstance(layer, nn.Conv2d), f"The layer should be a torch.nn.Conv2d but got {type(layer)}.")
             kh, kw = _pair(layer.kernel_size)
             return layer.in_channels * kh * kw
-        assert num_neurons is not None, "Give a layer or a number of neurons."
+        ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
         return num_neurons * self.kernel_size[0] * self.kernel_size[1]
 
     def create_layer_in_extension(self, extension_size: int) -> None:
@@ -572,25 +634,34 @@ class Conv2dGrowingModule(GrowingModule):
     # ----- growth: shared checks --------------------------------------------------------------
 
     def _growth_previous(self, what: str) -> "Conv2dGrowingModule":
-        """The previous conv of a growth statistic.
+        """The previous conv of a growth statistic ``what`` (a key of ``_GROWTH_TEXTS``).
 
         Raises:
             ValueError: no previous module.
-            NotImplementedError: previous module is not a Conv2dGrowingModule.
+            NotImplementedError: previous module is not a Conv2dGrowingModule (GroMo's texts: a
+                "TODO" for linear and linear-merge predecessors).
         """
         previous = self.previous_module
+        no_previous, not_linear, not_merge, other = _GROWTH_TEXTS[what]
         if previous is None:
-            raise ValueError(f"{self.name} has no previous module: cannot compute {what}.")
+            raise ValueError(f"{no_previous.format(name=self.name)} ({self.name}: no previous module)")
         if not isinstance(previous, Conv2dGrowingModule):
-            raise NotImplementedError(
-                f"{what} is not implemented for a previous module of type {type(previous).__name__} "
-                f"in {type(self).__name__}."
-            )
+            from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
+
+            context = f" (previous module of type {type(previous).__name__} for {type(self).__name__})"
+            if isinstance(previous, LinearGrowingModule) and not_linear:
+                raise NotImplementedError(not_linear + context)
+            if isinstance(previous, LinearMergeGrowingModule) and not_merge:
+                raise NotImplementedError(not_merge + context)
+            if isinstance(previous, Conv2dMergeGrowingModule):
+                suffix = ": Conv Add -> Conv" if what == "added_parameters" else ""
+                raise NotImplementedError(f"TODO: implement this{suffix}{context}")
+            raise NotImplementedError(other.format(previous_type=type(previous)) + context)
         return previous
 
     def _growth_stats_direct(self, desired_activation: torch.Tensor):
         """Growth statistics for an explicit gradient (not cached)."""
-        previous = self._growth_previous("M_{-2}")
+        previous = self._growth_previous("m_prev")
         x_prev = previous.input
         sources = {"x_prev": x_prev, "grad": desired_activation}
         try:
@@ -628,11 +699,15 @@ class Conv2dGrowingModule(GrowingModule):
         return self._layer_statistic(key)
 
     def _alpha_omega(self, use_fisher: bool, **kwargs: Any):
-        previous = self._growth_previous("the added parameters")
+        previous = self._growth_previous("added_parameters")
         alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(use_fisher=use_fisher, **kwargs)
         k = int(eigenvalues.shape[0])
         dp = previous.in_features + previous.use_bias
-        assert alpha.shape == (k, dp), f"alpha has shape {tuple(alpha.shape)}, expected {(k, dp)}"
+        ensure(alpha.shape[0] == k and omega.shape[-1] == k, lambda: (
+            f"alpha and omega should have the same number of added neurons {k}.but got {alpha.shape} "
+            f"and {omega.shape}."
+        ))
+        ensure(alpha.shape == (k, dp), lambda: f"alpha should have shape ({k}, ...) but got {alpha.shape}.")
         if previous.use_bias:
             alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
         else:
@@ -717,7 +792,8 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        previous = self._growth_previous("the bordered unfolded previous input")
+        previous = self._growth_previous("bordered")
+        self.update_input_size(compute_from_previous=True)  # GroMo records the size here
         unfolded = previous.unfolded_extended_input
         size = compute_output_shape_conv(tuple(previous.input.shape[-2:]), previous.layer)
         n, channels = unfolded.shape[:2]
@@ -736,15 +812,20 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             AssertionError: other weight shapes, or bias presence differs from ``use_bias``.
         """
+        use_bias = self.use_bias
+        ensure(use_bias is (bias is not None), (
+            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
+            f"bias (use_bias ={use_bias!r}) is not None."
+        ))
         if weight.ndim == 4:
-            assert tuple(weight.shape[2:]) == (1, 1), (
-                f"A 4-D weight must have shape (C_out, k, 1, 1), got {tuple(weight.shape)}"
-            )
+            ensure(tuple(weight.shape[2:]) == (1, 1), lambda: (
+                "weight should have 2 dimensions or the last two dimensions should be (1, 1), but got "
+                f"{weight.shape=}."
+            ))
             weight = weight[:, :, 0, 0]
-        assert weight.ndim == 2, f"The weight must be 2-D (C_out, k), got {tuple(weight.shape)}"
-        assert self.use_bias is (bias is not None), (
-            f"The bias ({bias is not None}) must match use_bias={self.use_bias}."
-        )
+        ensure(weight.ndim == 2, lambda: (
+            f"weight should have 2 or 4 dimensions, but got {weight.dim()=}. (expected a 2-D weight)"
+        ))
         kh, kw = self.kernel_size
         full = weight.new_zeros(weight.shape[0], weight.shape[1], kh, kw)
         full[:, :, kh // 2, kw // 2] = weight
@@ -756,7 +837,7 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        return self._growth_statistic("m_prev", "M_{-2}", desired_activation)
+        return self._growth_statistic("m_prev", "m_prev", desired_activation)
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,l} Ũ_p Uᵀ (D_p, D), n).
@@ -764,7 +845,7 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        return self._growth_statistic("cross_cov", "the cross covariance")
+        return self._growth_statistic("cross_cov", "cross_cov")
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -773,14 +854,21 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             AssertionError: no delta, or shapes inconsistent.
         """
-        assert self.delta_raw is not None, f"{self.name}: compute the optimal delta first."
+        delta_raw = self.delta_raw
+        ensure(delta_raw is not None, f"The optimal delta should be computed before the tensor N for {self.name}.")
         m_prev = self.tensor_m_prev()
         cross = self.cross_covariance()
         width = self.in_features + self.use_bias
-        assert cross.shape[1] == width, f"P has shape {tuple(cross.shape)}, expected (D_p, {width})"
-        assert self.delta_raw.shape == (self.out_channels, width), (
-            f"delta_raw has shape {tuple(self.delta_raw.shape)}, expected {(self.out_channels, width)}"
-        )
+        ensure(cross.shape[1] == width, lambda: (
+            f"The cross covariance should have shape (..., {width}) but got {cross.shape}."
+        ))
+        ensure(delta_raw.shape[1] == width, lambda: (
+            f"Expected delta_raw.shape[1] == {width}, but got {delta_raw.shape[1]} (full shape: "
+            f"{delta_raw.shape})."
+        ))
+        ensure(delta_raw.shape[0] == self.out_channels, lambda: (
+            f"Expected delta_raw.shape[0] == {self.out_channels}, but got {delta_raw.shape[0]}."
+        ))
         return -m_prev + cross @ self.delta_raw.to(cross.dtype).T
 
     def _compute_optimal_added_parameters(
@@ -817,9 +905,8 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
             use_fisher=use_fisher,
         )
         k = int(eigenvalues.shape[0])
-        assert omega.shape == (self.out_channels, k), (
-            f"omega has shape {tuple(omega.shape)}, expected {(self.out_channels, k)}"
-        )
+        ensure(omega.shape == (self.out_channels, k),
+               "omega should have the same number of output features as the layer.")
         self.eigenvalues_extension = eigenvalues
         self.extended_input_layer = self.linear_layer_of_tensor(omega, self._zero_extension_bias(omega))
         if update_previous:
@@ -892,7 +979,11 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
 
     @tensor_s_growth.setter
     def tensor_s_growth(self, value: Any) -> None:
-        raise AttributeError("tensor_s_growth cannot be set.")
+        raise AttributeError(
+            f"You tried to set tensor_s_growth of a GrowingModule (name={self.name}).This is not allowed "
+            "because tensor_s_growth refers to the previous module's tensor_s, not the current "
+            "module's tensor_s. (tensor_s_growth cannot be set.)"
+        )
 
     @property
     def mask_tensor_t(self) -> torch.Tensor:
@@ -901,7 +992,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: the input size is unknown.
         """
-        size = self.input_size
+        size = self.update_input_size(compute_from_previous=True) or self.input_size
         device = self.layer.weight.device
         key = (tuple(size), self._geometry, device)
         if self._mask_tensor_t is None or self._mask_key != key:
@@ -919,7 +1010,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        previous = self._growth_previous("the masked unfolded previous input")
+        previous = self._growth_previous("masked")
         unfolded = previous.unfolded_extended_input
         h, w = compute_output_shape_conv(tuple(previous.input.shape[-2:]), previous.layer)
         n, channels = unfolded.shape[:2]
@@ -934,7 +1025,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        return self._growth_statistic("s_growth", "S_growth")
+        return self._growth_statistic("s_growth", "s_growth")
 
     def compute_m_prev_update(self, desired_activation: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """(M₋₂ (D_p, C_out·kk) with column c·kk + e, n).
@@ -942,7 +1033,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        return self._growth_statistic("m_prev", "M_{-2}", desired_activation)
+        return self._growth_statistic("m_prev", "m_prev", desired_activation)
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(P (kk, D_p, D), n).
@@ -950,7 +1041,7 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        return self._growth_statistic("cross_cov", "the cross covariance")
+        return self._growth_statistic("cross_cov", "cross_cov")
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -959,16 +1050,16 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         Raises:
             AssertionError: no delta, or shapes inconsistent.
         """
-        assert self.delta_raw is not None, f"{self.name}: compute the optimal delta first."
+        ensure(self.delta_raw is not None,
+               f"The optimal delta should be computed before the tensor N for {self.name}.")
         m_prev = self.tensor_m_prev()
         cross = self.cross_covariance()
         width = self.in_features + self.use_bias
-        assert cross.ndim == 3 and cross.shape[2] == width, (
-            f"P has shape {tuple(cross.shape)}, expected (kk, D_p, {width})"
-        )
-        assert self.delta_raw.shape == (self.out_channels, width), (
+        ensure(cross.ndim == 3 and cross.shape[2] == width,
+               lambda: f"P has shape {tuple(cross.shape)}, expected (kk, D_p, {width})")
+        ensure(self.delta_raw.shape == (self.out_channels, width), lambda: (
             f"delta_raw has shape {tuple(self.delta_raw.shape)}, expected {(self.out_channels, width)}"
-        )
+        ))
         projected = torch.einsum("ead,cd->ace", cross, self.delta_raw.to(cross.dtype))
         return -m_prev + projected.reshape(m_prev.shape)
 
@@ -996,7 +1087,9 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         """
         if use_fisher:
             raise NotImplementedError(
-                "use_fisher is not implemented for FullConv2dGrowingModule (N has C_out·kk columns)."
+                "use_fisher=True is not supported for FullConv2dGrowingModule because the output "
+                "dimension of the SVD target is out_channels * k_h * k_w, which does not match the "
+                "(out_channels, out_channels) shape of covariance_loss_gradient."
             )
         previous, alpha_weight, alpha_bias, omega, eigenvalues = self._alpha_omega(
             numerical_threshold=numerical_threshold,
@@ -1012,9 +1105,8 @@ class FullConv2dGrowingModule(Conv2dGrowingModule):
         )
         k = int(eigenvalues.shape[0])
         kh, kw = self.kernel_size
-        assert omega.shape == (self.out_channels * kh * kw, k), (
-            f"omega has shape {tuple(omega.shape)}, expected {(self.out_channels * kh * kw, k)}"
-        )
+        ensure(omega.shape == (self.out_channels * kh * kw, k),
+               "omega should have the same number of output features as the layer.")
         omega_kernel = omega.reshape(self.out_channels, kh, kw, k).permute(0, 3, 1, 2).contiguous()
         self.eigenvalues_extension = eigenvalues
         self.extended_input_layer = self.layer_of_tensor(omega_kernel, self._zero_extension_bias(omega))
@@ -1113,31 +1205,31 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
 
     @property
     def input_volume(self) -> int:
-        """Explicit volume, else C·H·W, else the first predecessor's output volume (−1 if none).
+        """Explicit volume, else C·H·W, else the first predecessor's output volume (as GroMo).
 
         Warns:
-            UserWarning: taken from the predecessor.
+            UserWarning: no previous module to derive it from (the volume is then −1).
         """
         if self._input_volume is not None:
             return self._input_volume
         if self.input_size is not None:
             return self.in_channels * self.input_size[0] * self.input_size[1]
-        if self.previous_modules:
+        if not self.previous_modules:
             warnings.warn(
-                f"{self.name}: input volume taken from the first previous module.", UserWarning, stacklevel=2
+                "Cannot derive the number of features of Conv2dMergeGrowingModule without setting at "
+                "least one previous module",
+                UserWarning,
+                stacklevel=2,
             )
-            return self.previous_modules[0].output_volume
-        return -1
+            return -1
+        return self.previous_modules[0].output_volume
 
     @property
     def output_volume(self) -> int:
-        """Number of elements per sample after ``post_merge_function`` and ``reshape_function``.
-
-        Raises:
-            ValueError: the input size is unknown.
-        """
+        """Number of elements per sample after ``post_merge_function`` and ``reshape_function``;
+        ``input_volume`` when the input size is unknown (as GroMo)."""
         if self.input_size is None:
-            raise ValueError(f"{self.name}: the input size is unknown.")
+            return self.input_volume
         h, w = self.input_size
         parameters = [*self.post_merge_function.parameters(), *self.reshape_function.parameters()]
         dtype = parameters[0].dtype if parameters else None
@@ -1151,7 +1243,10 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         linear, linear_merge = _linear_types()
         if not self.next_modules:
             warnings.warn(
-                f"{self.name}: no next module, {attribute} defaults to {default}.", UserWarning, stacklevel=3
+                f"Cannot derive the {attribute} of Conv2dMergeGrowingModule without setting at least one "
+                f"next module ({self.name}: no next module, {attribute} defaults to {default})",
+                UserWarning,
+                stacklevel=3,
             )
             return default
         following = self.next_modules[0]
@@ -1187,10 +1282,13 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
 
     @property
     def unfolded_extended_activity(self) -> torch.Tensor:
-        """Activity unfolded with the next geometry plus a ones row: (n, C·kh·kw + 1, L)."""
-        assert self.activity is not None, f"{self.name}: the activity is not stored."
+        """Activity unfolded with the next geometry, plus a ones row when ``use_bias``:
+        (n, C·kh·kw + use_bias, L)."""
+        ensure(self.activity is not None, f"The activity must be stored. (error in {self.name})")
         g = self._geometry
         unfolded = F.unfold(self.activity, g.kernel_size, dilation=g.dilation, padding=g.padding, stride=g.stride)
+        if not self.use_bias:
+            return unfolded
         ones = torch.ones(unfolded.shape[0], 1, unfolded.shape[2], dtype=unfolded.dtype, device=unfolded.device)
         return torch.cat([unfolded, ones], dim=1)
 
@@ -1209,25 +1307,28 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         linear, linear_merge = _linear_types()
         next_modules = list(next_modules) if next_modules else []
         for module in next_modules:
+            kernel_size, out_channels = self.kernel_size, self.out_channels
             if isinstance(module, Conv2dGrowingModule):
-                assert tuple(module.kernel_size) == tuple(self.kernel_size), (
-                    f"The next module has kernel size {module.kernel_size}, expected {self.kernel_size}"
-                )
-                assert module.in_channels == self.out_channels, (
-                    f"The next module has {module.in_channels} input channels, expected {self.out_channels}"
-                )
+                ensure(tuple(module.kernel_size) == tuple(kernel_size), (
+                    f"Kernel size of next Conv2d modules {module.kernel_size} must match this module's "
+                    f"kernel_size {kernel_size} (error in {self.name}) (the next module has another kernel "
+                    "size)"
+                ))
+                ensure(module.in_channels == out_channels,
+                       f"Next module input channels {module.in_channels} should match {out_channels=}")
             elif isinstance(module, Conv2dMergeGrowingModule):
-                assert module.in_channels == self.out_channels, (
-                    f"The next merge has {module.in_channels} channels, expected {self.out_channels}"
-                )
+                ensure(module.in_channels == out_channels,
+                       f"Next module input channels {module.in_channels} should match {out_channels=}")
             elif isinstance(module, (linear, linear_merge)):
-                assert module.in_features == self.output_volume, (
-                    f"The next module has in_features={module.in_features}, expected the output "
-                    f"volume {self.output_volume}"
-                )
+                output_volume = self.output_volume
+                ensure(module.in_features == output_volume,
+                       f"Next module input features {module.in_features} should match {output_volume=} "
+                       "(in_features of the next module)")
             else:
                 raise NotImplementedError(
-                    f"A next module of type {type(module).__name__} is not supported by {type(self).__name__}"
+                    "All next modules must be instances of Conv2dGrowingModule, Conv2dMergeGrowingModule, "
+                    f"LinearGrowingModule or LinearMergeGrowingModule (error in {self.name}). "
+                    f"(got {type(module).__name__})"
                 )
         self._store_next_modules(next_modules)
 
@@ -1246,23 +1347,25 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         for module in previous_modules:
             if not isinstance(module, (Conv2dGrowingModule, Conv2dMergeGrowingModule)):
                 raise TypeError(
-                    "The previous modules must be Conv2dGrowingModule or Conv2dMergeGrowingModule, got "
-                    f"{type(module).__name__}"
+                    "The previous modules must be Conv2dGrowingModule or Conv2dMergeGrowingModule. "
+                    f"(got {type(module).__name__})"
                 )
             if module.out_channels != self.in_channels:
                 raise ValueError(
-                    f"The previous module {getattr(module, 'name', module)} has {module.out_channels} "
-                    f"output channels, expected in_channels={self.in_channels}"
+                    "The input channels must match the output channels of the previous modules. "
+                    f"({getattr(module, 'name', module)} has {module.out_channels} output channels, "
+                    f"expected in_channels={self.in_channels}.)"
                 )
             if isinstance(module, Conv2dGrowingModule) and self.input_size is not None:
                 try:
                     volume = module.output_volume
                 except ValueError:
                     volume = None
-                if volume is not None and volume != self.input_volume:
+                input_volume = self.input_volume
+                if volume is not None and volume != input_volume:
                     raise ValueError(
-                        f"The output volume of {module.name} is {volume}, expected the input volume "
-                        f"{self.input_volume}"
+                        f"The output volume of the previous modules {volume} should match the input "
+                        f"volume {input_volume=}. ({module.name})"
                     )
         self._store_previous_modules(previous_modules)
         if self.input_size is None and previous_modules and isinstance(previous_modules[0], Conv2dGrowingModule):
@@ -1272,11 +1375,14 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
                 pass
 
     def update_size(self) -> None:
-        """Follow the predecessors' channels; recreate statistics whose declared shape changed."""
+        """Follow the predecessors' channels; recreate statistics whose declared shape changed.
+
+        S is declared ``(C·kh·kw + use_bias)²`` (``use_bias`` may be set to False, as in GroMo).
+        """
         if self.previous_modules:
             self.in_channels = self.previous_modules[0].out_channels
         kh, kw = self.kernel_size
-        self._resize_statistics(self.in_channels * kh * kw + 1)
+        self._resize_statistics(self.in_channels * kh * kw + self.use_bias)
         self._input_volume = None
 
     # ----- forward and statistics -----------------------------------------------------------
@@ -1292,19 +1398,24 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         Raises:
             AssertionError: no predecessors.
         """
-        assert self.previous_modules, f"{self.name}: no previous modules to build the activity from."
+        ensure(self.previous_modules, (
+            f"No previous modules for {self.name}. (There are no previous modules to build the activity "
+            "from.)"
+        ))
         blocks = [module.unfolded_extended_input for module in self._growing_predecessors()]
         return torch.cat(blocks, dim=1)
 
     @torch.no_grad()
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ_{i,l} Ũ Ũᵀ, n) of the activity unfolded with the next geometry: (C·kh·kw+1)².
+        """(Σ_{i,l} Ũ Ũᵀ, n) of the activity unfolded with the next geometry: (C·kh·kw+use_bias)².
 
         Raises:
             AssertionError: the activity is not stored.
         """
-        assert self.activity is not None, f"{self.name}: the activity is not stored."
-        value = gk.conv2d_input_cov(self.activity, self._geometry, bias=True)
+        ensure(self.activity is not None, (
+            f"The activity must be stored to compute the update of S. (error in {self.name})"
+        ))
+        value = gk.conv2d_input_cov(self.activity, self._geometry, bias=self.use_bias)
         return value, int(self.activity.shape[0])
 
     def _single_growing_predecessor(self) -> Conv2dGrowingModule | None:
@@ -1330,9 +1441,8 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         Raises:
             AssertionError: the input or its gradient is not stored.
         """
-        assert self.input is not None and self.input.grad is not None, (
-            f"{self.name}: the input of the merge and its gradient must be stored."
-        )
+        ensure(self.input is not None and self.input.grad is not None,
+               f"{self.name}: the input of the merge and its gradient must be stored.")
         grad = self.input.grad
         single = self._single_growing_predecessor()
         if single is not None:

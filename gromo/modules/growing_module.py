@@ -73,6 +73,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import gromo_kernels as gk
 from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.modules._unlink import unlink as _unlink
+from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta
 from gromo.utils.utils import ReLUDerivativeOneAtZero, compute_tensor_stats, get_correct_device
@@ -150,16 +151,20 @@ def _derivative_at_zero_plus(function: nn.Module | Callable) -> float:
                 if isinstance(member, _BatchNorm):
                     member_value = 1.0
                 else:
+                    module = member
                     warnings.warn(
-                        f"The derivative of {member} at 0+ is unknown: computed numerically.",
+                        f"The computation of the activation gradient does not work necessarily with "
+                        f"{type(module)} in a Sequential. We will try to compute it numerically.",
                         UserWarning,
                         stacklevel=3,
                     )
                     member_value = _numerical_derivative(member)
             value *= member_value
         return value
+    inspected_function = function
     warnings.warn(
-        f"The derivative of {function} at 0+ is unknown: computed numerically.",
+        "The computation of the activation gradient does not work necessarily with "
+        f"{type(inspected_function)}. We will try to compute it numerically.",
         UserWarning,
         stacklevel=3,
     )
@@ -330,7 +335,9 @@ class MergeGrowingModule(nn.Module):
         if self.tensor_s.samples > 0:
             # stacklevel 3: the caller of the subclass's set_next_modules.
             warnings.warn(
-                f"{self.name}: setting the next modules with a non-empty tensor S.", UserWarning, stacklevel=3
+                f"You are setting the next modules of {self.name} with a non-empty tensor S.",
+                UserWarning,
+                stacklevel=3,
             )
         self.next_modules = next_modules
 
@@ -341,16 +348,15 @@ class MergeGrowingModule(nn.Module):
         Warns:
             UserWarning: the previous statistics already hold samples.
         """
-        if any(
-            statistic is not None and statistic.samples > 0
-            for statistic in (self.previous_tensor_s, self.previous_tensor_m)
-        ):
-            # stacklevel 3: the caller of the subclass's set_previous_modules.
-            warnings.warn(
-                f"{self.name}: setting the previous modules with non-empty previous statistics.",
-                UserWarning,
-                stacklevel=3,
-            )
+        for label, statistic in (("S", self.previous_tensor_s), ("M", self.previous_tensor_m)):
+            if statistic is not None and statistic.samples > 0:
+                # stacklevel 3: the caller of the subclass's set_previous_modules.
+                warnings.warn(
+                    f"You are setting the previous modules of {self.name} with a non-empty previous "
+                    f"tensor {label}.",
+                    UserWarning,
+                    stacklevel=3,
+                )
         self.previous_modules = previous_modules
         self.total_in_features = self.sum_in_features(with_bias=True)
         self._create_previous_statistics()
@@ -427,18 +433,18 @@ class MergeGrowingModule(nn.Module):
 
     def projected_v_goal(self) -> torch.Tensor:
         """``dA − Σ_prev δ_prev(x_prev)``: the gradient left after the predecessors' optimal deltas."""
-        assert self.input is not None and self.input.grad is not None, (
-            "The input of the merge and its gradient must be stored."
-        )
+        ensure(self.input is not None and self.input.grad is not None,
+               f"The input of the merge and its gradient must be stored. (error in {self.name})")
         return self.input.grad - self._sum_of_optimal_delta_outputs()
 
     def _sum_of_optimal_delta_outputs(self) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
         for module in self.previous_modules:
             if isinstance(module, GrowingModule):
-                assert module.optimal_delta_layer is not None, (
-                    f"{module.name} has no optimal delta layer."
-                )
+                ensure(module.optimal_delta_layer is not None, lambda: (
+                    "The optimal delta layer is not computed.Therefore the projected gradient cannot "
+                    f"be computed. (error in {module.name})"
+                ))
                 total = total + module.optimal_delta_layer(module.input)
             elif isinstance(module, MergeGrowingModule):
                 total = total + module._sum_of_optimal_delta_outputs()
@@ -522,18 +528,20 @@ class MergeGrowingModule(nn.Module):
         Raises:
             AssertionError: previous statistics missing or mis-shaped.
         """
-        assert self.previous_tensor_s is not None, f"{self.name}: previous S is not defined."
-        assert self.previous_tensor_m is not None, f"{self.name}: previous M is not defined."
+        ensure(self.previous_tensor_s is not None,
+               f"No previous tensor S for {self.name}. (The previous S is not defined.)")
+        ensure(self.previous_tensor_m is not None,
+               f"No previous tensor M for {self.name}. (The previous M is not defined.)")
         previous_s = self.previous_tensor_s()
         previous_m = self.previous_tensor_m()
-        assert previous_s.shape == (self.total_in_features, self.total_in_features), (
-            f"previous S has shape {tuple(previous_s.shape)}, expected "
-            f"{(self.total_in_features, self.total_in_features)}"
-        )
-        assert previous_m.shape == (self.total_in_features, self.in_features), (
-            f"previous M has shape {tuple(previous_m.shape)}, expected "
-            f"{(self.total_in_features, self.in_features)}"
-        )
+        ensure(previous_s.shape == (self.total_in_features, self.total_in_features), lambda: (
+            "The inverse of S should have the same number of features as the input of all previous "
+            f"modules. Expected {self.total_in_features}. Got {previous_s.shape[0]}."
+        ))
+        ensure(previous_m.shape == (self.total_in_features, self.in_features), lambda: (
+            f"The tensor M should have shape ({self.total_in_features}, {self.in_features}). "
+            f"Got {previous_m.shape}."
+        ))
         delta, decrease = optimal_delta(
             previous_s, previous_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse
         )
@@ -559,11 +567,12 @@ class MergeGrowingModule(nn.Module):
         """
         if isinstance(scaling_factor, torch.Tensor):
             scaling_factor = scaling_factor.detach().item()
-        for module in (*self.previous_modules, *self.next_modules):
+        for module in self.previous_modules:
             if not isinstance(module, GrowingModule):
-                raise TypeError(
-                    f"update_scaling_factor needs GrowingModule neighbours, got {type(module).__name__}"
-                )
+                raise TypeError(f"Previous module must be a GrowingModule, got {type(module)}")
+        for module in self.next_modules:
+            if not isinstance(module, GrowingModule):
+                raise TypeError(f"Next module must be a GrowingModule, got {type(module)}")
         for module in self.previous_modules:
             module.output_extension_scaling = scaling_factor
         for module in self.next_modules:
@@ -663,22 +672,25 @@ class GrowingModule(nn.Module):
     ) -> None:
         if tensor_s_shape is None:
             warnings.warn(
-                "The tensor S shape is not provided; it will not be checked.", UserWarning, stacklevel=2
+                "The tensor S shape is not provided.It will automatically be determined but we "
+                "encourage to provide it.",
+                UserWarning,
+                stacklevel=2,
             )
         else:
-            assert len(tensor_s_shape) == 2 and tensor_s_shape[0] == tensor_s_shape[1], (
-                f"The tensor S must be square, got tensor_s_shape={tensor_s_shape}"
-            )
+            ensure(len(tensor_s_shape) == 2, "The shape of the tensor S must be 2D.")
+            ensure(tensor_s_shape[0] == tensor_s_shape[1],
+                   f"The tensor S must be square. (got {tensor_s_shape=})")
             if tensor_m_shape is not None:
-                assert tensor_s_shape[0] == tensor_m_shape[0], (
-                    f"tensor_s_shape {tensor_s_shape} and tensor_m_shape {tensor_m_shape} are "
-                    "incompatible"
-                )
+                ensure(tensor_s_shape[0] == tensor_m_shape[0], (
+                    "The input matrices S and M must have compatible shapes."
+                    f"(got {tensor_s_shape=} and {tensor_m_shape=})"
+                ))
         if allow_growing:
-            assert isinstance(previous_module, (GrowingModule, MergeGrowingModule)), (
-                "allow_growing=True requires a previous_module that is a GrowingModule or a "
-                f"MergeGrowingModule, got {type(previous_module).__name__}"
-            )
+            ensure(isinstance(previous_module, (GrowingModule, MergeGrowingModule)), (
+                "to grow previous_module must be an instance of GrowingModuleor MergeGrowingModule, "
+                f"but got {type(previous_module)} (allow_growing=True)"
+            ))
         super().__init__()
         # GroMo's naming: the argument in ``_name``, the composite ``ClassName(name)`` in ``name``.
         self._name = name
@@ -691,8 +703,9 @@ class GrowingModule(nn.Module):
         self.post_layer_function = post_layer_function.to(self.device)
         if extended_post_layer_function is not None:
             warnings.warn(
-                "extended_post_layer_function is deprecated: give the post layer function an "
-                "extended_forward(x, x_ext) method instead.",
+                "The `extended_post_layer_function` parameter is deprecated and will be removed in a "
+                "future version. Implement `extended_forward` on the modules used in "
+                "`post_layer_function` instead (see `SupportsExtendedForward`).",
                 DeprecationWarning,
                 stacklevel=2,
             )
@@ -787,12 +800,13 @@ class GrowingModule(nn.Module):
 
     def _write_scaling(self, key: str, value: torch.Tensor | float) -> None:
         if isinstance(value, torch.Tensor):
-            assert value.shape == (1,), f"{key} must be a tensor of shape (1,), got {tuple(value.shape)}"
+            ensure(value.shape == (1,), f"{key} must be a scalar tensor. (got shape {tuple(value.shape)})")
             self.__dict__[key] = value
         else:
-            assert isinstance(value, (int, float)), (
-                f"{key} must be an int, a float or a tensor of shape (1,), got {type(value).__name__}"
-            )
+            ensure(isinstance(value, (int, float)), (
+                f"{key} must be a scalar. (got {type(value).__name__}: an int, a float or a tensor of "
+                "shape (1,) is expected)"
+            ))
             self.__dict__[key].data[0] = value
 
     def _set_scaling(self, key: str, value: torch.Tensor | float) -> None:
@@ -801,15 +815,20 @@ class GrowingModule(nn.Module):
             return
         previous = self.__dict__.get("previous_module")
         if previous is not None and not isinstance(previous, (GrowingModule, MergeGrowingModule)):
+            previous_module = previous
             raise TypeError(
-                "The previous module must be a GrowingModule, a MergeGrowingModule or None, got "
-                f"{type(previous).__name__}"
+                f"Previous module must be a GrowingModule or MergeGrowingModule, got {type(previous_module)} "
+                f"(the previous module of {self.name})"
             )
         self._write_scaling("scaling_factor", value)
-        self._write_scaling("optimal_delta_scaling", value**2)
-        self._write_scaling("input_extension_scaling", value)
+        # GroMo: an assigned tensor becomes ``scaling_factor`` itself, but only its value is written
+        # into the three other (independent, leaf) scaling tensors, so gradients of an extended
+        # forward still reach each sub-factor.
+        number = value.item() if isinstance(value, torch.Tensor) else value
+        self._write_scaling("optimal_delta_scaling", number**2)
+        self._write_scaling("input_extension_scaling", number)
         if isinstance(previous, GrowingModule):
-            previous._write_scaling("output_extension_scaling", value)
+            previous._write_scaling("output_extension_scaling", number)
 
     def _apply(self, fn, recurse: bool = True):
         # Scaling tensors are plain attributes: follow .to() / .double() like the parameters do,
@@ -877,7 +896,7 @@ class GrowingModule(nn.Module):
             ValueError: unknown.
         """
         if self._input_size is None:
-            raise ValueError(f"The input size of {self.name} is not known.")
+            raise ValueError(f"The input size of the layer {self.name} is not defined.")
         return self._input_size
 
     @input_size.setter
@@ -909,9 +928,10 @@ class GrowingModule(nn.Module):
             elif isinstance(previous, MergeGrowingModule):
                 function = previous.post_merge_function
             else:
+                previous_module = previous
                 raise NotImplementedError(
-                    f"activation_gradient needs a GrowingModule or MergeGrowingModule previous "
-                    f"module, got {type(previous).__name__}"
+                    "The computation of the activation gradient is not implemented yet for "
+                    f"{type(previous_module)} as previous module."
                 )
             self._activation_gradient_previous_module = torch.tensor(
                 _derivative_at_zero_plus(function), device=self.device
@@ -922,16 +942,24 @@ class GrowingModule(nn.Module):
 
     @property
     def input(self) -> torch.Tensor:
-        """This layer's input (the merge's activity when the previous module is a merge).
+        """This layer's input, routed as GroMo by ``_internal_store_input``: the stored ``_input`` when
+        set, else the previous module's ``activity`` (a merge stores it for its successors).
 
         Raises:
             ValueError: not stored.
+            AssertionError: stored internally but not computed yet, or no previous module.
         """
         if not self.store_input:
-            raise ValueError(f"The input of {self.name} is not stored (store_input is False).")
-        if isinstance(self.previous_module, MergeGrowingModule):
+            raise ValueError(f"The input is not stored. ({self.name}: store_input is False.)")
+        if not self._internal_store_input:
+            ensure(self.previous_module is not None, (
+                "A previous module is needed to store the input.Otherwise _internal_store_input must be "
+                f"set to True. (error in {self.name})"
+            ))
             return self.previous_module.activity
-        assert self._input is not None, f"The input of {self.name} has not been computed yet."
+        ensure(self._input is not None,
+               f"The input is not stored. Apparently it was not computed yet. ({self.name}: the input "
+               "has not been computed yet.)")
         return self._input
 
     @property
@@ -947,17 +975,25 @@ class GrowingModule(nn.Module):
 
     @property
     def pre_activity(self) -> torch.Tensor:
-        """The pre-activation (the next merge's input when the next module is a merge).
+        """The pre-activation, routed as GroMo by ``_internal_store_pre_activity``: the stored
+        ``_pre_activity`` when set, else the next module's ``input`` (a merge stores it).
 
         Raises:
             ValueError: not stored.
+            AssertionError: stored internally but not computed yet, or no next module.
         """
         if not self.store_pre_activity:
-            raise ValueError(
-                f"The pre-activity of {self.name} is not stored (store_pre_activity is False)."
-            )
-        if isinstance(self.next_module, MergeGrowingModule):
+            raise ValueError(f"The pre-activity is not stored for {self.name}.")
+        if not self._internal_store_pre_activity:
+            ensure(self.next_module is not None, (
+                "A next module is needed to store the input.Otherwise _internal_store_pre_activity must "
+                f"be set to True. (error in {self.name})"
+            ))
             return self.next_module.input
+        ensure(self._pre_activity is not None, (
+            "The pre-activity is not stored. Apparently it was not computed yet. "
+            f"(error in {self.name})"
+        ))
         return self._pre_activity
 
     @property
@@ -977,18 +1013,25 @@ class GrowingModule(nn.Module):
         """
         previous = self.previous_module
         if previous is None:
-            raise ValueError(f"{self.name} has no previous module: no tensor S growth.")
+            raise ValueError(f"No previous module for {self.name}. Thus S growth is not defined.")
         if isinstance(previous, GrowingModule):
             return previous.tensor_s
         if isinstance(previous, MergeGrowingModule):
-            raise NotImplementedError("tensor_s_growth is not implemented with a merge previous module.")
+            raise NotImplementedError(
+                "S growth is not implemented for module preceded by an MergeGrowingModule. "
+                f"(error in {self.name})"
+            )
         raise NotImplementedError(
-            f"tensor_s_growth is not implemented for a previous module of type {type(previous).__name__}"
+            f"S growth is not implemented yet for {type(previous)} as previous module."
         )
 
     @tensor_s_growth.setter
     def tensor_s_growth(self, value: Any) -> None:
-        raise AttributeError("tensor_s_growth cannot be set: it is the previous module's tensor S.")
+        raise AttributeError(
+            f"You tried to set tensor_s_growth of a GrowingModule (name={self.name}).This is not allowed "
+            "because tensor_s_growth refers to the previous module's tensor_s, not the current "
+            "module's tensor_s."
+        )
 
     @property
     def tensor_n(self) -> torch.Tensor:
@@ -1042,12 +1085,14 @@ class GrowingModule(nn.Module):
             if self.extended_input_layer is not None:
                 if x_ext is None:
                     raise ValueError(
-                        f"{self.name} has an input extension: x_ext must be provided."
+                        f"x_ext must be provided got None for {self.name}.As the input is extended, "
+                        "an extension is needed."
                     )
                 pre_activity = pre_activity + self.input_extension_scaling * self.extended_input_layer(x_ext)
             elif x_ext is not None:
                 warnings.warn(
-                    f"x_ext is given but {self.name} has no input extension: x_ext is ignored.",
+                    f"x_ext must be None got {x_ext} for {self.name}. As the input is not extended, "
+                    "no extension is needed.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -1112,7 +1157,7 @@ class GrowingModule(nn.Module):
             sources["x"] = x
         try:
             pre_activity = self.pre_activity
-        except ValueError:
+        except (ValueError, AssertionError):
             pre_activity = None
         if pre_activity is not None and pre_activity.grad is not None:
             sources["grad"] = pre_activity.grad
@@ -1154,10 +1199,10 @@ class GrowingModule(nn.Module):
             return entry.value, entry.samples
         requirements = self._statistic_requirements(key)
         missing = [name for name in requirements if name not in sources]
-        assert not missing, (
+        ensure(not missing, lambda: (
             f"{self.name}: cannot compute statistic {key!r}, missing {missing} "
             "(is the input / pre-activity stored and the backward pass done?)"
-        )
+        ))
         want = [key]
         for attribute, (kernel_key, needed) in self._fused_statistics.items():
             if kernel_key in want or self._cache_is_valid(kernel_key, sources):
@@ -1227,9 +1272,10 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: no optimal delta layer.
         """
-        assert self.optimal_delta_layer is not None, (
-            f"{self.name}: the optimal delta layer is not computed."
-        )
+        ensure(self.optimal_delta_layer is not None, (
+            "The optimal delta layer is not computed.Therefore the projected gradient cannot be "
+            f"computed. (error in {self.name})"
+        ))
         return self.pre_activity.grad - self.optimal_delta_layer(input_vector)
 
     def _check_previous_for_computation(self) -> None:
@@ -1368,8 +1414,8 @@ class GrowingModule(nn.Module):
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModule):
             raise NotImplementedError(
-                f"compute_optimal_updates is not implemented with a previous module of type "
-                f"{type(previous).__name__}"
+                "The computation of the optimal added parameters is not implemented yet for "
+                f"{type(previous)} as previous module."
             )
         if compute_delta:
             self.compute_optimal_delta(update=True, dtype=dtype, use_fisher=use_fisher)
@@ -1417,7 +1463,8 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: no previous module.
         """
-        assert self.previous_module is not None, f"{self.name} has no previous module."
+        ensure(self.previous_module is not None,
+               f"No previous module for {self.name}.Therefore neuron addition is not possible.")
         matrix_n = self.tensor_n if use_projection else -self.tensor_m_prev()
         matrix_s = self.tensor_s_growth() if use_covariance else None
         matrix_e = self.covariance_loss_gradient() if use_fisher else None
@@ -1473,9 +1520,10 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: the delta has not been computed.
         """
-        assert self.parameter_update_decrease is not None, (
-            f"{self.name}: the optimal delta has not been computed."
-        )
+        ensure(self.parameter_update_decrease is not None, (
+            "The first order improvement is not computed. Use compute_optimal_delta before. "
+            f"(error in {self.name})"
+        ))
         return self.parameter_update_decrease + self.new_neurons_fo_improvement
 
     # ----- surgery (abstract parts) -----------------------------------------------------------
@@ -1541,38 +1589,53 @@ class GrowingModule(nn.Module):
             NotImplementedError: previous module is a merge or not growing (with apply_previous).
             AssertionError: input extension with a non-zero bias, or unknown extension size.
         Warns:
-            UserWarning: input extension applied with a zero input scaling.
+            UserWarning: input extension applied with a zero input scaling (as GroMo, before the
+                extension size is determined).
         """
         previous = self.previous_module
+        if apply_extension and self.extended_input_layer is not None:
+            scale_in = input_extension_scaling if input_extension_scaling is not None else (
+                scaling_factor if scaling_factor is not None else self.input_extension_scaling
+            )
+            if float(scale_in.detach().reshape(-1)[0] if isinstance(scale_in, torch.Tensor) else scale_in) == 0.0:
+                warnings.warn(
+                    "input_extension_scaling is null. The input extension will have no effect. "
+                    f"({self.name}: zero input extension scaling)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         extend_previous = apply_extension and apply_previous and previous is not None
         if extend_previous:
             if isinstance(previous, GrowingModule):
                 if previous.extended_output_layer is not None:
                     if extension_size is None:
-                        assert self.eigenvalues_extension is not None, (
-                            "The extension size is unknown: give extension_size (no eigenvalues)."
-                        )
+                        ensure(self.eigenvalues_extension is not None, (
+                            "We need to determine the size of the extension but it was not given as "
+                            "parameter nor could be automatically determined as eigenvalues_extension "
+                            f"is None(Error occurred in {self.name}) (extension size unknown)"
+                        ))
                         extension_size = int(self.eigenvalues_extension.shape[0])
                 else:
                     if extension_size is None:
                         extension_size = 0
                     if extension_size > 0:
                         raise ValueError(
-                            f"extension_size={extension_size} but the previous module has no "
-                            "output extension."
+                            f"The layer {self.name} has no input extension but an extension of size "
+                            f"{extension_size} was requested. (extension_size={extension_size} but the "
+                            "previous module has no output extension.)"
                         )
             elif isinstance(previous, MergeGrowingModule):
-                raise NotImplementedError("apply_change with a merge previous module is not implemented.")
+                raise NotImplementedError(
+                    f"apply_change with a merge previous module is not implemented. (error in {self.name})"
+                )
             else:
                 raise NotImplementedError(
-                    f"apply_change is not implemented for a previous module of type "
-                    f"{type(previous).__name__}"
+                    f"apply_change is not implemented yet for {type(previous)} as previous module."
                 )
         if apply_extension and self.extended_input_layer is not None:
             extension_bias = self.extended_input_layer.bias
-            assert extension_bias is None or bool(torch.all(extension_bias == 0)), (
-                "The input extension must have no bias (or a zero bias)."
-            )
+            ensure(extension_bias is None or bool(torch.all(extension_bias == 0)),
+                   "The bias of the input extension must be null.")
 
         if scaling_factor is not None:
             self.scaling_factor = scaling_factor
@@ -1593,13 +1656,6 @@ class GrowingModule(nn.Module):
                 )
             if apply_extension:
                 if self.extended_input_layer is not None:
-                    if float(self.input_extension_scaling[0]) == 0.0:
-                        warnings.warn(
-                            f"{self.name}: the input extension is applied with a zero input "
-                            "extension scaling.",
-                            UserWarning,
-                            stacklevel=2,
-                        )
                     self.layer_in_extension(
                         weight=self.input_extension_scaling * self.extended_input_layer.weight
                     )
@@ -1617,28 +1673,44 @@ class GrowingModule(nn.Module):
     ) -> None:
         """Append ``s_out V`` as output rows and grow the post-layer function.
 
+        The post-layer function (and a next merge's post-merge function) grows by the number of rows
+        actually added, not by ``extension_size`` as in GroMo: when the two differ GroMo leaves the
+        network inconsistent (its next forward fails); here the network stays consistent and a
+        UserWarning reports the difference.
+
         Raises:
             AssertionError: ``extension_size > 0`` without output extension.
         Warns:
-            UserWarning: an explicit scaling differs from ``output_extension_scaling``.
+            UserWarning: an explicit scaling differs from ``output_extension_scaling``;
+                ``extension_size`` differs from the number of rows added.
         """
         if scaling_factor is None:
             scale = self.output_extension_scaling
         else:
             scale = scaling_factor
-            if abs(float(scale) - float(self.output_extension_scaling[0])) >= 1e-4:
+            output_extension_scaling = self.output_extension_scaling
+            if abs(float(scale) - float(output_extension_scaling[0])) >= 1e-4:
                 warnings.warn(
-                    f"{self.name}: the scaling factor {float(scale)} differs from the output "
-                    f"extension scaling {float(self.output_extension_scaling[0])}.",
+                    f"Scaling factor {scaling_factor} is different from the one used during the "
+                    f"extended_forward {output_extension_scaling}. (The scaling factor differs from "
+                    "output_extension_scaling.)",
                     UserWarning,
                     stacklevel=2,
                 )
         if extension_size > 0 or self.extended_output_layer is not None:
-            assert self.extended_output_layer is not None, (
-                f"{self.name}: extension_size={extension_size} but there is no output extension."
-            )
+            ensure(self.extended_output_layer is not None, (
+                f"The layer {self.name} has no output extension but an extension of size "
+                f"{extension_size} was requested."
+            ))
             extension = self.extended_output_layer
             added = int(extension.weight.shape[0])
+            if extension_size > 0 and extension_size != added:
+                warnings.warn(
+                    f"extension_size={extension_size} differs from the {added} rows of the output "
+                    f"extension of {self.name}: the post-layer function grows by {added}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self.layer_out_extension(
                 scale * extension.weight,
                 bias=scale * extension.bias if extension.bias is not None else None,
@@ -1662,38 +1734,49 @@ class GrowingModule(nn.Module):
     ) -> None:
         """Keep the first ``keep_neurons`` new neurons (or those with ``λ ≥ threshold``) (§8.1).
 
+        Unlike GroMo, which trims the input extension and the eigenvalues before it raises for an
+        unsupported previous module (leaving a half-applied selection), every check runs first: a
+        failing call leaves the module unchanged. The texts are GroMo's.
+
         Raises:
             AssertionError: no eigenvalues; zeroing mode with neither zeros_fan_in nor zeros_fan_out.
             ValueError: ``sub_select_previous`` without previous module.
             NotImplementedError: previous module of another class, a merge, or not growing.
         """
-        assert self.eigenvalues_extension is not None, (
-            f"{self.name}: no eigenvalues, compute the optimal added parameters first."
-        )
+        ensure(self.eigenvalues_extension is not None, (
+            "The eigenvalues of the extension should be computed before sub-selecting the optimal "
+            f"added parameters for {self.name}."
+        ))
         if keep_neurons is None:
-            assert threshold is not None, "Give keep_neurons or threshold."
+            ensure(threshold is not None, "Give keep_neurons or threshold.")
             keep_neurons = int(torch.sum(self.eigenvalues_extension >= threshold).item())
         zeros_fan_in = zeros_fan_in and zeros_if_not_enough
         if zeros_if_not_enough:
-            assert zeros_fan_in or zeros_fan_out, (
-                "With zeros_if_not_enough, zeros_fan_in or zeros_fan_out must be True."
-            )
+            ensure(zeros_fan_in or zeros_fan_out, (
+                "At least one of zeros_fan_in or zeros_fan_out must be True if zeros_if_not_enough is "
+                "True."
+            ))
         previous = self.previous_module
         if sub_select_previous:
             if previous is None:
-                raise ValueError(f"{self.name} has no previous module to sub-select.")
+                raise ValueError(
+                    f"No previous module for {self.name}. Therefore new neurons cannot be sub-selected."
+                )
             if isinstance(previous, GrowingModule):
                 if not isinstance(previous, type(self)):
                     raise NotImplementedError(
-                        f"Sub-selection with a previous module of type {type(previous).__name__} "
-                        f"and a current module of type {type(self).__name__} is not implemented."
+                        "The sub-selection of the optimal added parameters is not implemented yet for "
+                        f"a connection from {type(previous)} to {type(self)}."
                     )
             elif isinstance(previous, MergeGrowingModule):
-                raise NotImplementedError("Sub-selection with a merge previous module is not implemented.")
+                raise NotImplementedError(
+                    "The sub-selection of the optimal added parameters is not implemented yet for "
+                    f"{type(previous)} as previous module."
+                )
             else:
                 raise NotImplementedError(
-                    f"Sub-selection is not implemented for a previous module of type "
-                    f"{type(previous).__name__}"
+                    "The sub-selection of the optimal added parameters is not implemented yet for "
+                    f"{type(previous)} as previous module."
                 )
 
         with torch.no_grad():
@@ -1722,7 +1805,10 @@ class GrowingModule(nn.Module):
         self, keep_neurons: int, zeros_if_not_enough: bool = False
     ) -> None:
         """Keep the first ``keep_neurons`` rows of the output extension (or zero the others)."""
-        assert self.extended_output_layer is not None, f"{self.name} has no output extension."
+        ensure(self.extended_output_layer is not None, (
+            f"The layer {self.name} should have an extended output layer to sub-select the output "
+            "dimension."
+        ))
         extension = self.extended_output_layer
         if zeros_if_not_enough:
             extension.weight[keep_neurons:] = 0
@@ -1740,8 +1826,12 @@ class GrowingModule(nn.Module):
     @staticmethod
     @torch.no_grad()
     def scale_layer(layer: nn.Module, scale: float) -> nn.Module:
-        """In place ``weight *= scale``, ``bias *= scale``; returns the layer."""
-        layer.weight.data *= scale
+        """In place ``weight *= scale``, ``bias *= scale`` where they exist; returns the layer.
+
+        A module without weight (e.g. ``nn.ReLU()``) is returned unchanged, as in GroMo.
+        """
+        if getattr(layer, "weight", None) is not None:
+            layer.weight.data *= scale
         if getattr(layer, "bias", None) is not None:
             layer.bias.data *= scale
         return layer
@@ -1764,22 +1854,23 @@ class GrowingModule(nn.Module):
             ValueError: input extension, previous module or its output extension missing.
         """
         if scale_output is None:
-            assert scale is not None, "scale must be given when scale_output is None."
+            ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
             scale_output = scale
         if scale_input is None:
-            assert scale is not None, "scale must be given when scale_input is None."
+            ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
             scale_input = scale
-        assert isinstance(scale_output, float) and isinstance(scale_input, float), (
+        ensure(isinstance(scale_output, float) and isinstance(scale_input, float), lambda: (
             f"The scales must be floats, got {type(scale_output).__name__} and "
             f"{type(scale_input).__name__}"
-        )
+        ))
         previous = self.previous_module
+        missing = "Cannot scale layer extension as one of the extensions is None."
         if self.extended_input_layer is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no input extension.")
+            raise ValueError(f"{missing} ({self.name}: no input extension.)")
         if previous is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no previous module.")
+            raise ValueError(f"{missing} ({self.name}: no previous module.)")
         if getattr(previous, "extended_output_layer", None) is None:
-            raise ValueError(f"{self.name}: cannot scale the extension, no previous output extension.")
+            raise ValueError(f"{missing} ({self.name}: no previous output extension.)")
         self.scale_layer(self.extended_input_layer, scale_input)
         self.scale_layer(previous.extended_output_layer, scale_output)
         if self.eigenvalues_extension is not None:
@@ -1794,7 +1885,8 @@ class GrowingModule(nn.Module):
         weight = getattr(layer, "weight", None) if layer is not None else None
         if weight is None or weight.numel() == 0:
             return None
-        std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
+        # GroMo takes the std of any non-empty weight: one element gives NaN with torch's warning.
+        std = float(weight.detach().std())
         if std > 0:
             return std
         return float(self._fan_in_of(layer, owner) ** -0.5)
@@ -1821,17 +1913,18 @@ class GrowingModule(nn.Module):
 
         if std_target is None:
             weight = self.layer.weight
-            std = float(weight.detach().std()) if weight.numel() > 1 else float("nan")
+            std = float(weight.detach().std()) if weight.numel() > 0 else float("nan")
             if weight.numel() > 0 and std > 0:
                 std_target = std
             else:
-                assert self.extended_input_layer is not None, (
-                    f"{self.name}: cannot determine the target std (empty weight, no extension)."
-                )
+                ensure(self.extended_input_layer is not None, (
+                    "Cannot determine std_target automatically as the layer has no weights and there "
+                    "is no extended_input_layer to get the number of input features from. "
+                    f"(error in {self.name})"
+                ))
                 std_target = float(self.get_fan_in_from_layer(self.extended_input_layer) ** -0.5)
-        assert isinstance(std_target, float) and std_target > 0, (
-            f"std_target must be a positive float, got {std_target!r}"
-        )
+        ensure(isinstance(std_target, float) and std_target > 0,
+               lambda: f"std_target must be a positive float. (got {std_target!r})")
         previous = self.previous_module
         extension_out = getattr(previous, "extended_output_layer", None)
 
@@ -1845,14 +1938,18 @@ class GrowingModule(nn.Module):
             scale_output = scale_delta / scale_input
         elif normalization_type == "equalize_extensions":
             if previous is None:
-                raise ValueError(f"{self.name}: equalize_extensions needs a previous module.")
+                raise ValueError(
+                    "Cannot use equalize_extensions normalization as there is no previous module. "
+                    f"({self.name}: equalize_extensions needs a previous module.)"
+                )
             scale_input = scale_to(self.extended_input_layer, std_target)
             scale_output = scale_to(extension_out, std_target, previous)
             scale_delta = scale_input * scale_output
         elif normalization_type == "match_extending_layer":
             if not isinstance(previous, GrowingModule):
                 raise ValueError(
-                    f"{self.name}: match_extending_layer needs a GrowingModule previous module."
+                    "match_extending_layer requires a previous GrowingModule with a .layer attribute. "
+                    f"({self.name}: match_extending_layer needs a GrowingModule previous module.)"
                 )
             std_self = self._std_of(self.layer)
             if std_self is None and self.extended_input_layer is not None:
@@ -1860,8 +1957,11 @@ class GrowingModule(nn.Module):
             std_previous = self._std_of(previous.layer, previous)
             if std_previous is None and extension_out is not None:
                 std_previous = float(previous.get_fan_in_from_layer(extension_out) ** -0.5)
-            assert isinstance(std_self, float), f"{self.name}: cannot determine the layer std."
-            assert isinstance(std_previous, float), f"{self.name}: cannot determine the previous std."
+            self_std, prev_std = std_self, std_previous
+            ensure(isinstance(self_std, float),
+                   f"{type(self_std)} is not float ({self.name}: cannot determine the layer std.)")
+            ensure(isinstance(prev_std, float),
+                   f"{type(prev_std)} is not float ({self.name}: cannot determine the previous std.)")
             scale_delta = scale_to(self.optimal_delta_layer, std_self)
             scale_input = scale_to(self.extended_input_layer, std_self)
             scale_output = scale_to(extension_out, std_previous, previous)
@@ -1871,8 +1971,10 @@ class GrowingModule(nn.Module):
             # GroMo's legacy rule: the output extension is scaled with the INPUT extension's std.
             scale_output = scale_to(self.extended_input_layer, std_target)
         else:
+            existing_normalizations = list(_NORMALIZATION_TYPES)
             raise ValueError(
-                f"normalization_type must be one of {_NORMALIZATION_TYPES}, got {normalization_type!r}"
+                f"normalization_type must be one of {existing_normalizations}, got {normalization_type} "
+                "instead."
             )
 
         if self.optimal_delta_layer is not None and scale_delta != 1.0:
@@ -1883,24 +1985,41 @@ class GrowingModule(nn.Module):
     @torch.no_grad()
     def _gradmax_normalization(self, gradmax_scale: float) -> None:
         if gradmax_scale <= 0:
-            raise ValueError(f"gradmax_scale must be positive, got {gradmax_scale}")
+            raise ValueError(f"gradmax_scale must be positive, got {gradmax_scale}.")
         weight = getattr(self.layer, "weight", None)
-        if self.extended_input_layer is None or weight is None:
+        extension = getattr(self.extended_input_layer, "weight", None)
+        if self.extended_input_layer is None or weight is None or extension is None:
             raise ValueError(
-                f"{self.name}: gradmax_normalization needs an input extension and layer weights."
+                "gradmax_normalization requires extended_input_layer and layer with weights. "
+                f"({self.name}: it needs an input extension and layer weights.)"
             )
+        # GroMo's guards, in its order; each warns and leaves everything unchanged.
+        if extension.ndim < 2:
+            warnings.warn(
+                "gradmax_normalization: extension weight has no reducible dimensions, skipping.",
+                UserWarning, stacklevel=3,
+            )
+            return
         if weight.ndim < 2:
-            warnings.warn(f"{self.name}: no axis to reduce, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: layer weight has no reducible dimensions, skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
         if weight.shape[1] == 0:
-            warnings.warn(f"{self.name}: no existing fan-in column, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: no existing neurons to compute reference norm, skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
         column_norms = weight.transpose(0, 1).reshape(weight.shape[1], -1).norm(dim=1)
         target = gradmax_scale * float(column_norms.mean())
         if not target > 0:
-            warnings.warn(f"{self.name}: zero target norm, gradmax normalization skipped.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "gradmax_normalization: target norm is zero (all existing weights are zero), skipping.",
+                UserWarning, stacklevel=3,
+            )
             return
-        extension = self.extended_input_layer.weight
         extension_norms = extension.transpose(0, 1).reshape(extension.shape[1], -1).norm(dim=1)
         ratios = torch.where(
             extension_norms > 0, target / extension_norms.clamp_min(torch.finfo(extension.dtype).tiny),
@@ -1911,14 +2030,13 @@ class GrowingModule(nn.Module):
         extension.mul_(ratios.reshape(shape))
         eigenvalues = self.eigenvalues_extension
         if eigenvalues is not None and eigenvalues.shape[0] == extension.shape[1]:
-            self.eigenvalues_extension = eigenvalues * ratios.sqrt().to(eigenvalues.dtype)
+            eigenvalues.mul_(ratios.sqrt().to(eigenvalues.dtype))  # in place, as GroMo
 
     # ----- extensions: creation, initialisation, VT, pairing --------------------------------
 
-    @staticmethod
     @torch.no_grad()
     def kaiming_initialization(
-        tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
+        self, tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
         distribution: str = "uniform",
     ) -> None:
         """In place ``U(±√(6/fan_in))`` ("uniform") or ``N(0, 2/fan_in)`` ("normal").
@@ -1932,12 +2050,11 @@ class GrowingModule(nn.Module):
         elif distribution == "normal":
             tensor.normal_(0.0, (2.0 / fan_in) ** 0.5)
         else:
-            raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
 
-    @staticmethod
     @torch.no_grad()
     def copy_initialization_variance(
-        tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
+        self, tensor: torch.Tensor, reference_tensor: torch.Tensor | None, fan_in: int,
         distribution: str = "uniform",
     ) -> None:
         """In place, same std as ``reference_tensor`` (uniform ``U(±√3 std)`` or ``N(0, std²)``);
@@ -1947,13 +2064,14 @@ class GrowingModule(nn.Module):
             ValueError: unknown distribution.
         """
         if distribution not in ("uniform", "normal"):
-            raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
+        # The fallback dispatches through self, so an override (or an instance attribute) is used.
         if reference_tensor is None or reference_tensor.numel() < 2:
-            GrowingModule.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
+            self.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
             return
         std = float(reference_tensor.std())
         if std == 0:
-            GrowingModule.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
+            self.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)
         elif distribution == "normal":
             tensor.normal_(0.0, std)
         else:
@@ -1986,7 +2104,8 @@ class GrowingModule(nn.Module):
             return False
         if neuron_pairing not in _KNOWN_PAIRINGS:
             raise ValueError(
-                f"neuron_pairing must be one of {_KNOWN_PAIRINGS} (or None), got {neuron_pairing!r}"
+                f"Unknown neuron pairing '{neuron_pairing}'. Available: {_KNOWN_PAIRINGS}. "
+                "(neuron_pairing may also be None)"
             )
         return True
 
@@ -1996,7 +2115,8 @@ class GrowingModule(nn.Module):
             return False
         if rescaling not in _KNOWN_RESCALINGS:
             raise ValueError(
-                f"rescaling must be one of {_KNOWN_RESCALINGS} (or None), got {rescaling!r}"
+                f"Unknown rescaling strategy '{rescaling}'. Available: {_KNOWN_RESCALINGS}. "
+                "(rescaling may also be None)"
             )
         return True
 
@@ -2021,10 +2141,10 @@ class GrowingModule(nn.Module):
             AssertionError: previous module not growing.
             ValueError: unknown init / rescaling / pairing, or odd sizes with pairing.
         """
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: extensions need a GrowingModule previous module, got "
-            f"{type(self.previous_module).__name__}"
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"The layer {self.name} has no previous module.Therefore, neuron addition is not possible. "
+            f"(extensions need a GrowingModule previous module, got {type(self.previous_module).__name__})"
+        ))
         previous = self.previous_module
         if output_extension_size is None:
             output_extension_size = extension_size
@@ -2038,9 +2158,10 @@ class GrowingModule(nn.Module):
                 ("input_extension_size", input_extension_size),
             ):
                 if size % 2 != 0:
+                    param_name, value = label, size
                     raise ValueError(
-                        f"{label}={size} must be even with neuron_pairing={neuron_pairing!r} "
-                        "(it is the final size, pairing included)."
+                        f"{neuron_pairing=} requires an even {param_name}, got {value}. "
+                        "(It is the final size, pairing included.)"
                     )
         self._check_rescaling(rescaling)
         known_inits = self._known_inits()
@@ -2049,7 +2170,10 @@ class GrowingModule(nn.Module):
             ("input_extension_init", input_extension_init),
         ):
             if init not in known_inits:
-                raise ValueError(f"{label} must be one of {list(known_inits)}, got {init!r}")
+                raise ValueError(
+                    f"Unknown initialization method '{init}'. Available methods are: "
+                    f"{list(known_inits.keys())}. ({label})"
+                )
 
         self.apply_rescaling(rescaling, neuron_pairing, extension_size=input_extension_size)
         previous.create_layer_out_extension(output_extension_size)
@@ -2104,9 +2228,10 @@ class GrowingModule(nn.Module):
             )
         fan_in_old = self.get_fan_in_from_layer(self.layer)
         fan_in_new = fan_in_old + self.get_fan_in_from_layer(num_neurons=extension_size)
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: rescaling needs a GrowingModule previous module."
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"apply_rescaling requires a GrowingModule as previous_module, got "
+            f"{type(self.previous_module)}. ({self.name}: rescaling needs a GrowingModule previous module.)"
+        ))
         previous = self.previous_module
         fan_in_previous = previous.get_fan_in_from_layer(previous.layer)
 
@@ -2144,21 +2269,34 @@ class GrowingModule(nn.Module):
         """
         if not self._check_pairing(neuron_pairing):
             return
-        assert isinstance(self.previous_module, GrowingModule), (
-            f"{self.name}: pairing needs a GrowingModule previous module."
-        )
+        ensure(isinstance(self.previous_module, GrowingModule), lambda: (
+            f"apply_neuron_pairing requires a GrowingModule as previous_module, got "
+            f"{type(self.previous_module)}. ({self.name}: pairing needs a GrowingModule previous module.)"
+        ))
         output_layer = self.previous_module.extended_output_layer
         if output_layer is None:
-            raise RuntimeError(f"{self.name}: the previous module has no output extension to pair.")
-        output_size = int(output_layer.weight.shape[0])
+            raise RuntimeError(
+                "Cannot apply neuron pairing: previous module has no extended_output_layer. "
+                f"({self.name}: the previous module has no output extension to pair.)"
+            )
+        output_size = dh = int(output_layer.weight.shape[0])
         if output_size % 2 != 0:
-            raise ValueError(f"The output extension has an odd size {output_size}: cannot pair.")
+            raise ValueError(
+                f"apply_neuron_pairing requires an even-sized output extension, got dh={dh}. "
+                "(The output extension has an odd size: cannot pair.)"
+            )
         input_layer = self.extended_input_layer
         if input_layer is None:
-            raise RuntimeError(f"{self.name}: there is no input extension to pair.")
-        input_size = int(input_layer.weight.shape[1])
+            raise RuntimeError(
+                "Cannot apply neuron pairing: current module has no extended_input_layer. "
+                f"({self.name}: there is no input extension to pair.)"
+            )
+        input_size = dh_in = int(input_layer.weight.shape[1])
         if input_size % 2 != 0:
-            raise ValueError(f"The input extension has an odd size {input_size}: cannot pair.")
+            raise ValueError(
+                f"apply_neuron_pairing requires an even-sized input extension, got dh_in={dh_in}. "
+                "(The input extension has an odd size: cannot pair.)"
+            )
         half = output_size // 2
         output_layer.weight[half:] = output_layer.weight[:half]
         if output_layer.bias is not None:
@@ -2179,7 +2317,10 @@ class GrowingModule(nn.Module):
             ValueError: no target.
         """
         if self.target_in_neurons is None:
-            raise ValueError(f"{self.name}: target_in_neurons is not set.")
+            raise ValueError(
+                f"Target in neurons is not set, cannot compute missing neurons. ({self.name}: "
+                "target_in_neurons is not set.)"
+            )
         return self.target_in_neurons - self.in_neurons
 
     def number_of_neurons_to_add(
@@ -2190,10 +2331,18 @@ class GrowingModule(nn.Module):
         Raises:
             ValueError: target or initial size unset, or unknown method.
         """
-        if self.target_in_neurons is None or self._initial_in_neurons is None:
-            raise ValueError(f"{self.name}: target_in_neurons and initial in-neurons must be set.")
+        if self.target_in_neurons is None:
+            raise ValueError(
+                f"Target in neurons is not set, cannot compute neurons to add. ({self.name}: "
+                "target_in_neurons is not set.)"
+            )
+        if self._initial_in_neurons is None:
+            raise ValueError(
+                f"Initial in neurons is not set, cannot compute neurons to add. ({self.name}: "
+                "initial in-neurons must be set.)"
+            )
         if method != "fixed_proportional":
-            raise ValueError(f"method must be 'fixed_proportional', got {method!r}")
+            raise ValueError(f"Unknown method: {method}. (method must be 'fixed_proportional')")
         return (self.target_in_neurons - self._initial_in_neurons) // number_of_growth_steps
 
     def complete_growth(self, extension_kwargs: dict[str, Any]) -> None:
@@ -2223,9 +2372,11 @@ class GrowingModule(nn.Module):
         """
         previous = self.previous_module
         if previous is not None and not isinstance(previous, (GrowingModule, MergeGrowingModule)):
+            previous_module = previous
             raise TypeError(
-                f"The previous module must be a GrowingModule or a MergeGrowingModule, got "
-                f"{type(previous).__name__}"
+                f"Unexpected type for previous_module of {self.name}got {type(previous_module)} instead "
+                "of GrowingModule or MergeGrowingModule. (The previous module must be a GrowingModule or "
+                "a MergeGrowingModule.)"
             )
         deletes_input = self.extended_input_layer is not None and delete_input
         if deletes_input and include_previous and isinstance(previous, MergeGrowingModule):
@@ -2251,14 +2402,19 @@ class GrowingModule(nn.Module):
                 previous.extended_output_layer = None
             elif previous.extended_output_layer is not None:
                 warnings.warn(
-                    f"{self.name}: the input extension is deleted but the previous module keeps its "
-                    "output extension.",
+                    f"The extended_input_layer of {self.name} has been deleted. However, the "
+                    "extended_output_layer associated stored in the previous module named "
+                    f"{previous.name} has not been deleted.This may lead to errors when using "
+                    "extended_forward. (The previous module keeps its output extension.)",
                     UserWarning,
                     stacklevel=2,
                 )
         elif previous is None:
             warnings.warn(
-                f"{self.name}: an input extension existed without a previous module.",
+                f"The extended_input_layer of {self.name} has been deleted.However, no previous module "
+                "is associated with this layer.Therefore, no extended_output_layer has been deleted.This "
+                "is not supposed to happen as to grow a layer a previous module is needed. (An input "
+                "extension existed without a previous module.)",
                 UserWarning,
                 stacklevel=2,
             )

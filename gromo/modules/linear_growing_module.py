@@ -33,6 +33,7 @@ from gromo.modules.growing_module import (
     MergeGrowingModule,
     _CachedStatistic,
 )
+from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.utils import get_correct_device
 
@@ -107,11 +108,11 @@ class LinearMergeGrowingModule(MergeGrowingModule):
             UserWarning: the tensor S already holds samples.
         """
         next_modules = list(next_modules) if next_modules else []
-        for module in next_modules:
-            assert module.in_features == self.out_features, (
-                f"The next module {getattr(module, 'name', module)} has in_features="
-                f"{module.in_features}, expected {self.out_features}"
-            )
+        ensure(all(module.in_features == self.out_features for module in next_modules), lambda: (
+            f"The output features of {self.name} ({self.out_features}) must match the input features "
+            f"of the next modules. Found {[module.in_features for module in next_modules]}. "
+            "(in_features of the next modules)"
+        ))
         self._store_next_modules(next_modules)
 
     def set_previous_modules(self, previous_modules: list[GrowingModule | MergeGrowingModule]) -> None:
@@ -127,21 +128,25 @@ class LinearMergeGrowingModule(MergeGrowingModule):
         for module in previous_modules:
             if not isinstance(module, (LinearGrowingModule, MergeGrowingModule)):
                 raise TypeError(
-                    "The previous modules must be LinearGrowingModule or MergeGrowingModule, got "
-                    f"{type(module).__name__}"
+                    "The previous modules must be LinearGrowingModule instances or MergeGrowingModule). "
+                    f"(got {type(module).__name__})"
                 )
             if module.output_volume != self.in_features:
                 raise ValueError(
-                    f"The output volume of {getattr(module, 'name', module)} is "
-                    f"{module.output_volume}, expected in_features={self.in_features}"
+                    "The input features must match the output volume of the previous modules. "
+                    f"(The output volume of {getattr(module, 'name', module)} is {module.output_volume}, "
+                    f"expected in_features={self.in_features}.)"
                 )
         self._store_previous_modules(previous_modules)
 
     def update_size(self) -> None:
-        """Follow the predecessors' sizes; recreate statistics whose declared shape changed."""
+        """Follow the predecessors' sizes; recreate statistics whose declared shape changed.
+
+        S is declared ``(in + use_bias)²`` (``use_bias`` may be set to False, as in GroMo).
+        """
         if self.previous_modules:
             self.in_features = self.previous_modules[0].out_features
-        self._resize_statistics(self.in_features + 1)
+        self._resize_statistics(self.in_features + self.use_bias)
         self._full_activity_cache = None
 
     @torch.no_grad()
@@ -153,7 +158,10 @@ class LinearMergeGrowingModule(MergeGrowingModule):
         Raises:
             AssertionError: no predecessors.
         """
-        assert self.previous_modules, f"{self.name}: no previous modules to build the activity from."
+        ensure(self.previous_modules, (
+            f"No previous modules for {self.name}. (There are no previous modules to build the "
+            "activity from.)"
+        ))
         growing = self._growing_predecessors()
         inputs = tuple(module.input for module in growing)
         cached = self._full_activity_cache
@@ -183,7 +191,7 @@ class LinearMergeGrowingModule(MergeGrowingModule):
         if entry is not None and all(sources[key][k] is v for k, v in entry.sources.items()):
             return entry.value, entry.samples
         if key == "m":
-            assert grad is not None, f"{self.name}: the gradient of the merge input is not available."
+            ensure(grad is not None, f"{self.name}: the gradient of the merge input is not available.")
         want = [key]
         other, statistic = ("m", self.previous_tensor_m) if key == "s" else ("s", self.previous_tensor_s)
         if (
@@ -209,13 +217,16 @@ class LinearMergeGrowingModule(MergeGrowingModule):
 
     @torch.no_grad()
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ ããᵀ, n) of the activity with a ones column: (in+1, in+1).
+        """(Σ ããᵀ, n) of the activity, with a ones column when ``use_bias``: (in+b, in+b).
 
         Raises:
             AssertionError: the activity is not stored.
         """
-        assert self.activity is not None, f"{self.name}: the activity is not stored."
-        return gk.linear_input_cov(self.activity, bias=True), int(self.activity.shape[0])
+        ensure(self.activity is not None, (
+            f"The input must be stored to compute the update of S. (error in {self.name}: the "
+            "activity is not stored)"
+        ))
+        return gk.linear_input_cov(self.activity, bias=self.use_bias), int(self.activity.shape[0])
 
     def reset_computation(self) -> None:
         """As MergeGrowingModule.reset_computation, also forgetting the full activity."""
@@ -343,7 +354,7 @@ class LinearGrowingModule(GrowingModule):
 
     def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
         reference = sources.get("x_prev", sources.get("grad"))
-        assert reference is not None, f"{self.name}: no stored tensor to compute statistics from."
+        ensure(reference is not None, f"{self.name}: no stored tensor to compute statistics from.")
         return reference.new_zeros(*reference.shape[:-1], 0)
 
     # ----- statistics updates ---------------------------------------------------------------
@@ -357,9 +368,10 @@ class LinearGrowingModule(GrowingModule):
         if desired_activation is not None:
             return desired_activation
         gradient = self.pre_activity.grad
-        assert gradient is not None, (
-            f"{self.name}: the gradient of the pre-activity is not available (run the backward)."
-        )
+        ensure(gradient is not None, (
+            "The gradient of the pre-activity must be available to compute the update of the gradient "
+            f"covariance. (error in {self.name}: run the backward)"
+        ))
         return gradient
 
     def compute_m_update(self, desired_activation: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
@@ -382,7 +394,7 @@ class LinearGrowingModule(GrowingModule):
         """
         previous = self.previous_module
         if previous is None:
-            raise ValueError(f"{self.name}: no previous module, M_{{-2}} is undefined.")
+            raise ValueError(f"No previous module for {self.name}. Thus M_{{-2}} is not defined.")
         if isinstance(previous, LinearGrowingModule):
             gradient = self._gradient(desired_activation)
             if desired_activation is not None:
@@ -395,8 +407,8 @@ class LinearGrowingModule(GrowingModule):
         if isinstance(previous, LinearMergeGrowingModule):
             if previous.number_of_successors > 1:
                 warnings.warn(
-                    f"The previous merge of {self.name} has {previous.number_of_successors} "
-                    "successors: M_{-2} only uses this module's gradient.",
+                    f"The previous module has multiple successors. ({previous.number_of_successors} "
+                    f"successors: M_{{-2}} of {self.name} only uses this module's gradient.)",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -405,11 +417,15 @@ class LinearGrowingModule(GrowingModule):
                 full = previous.construct_full_activity()
                 return gk.linear_input_grad(full, gradient, bias=False), int(gradient.shape[0])
         raise NotImplementedError(
-            f"M_{{-2}} is not implemented for a previous module of type {type(previous).__name__}"
+            f"The computation of M_{{-2}} is not implemented yet for {type(previous)} as previous module."
         )
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(Σ x̃₋₂ x̃ᵀ, n): (in_p+b_p, in+b).
+
+        With a ``LinearMergeGrowingModule`` predecessor the result keeps this layer's bias column
+        (``(total, in+1)`` when ``use_bias``); GroMo drops it, which makes ``tensor_n`` fail its shape
+        check for a layer with a bias.
 
         Raises:
             ValueError: no previous module.
@@ -417,7 +433,7 @@ class LinearGrowingModule(GrowingModule):
         """
         previous = self.previous_module
         if previous is None:
-            raise ValueError(f"{self.name}: no previous module, the cross covariance is undefined.")
+            raise ValueError(f"No previous module for {self.name}. Thus P is not defined.")
         if isinstance(previous, LinearGrowingModule):
             self.input
             return self._layer_statistic("cross_cov")
@@ -430,8 +446,7 @@ class LinearGrowingModule(GrowingModule):
                     int(x.shape[0]),
                 )
         raise NotImplementedError(
-            f"The cross covariance is not implemented for a previous module of type "
-            f"{type(previous).__name__}"
+            f"The computation of P is not implemented yet for {type(previous)} as previous module."
         )
 
     def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
@@ -440,7 +455,10 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: pre-activity not stored or no gradient.
         """
-        assert self.store_pre_activity, f"{self.name}: the pre-activity is not stored."
+        ensure(self.store_pre_activity, (
+            "The pre-activity must be stored to compute the update of the gradient covariance. "
+            f"(error in {self.name})"
+        ))
         self._gradient(None)
         return self._layer_statistic("e")
 
@@ -453,7 +471,7 @@ class LinearGrowingModule(GrowingModule):
         following = self.next_module
         if not isinstance(following, LinearGrowingModule):
             raise TypeError(
-                f"compute_n_update needs a LinearGrowingModule next module, got {type(following).__name__}"
+                f"The next module must be a LinearGrowingModule. (got {type(following).__name__})"
             )
         x = self.input
         v_goal = following.projected_v_goal(following.input)
@@ -467,17 +485,26 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: no ``delta_raw`` or incompatible shapes.
         """
-        assert self.delta_raw is not None, f"{self.name}: compute the optimal delta first (delta_raw)."
+        ensure(self.delta_raw is not None, (
+            f"The optimal delta should be computed before computing N for {self.name}."
+        ))
         tensor_m_prev = self.tensor_m_prev()
         cross_covariance = self.cross_covariance()
-        assert tensor_m_prev.ndim == 2 and cross_covariance.ndim == 2, "M_{-2} and P must be 2-D."
-        assert tensor_m_prev.shape[1] == self.out_features, (
-            f"M_{{-2}} has shape {tuple(tensor_m_prev.shape)}, expected (*, {self.out_features})"
-        )
-        assert cross_covariance.shape[1] == self.in_features + self.use_bias, (
-            f"P has shape {tuple(cross_covariance.shape)}, expected "
-            f"(*, {self.in_features + self.use_bias})"
-        )
+        ensure(tensor_m_prev.ndim == 2, lambda: (
+            f"The shape of M_-2 should be (out_features, in_features) but got {tensor_m_prev.shape}."
+        ))
+        ensure(cross_covariance.ndim == 2, lambda: (
+            f"The shape of C should be (in_features, in_features) but got {cross_covariance.shape}."
+        ))
+        ensure(tensor_m_prev.shape[1] == self.out_features, lambda: (
+            "The number of output features of M_-2 should be equal to the number ofoutput features of "
+            f"the layer but got {tensor_m_prev.shape[1]} and {self.out_features}."
+        ))
+        ensure(cross_covariance.shape[1] == self.in_features + self.use_bias, lambda: (
+            "The number of input features of P should be equal to the number of input features of the "
+            f"layer but got {cross_covariance.shape[1]} and {self.in_features + self.use_bias}."
+            f"name={self.name!r}, cross_covariance().shape={cross_covariance.shape!r}"
+        ))
         return -tensor_m_prev + cross_covariance @ self.delta_raw.T.to(cross_covariance.dtype)
 
     # ----- surgery ------------------------------------------------------------------------
@@ -491,9 +518,11 @@ class LinearGrowingModule(GrowingModule):
             AssertionError: ``force_bias`` and bias presence differs from ``use_bias``.
         """
         if force_bias:
-            assert self.use_bias is (bias is not None), (
-                f"The bias must be {'given' if self.use_bias else 'None'} (use_bias={self.use_bias})"
-            )
+            use_bias = self.use_bias
+            ensure(use_bias is (bias is not None), (
+                f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
+                f"bias (use_bias ={use_bias!r}) is not None."
+            ))
         layer = nn.Linear(
             weight.shape[1], weight.shape[0], bias=bias is not None, device=self.device, dtype=weight.dtype
         )
@@ -509,9 +538,11 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: wrong shape.
         """
-        assert weight.ndim == 2 and weight.shape[0] == self.out_features, (
-            f"The extension weight must have shape ({self.out_features}, K), got {tuple(weight.shape)}"
-        )
+        out_features = self.out_features
+        ensure(weight.ndim == 2 and weight.shape[0] == out_features, lambda: (
+            f"{weight.shape[0]=} should be equal to {out_features=} (the extension weight must have "
+            f"shape ({out_features}, K), got {tuple(weight.shape)})"
+        ))
         self.layer = self.layer_of_tensor(
             torch.cat((self.weight, weight.to(self.weight.dtype)), dim=1), self.bias
         )
@@ -524,14 +555,19 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: wrong shape, or missing bias while ``use_bias``.
         """
-        assert weight.ndim == 2 and weight.shape[1] == self.in_features, (
-            f"The extension weight must have shape (K, {self.in_features}), got {tuple(weight.shape)}"
-        )
+        in_features = self.in_features
+        ensure(weight.ndim == 2 and weight.shape[1] == in_features, lambda: (
+            f"{weight.shape[1]=} should be equal to {in_features=} (the extension weight must have "
+            f"shape (K, {in_features}), got {tuple(weight.shape)})"
+        ))
         if self.use_bias:
-            assert bias is not None, f"{self.name} has a bias: the bias extension must be given."
-            assert bias.shape == (weight.shape[0],), (
-                f"The bias extension must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
-            )
+            ensure(bias is not None, (
+                f"The bias of the extension should be provided because the layer {self.name} has a bias"
+            ))
+            ensure(bias.shape == (weight.shape[0],), lambda: (
+                f"{bias.shape[0]=} should be equal to {weight.shape[0]=} (bias shape "
+                f"{tuple(bias.shape)})"
+            ))
             new_bias = torch.cat((self.bias, bias.to(self.bias.dtype)), dim=0)
         else:
             new_bias = None
@@ -567,19 +603,18 @@ class LinearGrowingModule(GrowingModule):
         Warns:
             UserWarning: the neighbours must be updated by the user.
         """
-        assert not (added_in_features > 0 and added_out_features > 0), (
-            "Cannot add input and output features at the same time."
-        )
+        ensure(not (added_in_features > 0 and added_out_features > 0),
+               "Cannot add input and output features at the same time")
         if added_in_features > 0:
             if matrix_extension is None:
                 matrix_extension = torch.zeros(
                     self.out_features, added_in_features, device=self.device, dtype=self.weight.dtype
                 )
             else:
-                assert matrix_extension.shape == (self.out_features, added_in_features), (
-                    f"matrix_extension must have shape {(self.out_features, added_in_features)}, "
-                    f"got {tuple(matrix_extension.shape)}"
-                )
+                ensure(matrix_extension.shape == (self.out_features, added_in_features), lambda: (
+                    f"matrix_extension should have shape {(self.out_features, added_in_features)}, "
+                    f"but got {matrix_extension.shape}"
+                ))
             self.layer_in_extension(matrix_extension)
         if added_out_features > 0:
             if matrix_extension is None:
@@ -587,23 +622,25 @@ class LinearGrowingModule(GrowingModule):
                     added_out_features, self.in_features, device=self.device, dtype=self.weight.dtype
                 )
             else:
-                assert matrix_extension.shape == (added_out_features, self.in_features), (
-                    f"matrix_extension must have shape {(added_out_features, self.in_features)}, "
-                    f"got {tuple(matrix_extension.shape)}"
-                )
+                ensure(matrix_extension.shape == (added_out_features, self.in_features), lambda: (
+                    f"matrix_extension should have shape {(added_out_features, self.in_features)}, "
+                    f"but got {matrix_extension.shape}"
+                ))
             if self.use_bias:
                 if bias_extension is None:
                     bias_extension = torch.zeros(
                         added_out_features, device=self.device, dtype=self.weight.dtype
                     )
                 else:
-                    assert bias_extension.shape == (added_out_features,), (
-                        f"bias_extension must have shape ({added_out_features},), got "
-                        f"{tuple(bias_extension.shape)}"
-                    )
+                    ensure(bias_extension.shape == (added_out_features,), lambda: (
+                        f"bias_extension should have shape {(added_out_features,)}, but got "
+                        f"{bias_extension.shape}"
+                    ))
             self.layer_out_extension(matrix_extension, bias_extension if self.use_bias else None)
         warnings.warn(
-            f"The size of {self.name} changed: the neighbouring modules must be updated by the user.",
+            f"The size of {self.name} has been changed to ({self.in_features}, {self.out_features}) but it "
+            "is up to the user to change the connected layers. (The neighbouring modules must be "
+            "updated by the user.)",
             UserWarning,
             stacklevel=2,
         )
@@ -633,11 +670,13 @@ class LinearGrowingModule(GrowingModule):
         """
         previous = self.previous_module
         if previous is None:
-            raise ValueError(f"{self.name}: no previous module, cannot add neurons.")
+            raise ValueError(
+                f"No previous module for {self.name}. Thus the optimal added parameters cannot be computed."
+            )
         if update_previous and not isinstance(previous, LinearGrowingModule):
             raise NotImplementedError(
-                f"Adding neurons is not implemented with a previous module of type "
-                f"{type(previous).__name__}"
+                "The computation of the optimal added parameters is not implemented yet for "
+                f"{type(previous)} as previous module."
             )
         alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
             numerical_threshold=numerical_threshold,
@@ -652,10 +691,14 @@ class LinearGrowingModule(GrowingModule):
             use_fisher=use_fisher,
         )
         k = eigenvalues.shape[0]
-        assert alpha.shape[0] == k and omega.shape == (self.out_features, k), (
-            f"Inconsistent shapes: alpha {tuple(alpha.shape)}, omega {tuple(omega.shape)}, "
-            f"{k} eigenvalues"
-        )
+        ensure(alpha.shape[0] == k and omega.shape[1] == k, lambda: (
+            "alpha and omega should have the same number of added neurons.but got "
+            f"{alpha.shape} and {omega.shape}."
+        ))
+        ensure(omega.shape[0] == self.out_features, lambda: (
+            f"omega should have the same number of output features ({omega.shape[0]}) as the layer "
+            f"({self.out_features})."
+        ))
         previous_bias = bool(getattr(previous, "use_bias", False))
         if previous_bias:
             alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
@@ -680,9 +723,9 @@ class LinearGrowingModule(GrowingModule):
             AssertionError: layer not an nn.Linear, or neither argument given.
         """
         if layer is not None:
-            assert isinstance(layer, nn.Linear), f"layer must be an nn.Linear, got {type(layer).__name__}"
+            ensure(isinstance(layer, nn.Linear), f"The layer should be a torch.nn.Linear but got {type(layer)}.")
             return layer.in_features
-        assert num_neurons is not None, "Give a layer or a number of neurons."
+        ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
         return num_neurons
 
     def create_layer_in_extension(self, extension_size: int) -> None:

@@ -370,7 +370,9 @@ def test_input_size_tracking(generator, device):
         assert first.update_input_size(force_update=False) == (13, 13)
     with pytest.warns(UserWarning, match="input size"):
         assert second.update_input_size((5, 5), force_update=False) == (5, 5)
-    assert second.input_size == (6, 6)  # the stored input wins over the recorded size
+    assert second.input_size == (5, 5)  # GroMo: the recorded size is what is read back
+    second.update_input_size()  # refreshed from the stored input (update_computation does this)
+    assert second.input_size == (6, 6)
 
 
 def test_caches_follow_the_previous_layer_and_the_geometry(generator, device):
@@ -578,9 +580,13 @@ def test_surgery_shape_errors(generator, device):
 
 
 def test_input_size_follows_the_previous_geometry(device):
-    """A recorded size goes stale when the previous conv changes; the derived one does not."""
+    """GroMo: a recorded size is read back until update_input_size re-derives it from the previous
+    conv (as the growth accessors do)."""
     first = RestrictedConv2dGrowingModule(2, 3, 3, stride=2, input_size=(9, 7), device=device)
     second = RestrictedConv2dGrowingModule(3, 2, 3, previous_module=first, input_size=(4, 3), device=device)
     assert second.input_size == (4, 3)
     first.padding = 1
+    assert second.input_size == (4, 3)
+    with pytest.warns(UserWarning, match="has changed from"):
+        assert second.update_input_size(compute_from_previous=True) == (5, 4)
     assert second.input_size == (5, 4) and second.output_volume == 2 * 3 * 2

@@ -92,14 +92,16 @@ def test_copy_initialization_falls_back_to_kaiming(request, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(request))
         tensor = torch.empty(20000)
-        LinearGrowingModule.copy_initialization_variance(tensor, torch.zeros(5), fan_in=8)
+        # instance methods, as in GroMo (the fallback dispatches through self)
+        module = LinearGrowingModule(2, 2, device=device)
+        module.copy_initialization_variance(tensor, torch.zeros(5), fan_in=8)
         assert abs(float(tensor.std()) - (2 / 8) ** 0.5) < 0.01
-        LinearGrowingModule.copy_initialization_variance(tensor, None, fan_in=8, distribution="normal")
+        module.copy_initialization_variance(tensor, None, fan_in=8, distribution="normal")
         assert abs(float(tensor.std()) - (2 / 8) ** 0.5) < 0.01
     with pytest.raises(ValueError, match="distribution"):
-        LinearGrowingModule.copy_initialization_variance(tensor, None, 8, distribution="cauchy")
+        module.copy_initialization_variance(tensor, None, 8, distribution="cauchy")
     with pytest.raises(ValueError, match="distribution"):
-        LinearGrowingModule.kaiming_initialization(tensor, None, 8, distribution="cauchy")
+        module.kaiming_initialization(tensor, None, 8, distribution="cauchy")
 
 
 def test_failed_creation_leaves_the_module_unchanged(generator, device):
