@@ -334,37 +334,37 @@ def create_bordering_effect_weight(channels: int, convolution: nn.Conv2d) -> tor
 
 @torch.no_grad()
 def apply_border_effect_on_unfolded(
-    unfolded: torch.Tensor,
+    unfolded_tensor: torch.Tensor,
     original_size: tuple[int, int],
     border_effect_conv: nn.Conv2d,
     identity_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per output location of ``border_effect_conv``, the unfolded column under its centre tap.
 
-    Shapes: unfolded (n, D, H·W) -> (n, D, H_o·W_o).
+    Shapes: unfolded_tensor (n, D, H·W) -> (n, D, H_o·W_o).
 
     Args:
-        unfolded: unfolded input of the previous layer, laid out on an H×W grid.
+        unfolded_tensor: unfolded input of the previous layer, laid out on an H×W grid.
         original_size: (H, W).
         border_effect_conv: the convolution whose stride/padding/dilation are simulated.
         identity_weight: the depthwise bordering kernel (built if None).
     Returns:
         the bordered unfolded tensor.
     Raises:
-        TypeError: unfolded not a tensor.
+        TypeError: unfolded_tensor not a tensor.
         AssertionError: bad convolution or size.
     """
-    if not isinstance(unfolded, torch.Tensor):
-        raise TypeError(f"Input 'unfolded_tensor' must be a torch.Tensor (got {type(unfolded).__name__})")
+    if not isinstance(unfolded_tensor, torch.Tensor):
+        raise TypeError(f"Input 'unfolded_tensor' must be a torch.Tensor (got {type(unfolded_tensor).__name__})")
     ensure(isinstance(border_effect_conv, nn.Conv2d), "'border_effect_conv' must be a torch.nn.Conv2d instance.")
     ensure(len(original_size) == 2 and all(isinstance(s, int) and s > 0 for s in original_size),
            f"'original_size' must be a tuple of positive integers. (got {original_size})")
-    n, channels, positions = unfolded.shape
+    n, channels, positions = unfolded_tensor.shape
     ensure(positions == original_size[0] * original_size[1],
            f"unfolded has {positions} positions, expected {original_size[0]}x{original_size[1]}")
     if identity_weight is None:
         identity_weight = create_bordering_effect_weight(channels, border_effect_conv)
-    image = unfolded.reshape(n, channels, *original_size)
+    image = unfolded_tensor.reshape(n, channels, *original_size)
     out = F.conv2d(
         image,
         identity_weight.to(image.dtype),
@@ -376,22 +376,22 @@ def apply_border_effect_on_unfolded(
     return out.flatten(2)
 
 
-def compute_mask_tensor_t(input_size: tuple[int, int], convolution: nn.Conv2d) -> torch.Tensor:
+def compute_mask_tensor_t(input_shape: tuple[int, int], conv: nn.Conv2d) -> torch.Tensor:
     """0/1 tensor ``T (L, kh·kw, H·W)``: ``T[l, e, p] = 1`` iff output ``l`` reads pixel ``p`` at tap ``e``.
 
     Args:
-        input_size: (H, W).
-        convolution: the convolution (kernel/stride/padding/dilation).
+        input_shape: (H, W).
+        conv: the convolution (kernel/stride/padding/dilation).
     Returns:
         float32 dense tensor on CPU (rows of padding taps are zero).
     """
-    h, w = int(input_size[0]), int(input_size[1])
-    kh, kw = _pair(convolution.kernel_size)
+    h, w = int(input_shape[0]), int(input_shape[1])
+    kh, kw = _pair(conv.kernel_size)
     # Unfold the image of pixel indices 1..HW: 0 marks padding.
     index_image = torch.arange(1, h * w + 1, dtype=torch.float64).reshape(1, 1, h, w)
     unfolded = F.unfold(
-        index_image, (kh, kw), dilation=convolution.dilation,
-        padding=convolution.padding, stride=convolution.stride,
+        index_image, (kh, kw), dilation=conv.dilation,
+        padding=conv.padding, stride=conv.stride,
     )[0].round().long()  # (kk, L)
     kk, positions = unfolded.shape
     mask = torch.zeros(positions, kk, h * w, dtype=torch.float32)

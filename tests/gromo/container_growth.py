@@ -6,6 +6,8 @@ search of the scaling factor γ → apply_change, where
 * for small γ the mean loss drops by γ²·(first-order improvement) to first order (the delta is
   applied at γ², the new neurons' two layers at γ each);
 * after apply_change at γ the plain forward equals the extended forward at γ.
+
+γ comes from ``gromo.utils.utils.line_search`` or, for bigger networks, the best of a few values.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extended: boo
 
 def run_growth_cycle(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, select: int | None = None,
                      small_gamma: float = 1e-3, rtol: float = 1e-9, atol: float = 1e-10,
-                     batch_size: int = 16, line_search_points: bool = True, **update_kwargs) -> GrowthCycle:
+                     batch_size: int = 16, gammas: tuple[float, ...] | None = None, **update_kwargs) -> GrowthCycle:
     """Grow ``model`` (float64, eval mode) once; assert the three identities; return the numbers."""
     parameters_before = model.number_of_parameters()
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
@@ -65,10 +67,10 @@ def run_growth_cycle(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sele
         model.set_scaling_factor(float(gamma))
         return _mean_loss(model, x, y, extended=True)
 
-    if line_search_points:
+    if gammas is None:  # GroMo's line search (200 to 400 extended forwards)
         gamma, _ = line_search(cost)
-    else:
-        gamma = 0.5
+    else:  # a coarse search for the bigger networks
+        gamma = min(gammas, key=cost)
     gamma = float(gamma)
     model.set_scaling_factor(gamma)
     with torch.no_grad():

@@ -324,8 +324,8 @@ API = [
     (TOOLS, None, "compute_output_shape_conv", "function", "input_shape, conv"),
     (TOOLS, None, "create_bordering_effect_weight", "function", "channels, convolution"),
     (TOOLS, None, "apply_border_effect_on_unfolded", "function",
-     "unfolded, original_size, border_effect_conv, identity_weight=None"),
-    (TOOLS, None, "compute_mask_tensor_t", "function", "input_size, convolution"),
+     "unfolded_tensor, original_size, border_effect_conv, identity_weight=None"),  # GroMo's keyword names
+    (TOOLS, None, "compute_mask_tensor_t", "function", "input_shape, conv"),  # GroMo's keyword names
     (TOOLS, None, "lecun_normal_", "function", "tensor"),
     # ---- utils (§0 device helpers, §15)
     (UTILS, None, "global_device", "function", ""),
