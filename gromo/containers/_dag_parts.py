@@ -2,7 +2,7 @@
 node module applied to a main part and an extension part.
 
 A node is a merge module whose post-merge function is ``Sequential(norm, activation)``; an edge is
-a growing layer between two merges (or a zero "constant" stand-in for "no connection"). Module
+a growing layer between two merges (or a ``ConstantModule``, the zero stand-in for "no connection"). Module
 ``_name``s follow GroMo: a node's is its key cut at ``"_"``, an edge's is ``L{u}_{v}`` (linear) or
 ``C{u}_{v}`` (convolution) with both ends cut at ``"_"``.
 """
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gromo.modules.constant_module import ConstantModule
 from gromo.modules.conv2d_growing_module import Conv2dMergeGrowingModule, FullConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule, SupportsExtendedForward
 from gromo.modules.growing_normalisation import GrowingLayerNorm
@@ -97,32 +98,6 @@ def make_node_module(key: str, attrs: dict[str, Any], dag_use_layer_norm: bool,
     return module
 
 
-class ConstantEdge(LinearGrowingModule):
-    """A zero edge standing for "no connection": outputs a zero leaf (gradients reach its target)
-    and never moves (its optimal delta is a zero layer)."""
-
-    def __init__(self, in_features: int, out_features: int, device: torch.device | None = None) -> None:
-        super().__init__(in_features, out_features, use_bias=False, device=device)
-        self.__dict__["_hidden_delta"] = None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        # Assignments of the delta are kept aside: the edge never moves.
-        if key == "optimal_delta_layer":
-            self.__dict__["_hidden_delta"] = value
-        else:
-            super().__setattr__(key, value)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Zeros ``(len(x), out_features)`` requiring grad; ``x`` is ignored."""
-        self.constant = torch.zeros(len(x), self.out_features, requires_grad=True, device=x.device)
-        return self.constant
-
-    @property
-    def optimal_delta_layer(self) -> nn.Module:
-        """A bias-free zero layer of this edge's shape (AttributeError before a delta was assigned)."""
-        return self.layer_of_tensor(torch.zeros_like(self.__dict__["_hidden_delta"].weight), None)
-
-
 def _edge_name(layer_type: str, u: str, v: str) -> str:
     prefix = "C" if layer_type == "convolution" else "L"
     return f"{prefix}{base_name(u)}_{base_name(v)}"
@@ -138,7 +113,7 @@ def make_edge_module(u: str, v: str, node_u: dict, node_v: dict, attrs: dict[str
     """
     module_u, type_u, type_v = node_u["module"], node_u["type"], node_v["type"]
     if attrs.get("constant"):
-        module = ConstantEdge(module_u.out_features, node_v["size"], device=device)
+        module = ConstantModule(module_u.out_features, node_v["size"], device=device)
         set_module_name(module, _edge_name("linear", u, v))
         return module, "constant"
     use_bias = attrs.get("use_bias", dag_use_bias)

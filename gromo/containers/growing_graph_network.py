@@ -41,7 +41,7 @@ from gromo.containers._candidate_fit import CandidatePlan, fit_candidates
 from gromo.containers.growing_container import GrowingContainer
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG, InterMergeExpansion
 from gromo.modules.linear_growing_module import LinearMergeGrowingModule
-from gromo.utils.utils import line_search
+from gromo.utils.utils import line_search, mini_batch_gradient_descent
 
 __all__ = ["GrowingGraphNetwork"]
 
@@ -60,28 +60,6 @@ def _surrogate_activation(module: nn.Module) -> nn.Sequential:
     function = module.post_merge_function
     members = list(function) if isinstance(function, nn.Sequential) else [function]
     return nn.Sequential(*[nn.Identity() if callable(getattr(m, "grow", None)) else m for m in members])
-
-
-def _descend(block: Callable, parameters: list[torch.Tensor], cost_fn: Callable, X: torch.Tensor,  # noqa: N803
-             Y: torch.Tensor, lrate: float, max_epochs: int, batch_size: int, verbose: bool) -> list[float]:  # noqa: N803
-    """GroMo's ``mini_batch_gradient_descent(fast=True)`` on tensors: AdamW (no weight decay) over
-    shuffled mini-batches; the mean batch loss per epoch. (``gromo.utils.utils``'s version also reads
-    file-backed data and imports its reader eagerly, which this path does not need.)"""
-    optimizer = torch.optim.AdamW(parameters, lr=lrate, weight_decay=0)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=batch_size, shuffle=True)
-    history = []
-    for epoch in _progress(range(max_epochs), verbose, desc="bottleneck fit", leave=False):
-        total, batches = 0.0, 0
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss = cost_fn(block(x), y)
-            loss.backward()
-            optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-        history.append(total / max(batches, 1))
-        if verbose and epoch % 10 == 0:
-            print(f"Epoch {epoch}: Train loss {history[-1]}")
-    return history
 
 
 class GrowingGraphNetwork(GrowingContainer):
@@ -212,8 +190,10 @@ class GrowingGraphNetwork(GrowingContainer):
         for parameter in (alpha, omega, bias):
             parameter.requires_grad_(True)
         try:
-            history = _descend(block, [alpha, omega, bias], self.bottleneck_loss, B, bottleneck, lrate=self.neuron_lrate,
-                               max_epochs=self.neuron_epochs, batch_size=self.neuron_batch_size, verbose=verbose)
+            history, _ = mini_batch_gradient_descent(
+                block, cost_fn=self.bottleneck_loss, X=B, Y=bottleneck, lrate=self.neuron_lrate,
+                max_epochs=self.neuron_epochs, batch_size=self.neuron_batch_size, x_keys=input_keys,
+                y_keys=target_keys, parameters=[alpha, omega, bias], fast=True, verbose=verbose)
         finally:
             for parameter in (alpha, omega, bias):
                 parameter.requires_grad_(False)
