@@ -228,6 +228,24 @@ class GrowingGraphNetwork(GrowingContainer):
             raise TypeError("Inappropriate type for `bottlenecks` variable. Expected dict[str, torch.Tensor] or str. "
                             f"Got {type(bottlenecks)}")
 
+    def _check_linear(self, actions: list[Expansion]) -> None:
+        """Candidate fitting handles linear nodes only.
+
+        Raises:
+            NotImplementedError: an action touches a convolution node.
+        """
+        for action in actions:
+            modules = [*self._node_modules(action, "previous"), *self._node_modules(action, "next")]
+            if action.type is ExpansionType.EXPANDED_NODE:
+                modules.append(self.dag.get_node_module(action.expanding_node))
+            elif action.type is ExpansionType.NEW_NODE and action.node_attributes.get("type") != "linear":
+                raise NotImplementedError(f"execute_expansions: only linear nodes can be expanded, {action} "
+                                          f"adds a {action.node_attributes.get('type')} node")
+            for module in modules:
+                if not isinstance(module, LinearMergeGrowingModule):
+                    raise NotImplementedError(f"execute_expansions: only linear nodes can be expanded, {action} "
+                                              f"touches {module.name} ({type(module).__name__})")
+
     def _plan(self, expansion: Expansion) -> CandidatePlan:
         """What the expansion reads and answers (its in-edges must exist: after ``expand()``)."""
         inputs = tuple(m._name for m in self._node_modules(expansion, "previous"))
@@ -394,6 +412,7 @@ class GrowingGraphNetwork(GrowingContainer):
             assert dev_dataloader is not None, "Development DataLoader should be given if evaluate is True"
             assert val_dataloader is not None, "Validation DataLoader should be given if evaluate is True"
         self._check_inputs(bottleneck, input_B)
+        self._check_linear(actions)  # before any candidate enters the graph
         for expansion in actions:
             expansion.growth_history = copy.copy(self.growth_history)
             expansion.expand()
