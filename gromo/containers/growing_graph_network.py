@@ -9,8 +9,9 @@ A growth step (GroMo's graph tutorial): ``dag.define_next_actions`` → ``dag.ca
 Fitting. ``execute_expansions`` fits all candidates of a step in one batched computation
 (:mod:`gromo.containers._candidate_fit`: shared statistics, grouped solves): a new edge gets the
 exact minimiser of the bottleneck loss (GroMo trains it by gradient descent from a random start);
-new neurons start from the first-order (TINY) solution and are then refined by ``neuron_epochs``
-epochs of GroMo's bi-level gradient descent (``neuron_epochs=0``: closed form only).
+new neurons start from GroMo's random draw with their output weights solved exactly, then get
+``neuron_epochs`` epochs of GroMo's bi-level gradient descent, all node candidates of the step in one
+batched optimisation (:mod:`gromo.containers._candidate_descent`; ``neuron_epochs=0``: the fit alone).
 
 Deliberate differences from GroMo (fixes):
 * a new edge's optimal delta is stored as ``(−W, −b)``: ``extended_forward`` subtracts ``γ²·δ(x)``
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gromo.containers._candidate_descent import descend_candidates
 from gromo.containers._candidate_fit import CandidatePlan, fit_candidates
 from gromo.containers.growing_container import GrowingContainer
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG, InterMergeExpansion
@@ -268,27 +270,69 @@ class GrowingGraphNetwork(GrowingContainer):
         expansion._candidate_fit = None
         return fit
 
-    def _refine_neurons(self, fit, plan: CandidatePlan, expansion: Expansion, bottlenecks: dict,
-                        activities: dict, verbose: bool):
-        """``neuron_epochs`` of GroMo's bi-level descent from the closed-form neurons; new outputs."""
+    def _start_bias(self, fit, expansion: Expansion) -> torch.Tensor:
+        """GroMo's bias layout (K, k): one column per biased in-edge, the fit's bias shared equally."""
+        columns = sum(edge.use_bias for edge in expansion.in_edges)
+        if columns:
+            return (fit.bias.to(self.device) / columns)[:, None].repeat(1, columns)
+        return torch.zeros(fit.weight.shape[0], 0, device=self.device)
+
+    def _neuron_outputs(self, plan: CandidatePlan, alpha, bias, omega, bottlenecks: dict, activities: dict):
+        """(FOI (K,), block output (n, O) on CPU) of trained neurons: a non-shuffled pass."""
         x = torch.cat([activities[name] for name in plan.inputs], dim=1).to(self.device)
         v = torch.cat([bottlenecks[name] for name in plan.targets], dim=1).to(self.device)
-        biased = [edge for edge in expansion.in_edges if edge.use_bias]
-        alpha = fit.weight.clone().to(self.device)
-        omega = fit.omega.clone().to(self.device)
-        columns = len(biased)
-        if columns:  # the closed-form bias shared equally by the biased in-edges
-            bias = (fit.bias.to(self.device) / columns)[:, None].repeat(1, columns)
-        else:
-            bias = torch.zeros(alpha.shape[0], 0, device=self.device)
-        history = self.bi_level_bottleneck_optimization(alpha, omega, bias, x, plan.activation, v, list(plan.inputs),
-                                                        list(plan.targets), verbose=verbose)
         with torch.no_grad():
             hidden = torch.cat([plan.activation(F.linear(x[r:r + self.neuron_batch_size], alpha, bias.sum(1)))
                                 for r in range(0, len(x), self.neuron_batch_size)])
-            output = hidden @ omega.T
-            foi = -(hidden * (v @ omega)).mean(dim=0)
-        return alpha, bias.sum(dim=1) if fit.bias is not None else None, omega, foi, output.cpu(), history
+            return -(hidden * (v @ omega)).mean(dim=0), (hidden @ omega.T).cpu()
+
+    def _refine_neurons(self, fit, plan: CandidatePlan, expansion: Expansion, bottlenecks: dict,
+                        activities: dict, verbose: bool):
+        """``neuron_epochs`` of GroMo's bi-level descent from the fitted neurons (this candidate alone,
+        unless ``execute_expansions`` descended all candidates together); new outputs."""
+        refined = getattr(expansion, "_candidate_descent", None)
+        expansion._candidate_descent = None
+        if refined is not None:
+            alpha, bias, omega, history = refined
+        else:
+            x = torch.cat([activities[name] for name in plan.inputs], dim=1).to(self.device)
+            v = torch.cat([bottlenecks[name] for name in plan.targets], dim=1).to(self.device)
+            alpha, omega = fit.weight.clone().to(self.device), fit.omega.clone().to(self.device)
+            bias = self._start_bias(fit, expansion)
+            history = self.bi_level_bottleneck_optimization(alpha, omega, bias, x, plan.activation, v,
+                                                            list(plan.inputs), list(plan.targets), verbose=verbose)
+        foi, output = self._neuron_outputs(plan, alpha, bias, omega, bottlenecks, activities)
+        return alpha, bias.sum(dim=1) if fit.bias is not None else None, omega, foi, output, history
+
+    def _descend_all(self, actions: list[Expansion], plans: list[CandidatePlan], fits: list, bottlenecks: dict,
+                     activities: dict) -> None:
+        """GroMo's descent for every node candidate in one batched optimisation per activation."""
+        groups: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            if plan.kind == "node":
+                groups.setdefault(repr(plan.activation), []).append(i)
+        for members in groups.values():
+            sources = list(dict.fromkeys(name for i in members for name in plans[i].inputs))
+            targets = list(dict.fromkeys(name for i in members for name in plans[i].targets))
+            x = torch.cat([activities[name] for name in sources], dim=1).to(self.device)
+            v = torch.cat([bottlenecks[name] for name in targets], dim=1).to(self.device)
+
+            def columns(names, order, table):
+                offsets, start = {}, 0
+                for name in order:
+                    offsets[name], start = start, start + table[name].shape[1]
+                return [offsets[name] + j for name in names for j in range(table[name].shape[1])]
+
+            alphas, biases, omegas, history = descend_candidates(
+                [fits[i].weight.to(self.device) for i in members],
+                [self._start_bias(fits[i], actions[i]) for i in members],
+                [fits[i].omega.to(self.device) for i in members],
+                [columns(plans[i].inputs, sources, activities) for i in members],
+                [columns(plans[i].targets, targets, bottlenecks) for i in members],
+                plans[members[0]].activation, x, v, lrate=self.neuron_lrate, epochs=self.neuron_epochs,
+                batch_size=self.neuron_batch_size)
+            for j, i in enumerate(members):
+                actions[i]._candidate_descent = (alphas[j], biases[j], omegas[j], history[j])
 
     def expand_node(self, expansion: Expansion, bottlenecks: dict, activities: dict,
                     neuron_selection_threshold: float = -np.inf, verbose: bool = True) -> list[float]:
@@ -417,8 +461,10 @@ class GrowingGraphNetwork(GrowingContainer):
             expansion.growth_history = copy.copy(self.growth_history)
             expansion.expand()
             expansion.update_growth_history(self.global_step)
-        fits = fit_candidates([self._plan(e) for e in actions], bottleneck, input_B,
-                              batch_size=self.neuron_batch_size) if actions else []
+        plans = [self._plan(e) for e in actions]
+        fits = fit_candidates(plans, bottleneck, input_B, batch_size=self.neuron_batch_size) if actions else []
+        if self.neuron_epochs > 0:
+            self._descend_all(actions, plans, fits, bottleneck, input_B)
         for expansion, fit in _progress(list(zip(actions, fits)), verbose, desc="candidates"):
             expansion._candidate_fit = fit
             if expansion.type is ExpansionType.NEW_EDGE:
