@@ -24,6 +24,8 @@ import importlib
 _EXPORTS = {
     "GrowthConfig": "loop", "GrowthResult": "loop", "grow": "loop", "growth_step": "loop",
     "train_epochs": "loop", "evaluate": "loop", "accumulate_statistics": "loop", "line_search": "loop",
+    "load_run": "checkpoint", "Splits": "data", "load_npz": "data", "StoppingRule": "stopping",
+    "DivergenceError": "passes", "CandidateError": "candidates", "make_spec": "models",
     "StepRecord": "records", "GrowthLog": "records", "write_json_atomic": "records",
     "ClassificationData": "datasets", "load_dataset": "datasets", "load_digits": "datasets",
     "make_synthetic": "datasets", "MissingDependencyError": "datasets",

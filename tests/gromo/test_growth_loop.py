@@ -30,7 +30,10 @@ def _model(hidden_layers=1, width=1, seed=0):
 
 
 def _config(**overrides):
-    defaults = dict(steps=4, neurons_per_step=4, epochs=2, line_search_samples=64, seed=0, batch_size=32)
+    # These tests check the mechanics of a fixed number of steps over the given scales: the stopping
+    # rules and the bracket widening are off here (their own tests are in test_growth_stopping.py).
+    defaults = dict(steps=4, neurons_per_step=4, epochs=2, line_search_samples=64, seed=0, batch_size=32,
+                    gain_tolerance=0.0, patience=None, max_scale_extensions=0)
     defaults.update(overrides)
     return GrowthConfig(**defaults)
 
