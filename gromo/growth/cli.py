@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}, or PATH.npz with x_train, y_train (optional x_val, y_val, x_test, y_test) (default: %(default)s)")
     grow.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR with its own settings")
     grow.add_argument("--steps", type=int, default=30, help="at most this many growth steps (default: %(default)s)")
-    grow.add_argument("--gain-tolerance", type=float, default=1e-3, help="stop when the best first-order gain < this × the training loss; 0: never (default: %(default)s)")
+    grow.add_argument("--gain-tolerance", type=float, default=2e-4, help="stop when the best first-order gain < this × the training loss; 0: never (default: %(default)s)")
     grow.add_argument("--patience", type=int, default=8, help="stop when validation accuracy has not improved for this many steps; 0: never (default: %(default)s)")
     grow.add_argument("--neurons-per-step", type=int, default=8, help="at most this many neurons/channels per step (default: %(default)s)")
     grow.add_argument("--initial-width", type=int, default=None, help="hidden width at start (default: 1)")

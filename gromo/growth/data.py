@@ -115,10 +115,9 @@ class LoaderBatches:
             sampler.set_epoch(self._epoch)  # a DistributedSampler reshuffles per epoch only when told
         self._epoch += 1
         for item in self.loader:
-            try:
-                x, y = item
-            except (TypeError, ValueError):
-                raise TypeError(f"data: every batch must be an (x, y) pair, got {type(item).__name__}") from None
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError(f"data: every batch must be an (x, y) pair, got {type(item).__name__}")
+            x, y = item
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield x, y, (None if self.comm.active else len(y))

@@ -102,7 +102,7 @@ class GrowthConfig:
     relative_numerical_threshold: float = 1e-6
     compute_delta: bool = False
     use_projection: bool = True
-    gain_tolerance: float = 1e-3
+    gain_tolerance: float = 2e-4
     patience: int | None = 8
     seed: int = 0
     loss: str = "cross_entropy"

@@ -26,7 +26,7 @@ STOP_REASONS = ("max_steps", "gain", "patience", "no_candidate")
 class StoppingRule:
     """``gain_tolerance`` (>= 0; 0 disables the gain rule) and ``patience`` (>= 1 steps; None disables)."""
 
-    gain_tolerance: float = 1e-3
+    gain_tolerance: float = 2e-4
     patience: int | None = 8
 
     def validate(self) -> None:
