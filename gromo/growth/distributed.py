@@ -1,7 +1,7 @@
 """Data-parallel growth with torch.distributed: statistics are sums with sample counts, so reduce them.
 
 Every GroMo statistic is a ``TensorStatistic`` holding a running sum ``_tensor`` and a sample count
-``samples`` (gromo_math.md §2); its value is ``_tensor / samples``. Workers that each accumulate
+``samples``; its value is ``_tensor / samples``. Workers that each accumulate
 statistics on their own shard of the data therefore get the statistics of the union by summing
 both the sums and the counts across workers — one ``all_reduce`` before the solves. Symmetric
 statistics (S, S_growth, the Fisher E) travel as their upper triangles, halving the traffic.

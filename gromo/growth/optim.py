@@ -1,6 +1,6 @@
 """Keep an optimizer's state across growth, when apply_change replaces layers and their Parameters.
 
-Growth rebuilds ``nn.Linear`` / ``nn.Conv2d`` objects (gromo_math.md §7.4): the grown weight is a
+Growth rebuilds ``nn.Linear`` / ``nn.Conv2d`` objects: the grown weight is a
 new Parameter whose leading block ``[:out_old, :in_old, ...]`` holds the old values (new rows /
 columns are appended at the end). GroMo's users rebuild the optimizer by hand and lose Adam's
 moments. Here every state tensor shaped like its parameter (Adam's ``exp_avg``, ``exp_avg_sq``,
