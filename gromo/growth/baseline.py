@@ -56,7 +56,7 @@ def train_baseline(spec: dict, data, config, epochs: int, *, device=None, comm: 
         generator=generator, comm=comm, device=device,
     )
     optimizer = make_adam(model, config)
-    kwargs = dict(batch_size=config.evaluation_batch_size, label_smoothing=config.label_smoothing)
+    kwargs = {"batch_size": config.evaluation_batch_size, "label_smoothing": config.label_smoothing}
     history: list[StepRecord] = []
     epoch_iter = range(epochs + 1)
     if progress and comm.is_main:

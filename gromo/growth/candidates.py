@@ -80,7 +80,7 @@ def _compute_updates(model: nn.Module, config) -> dict[int, dict]:
                     numerical_threshold=numerical, statistical_threshold=0.0, maximum_added_neurons=None,
                     compute_delta=config.compute_delta, use_projection=config.use_projection,
                 )
-            except Exception as error:  # noqa: BLE001 - re-raised with the layer named
+            except Exception as error:
                 name = getattr(layer, "name", f"layer {index}")
                 raise CandidateError(f"candidate {name!r}: {type(error).__name__}: {error}") from error
     info: dict[int, dict] = {}

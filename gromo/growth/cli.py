@@ -35,7 +35,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line (no usage block) and exits with code 2."""
 
-    def error(self, message):  # noqa: D401 - argparse API
+    def error(self, message):
         raise UsageError(message)
 
 

@@ -22,7 +22,13 @@ import sys
 import time
 from dataclasses import asdict
 
-from .cli import UsageError, _check_args, _check_backend, _check_writable, _resolve_device
+from .cli import (
+    UsageError,
+    _check_args,
+    _check_backend,
+    _check_writable,
+    _resolve_device,
+)
 
 # Options that a resumed run takes from the command line; every other setting comes from the run.
 _RESUME_KEEPS = ("resume", "no_progress", "quiet", "no_plots", "threads", "device", "backend", "baseline", "timeout")
@@ -36,7 +42,7 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler API
+def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 

@@ -29,22 +29,33 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
 from . import checkpoint as checkpoints
 from .candidates import (  # noqa: F401 - _growth_covariance, _largest_eigenvalue: used by tests
-    _compute_updates, _first_order_gain, _growth_covariance, _largest_eigenvalue, candidate_gains, growable_layers,
+    _compute_updates,
+    _first_order_gain,
+    _growth_covariance,
+    _largest_eigenvalue,
+    candidate_gains,
+    growable_layers,
 )
 from .data import LoaderBatches, TensorBatches, make_sources
 from .datasets import ClassificationData
 from .distributed import Communicator
 from .models import layer_width
 from .optim import LeanAdam, ParameterSnapshot, rebuild_optimizer
-from .passes import DivergenceError, evaluate_source, held_out_share, statistics_source, train_source
+from .passes import (
+    DivergenceError,
+    evaluate_source,
+    held_out_share,
+    statistics_source,
+    train_source,
+)
 from .records import GrowthLog, StepRecord, chosen_index, summarise
 from .scale_search import widening_search
 from .stopping import StoppingRule
@@ -368,7 +379,7 @@ def grow(
 
     def measure(record: StepRecord) -> None:
         start = time.perf_counter()
-        kwargs = dict(batch_size=config.evaluation_batch_size, label_smoothing=smoothing)
+        kwargs = {"batch_size": config.evaluation_batch_size, "label_smoothing": smoothing}
         record.train_loss, record.train_accuracy = evaluate_source(model, train, comm, **kwargs)
         record.val_loss, record.val_accuracy = evaluate_source(model, val, comm, **kwargs)
         record.test_loss, record.test_accuracy = evaluate_source(model, test, comm, **kwargs)

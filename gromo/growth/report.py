@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 STOP_WORDS = {
     "max_steps": "--steps reached",
     "gain": "the best first-order gain fell below --gain-tolerance × the training loss",

@@ -10,6 +10,7 @@ The chosen γ is never 0: a zero scale would add dead neurons.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 
@@ -33,7 +34,7 @@ def widening_search(loss_at: Callable[[float], float], scales: Sequence[float], 
     curve = {scale: float(loss_at(scale)) for scale in ordered}
 
     def best() -> float:
-        finite = [(loss, scale) for scale, loss in curve.items() if loss == loss and loss != float("inf")]
+        finite = [(loss, scale) for scale, loss in curve.items() if math.isfinite(loss)]
         return min(finite)[1] if finite else min(curve)
 
     extensions = 0

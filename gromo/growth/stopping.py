@@ -43,12 +43,13 @@ class StoppingRule:
         last = records[-1]
         if last.layer is None and last.note:
             return "no_candidate"
-        if self.gain_tolerance > 0 and last.first_order_gain is not None and last.train_loss_before is not None:
-            if last.first_order_gain < self.gain_tolerance * last.train_loss_before:
-                return "gain"
+        if (
+            self.gain_tolerance > 0 and last.first_order_gain is not None and last.train_loss_before is not None
+            and last.first_order_gain < self.gain_tolerance * last.train_loss_before
+        ):
+            return "gain"
         if self.patience is not None:
             best = chosen_index(records)
-            if best is not None and records[best].val_accuracy is not None:
-                if last.step - records[best].step >= self.patience:
-                    return "patience"
+            if records[best].val_accuracy is not None and last.step - records[best].step >= self.patience:
+                return "patience"
         return None

@@ -8,8 +8,7 @@ import os
 import pytest
 import torch
 
-import gromo.growth.checkpoint as checkpoint
-from gromo.growth import load_run
+from gromo.growth import checkpoint, load_run
 from gromo.growth.cli import main
 from gromo.growth.datasets import load_dataset
 from gromo.growth.models import make_spec, rebuild, spec_of
