@@ -109,3 +109,33 @@ def test_missing_run_directory_is_one_line(argv, match, tmp_path, capsys):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+def test_a_sigkilled_process_resumed_gives_the_uninterrupted_records(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = [*ARGS, "--steps", "12", "--epochs", "2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen([sys.executable, "-m", "gromo", "grow", *args, "--output-dir", str(killed)],
+                               cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if len(json.loads((killed / "growth.json").read_text())["steps"]) >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    partial, payload = _records(killed)
+    assert payload["status"] == "running" and 3 <= len(partial) < 13  # SIGKILL leaves no trace but the files
+    assert main(["grow", "--resume", str(killed), "--no-progress", "--quiet", "--no-plots"]) == 0
+    assert main(["grow", *args, "--output-dir", str(whole)]) == 0
+    resumed, payload = _records(killed)
+    assert payload["status"] == "finished" and resumed == _records(whole)[0]
