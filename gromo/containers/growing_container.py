@@ -3,7 +3,17 @@
 A ``GrowingContainer`` keeps its growable layers (GrowingModules or GrowingBlocks) in
 ``_growing_layers`` (filled by ``set_growing_layers``) and drives them together: statistics
 (init / update / reset), optimal updates, selection of the layer to grow, and application of its
-change. Subclasses define ``forward``, ``extended_forward`` and ``set_growing_layers``.
+change. Subclasses define ``forward``, ``extended_forward`` and ``set_growing_layers``. Entries of
+``_growing_layers`` that are neither growing modules nor containers (a graph lists its merge
+modules) take no part in the updates and scaling.
+
+Deliberate differences from GroMo, kept because code relies on them:
+* ``select_update`` checks ``layer_index`` (IndexError) and its verbose output also names the
+  selected layer after GroMo's per-layer lines; ``select_best_update`` without growable layer raises
+  ValueError (GroMo fails inside ``torch.stack``).
+* ``weights_statistics`` of a plain container is keyed by the index in ``_growing_layers``; whole
+  models (``SequentialGrowingModel``) key it by module name as GroMo does.
+* ``update_size`` also reaches merge modules nested anywhere inside, not only the listed ones.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
-from gromo.utils.utils import get_correct_device, load_config
+from gromo.config.loader import load_config
+from gromo.utils._assertions import gromo_assert
+from gromo.utils.utils import get_correct_device
 
-__all__ = ["GrowingContainer"]
+__all__ = ["GrowingContainer", "GrowingModel"]
 
 
 class GrowingContainer(nn.Module):
@@ -34,7 +46,7 @@ class GrowingContainer(nn.Module):
     def __init__(self, in_features: Any, out_features: Any, device: torch.device | str | None = None,
                  name: str = "GrowingContainer") -> None:
         super().__init__()
-        self._config_data = load_config()
+        self._config_data = load_config()[0]
         self.device = get_correct_device(self, device)
         self.in_features = in_features
         self.out_features = out_features
@@ -55,6 +67,15 @@ class GrowingContainer(nn.Module):
     def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
         """Forward pass with the pending updates. Raises NotImplementedError (abstract)."""
         raise NotImplementedError
+
+    @property
+    def first_order_improvement(self) -> torch.Tensor:
+        """First-order loss improvement of the container's update. Raises NotImplementedError (abstract)."""
+        raise NotImplementedError
+
+    def _updatable_layers(self) -> list[nn.Module]:
+        """The entries of ``_growing_layers`` that carry updates: growing modules and containers."""
+        return [layer for layer in self._growing_layers if isinstance(layer, (GrowingModule, GrowingContainer))]
 
     # ----- statistics ------------------------------------------------------------------------
 
@@ -83,13 +104,15 @@ class GrowingContainer(nn.Module):
     def compute_optimal_updates(self, *args: Any, **kwargs: Any) -> None:
         """Optimal delta and new neurons of every growable layer (arguments forwarded).
 
-        The layers are solved inside one ``gromo_kernels.factorization_cache()`` block: a layer's
-        new-neuron solve reuses the factorisation of its growth covariance when the previous layer's
-        delta solve already factored that matrix.
+        The layers are solved, each through its own public ``compute_optimal_updates``, inside one
+        ``gromo_kernels.factorization_cache()`` block: a layer's new-neuron solve reuses the
+        factorisation of its growth covariance when the previous layer's delta solve already
+        factored that matrix (nested containers join the outer block).
         """
-        reuse = gk.factorization_cache() if len(self._growing_layers) > 1 else contextlib.nullcontext()
+        layers = self._updatable_layers()
+        reuse = gk.factorization_cache() if len(layers) > 1 else contextlib.nullcontext()
         with reuse:
-            for layer in self._growing_layers:
+            for layer in layers:
                 layer.compute_optimal_updates(*args, **kwargs)
 
     def delete_update(self) -> None:
@@ -111,11 +134,16 @@ class GrowingContainer(nn.Module):
             torch.as_tensor(layer.first_order_improvement, dtype=torch.float64).detach().cpu().reshape(())
             for layer in self._growing_layers
         ])
-        best = int(torch.argmax(improvements).item())
+        best = torch.argmax(improvements).item()
+        gromo_assert(isinstance(best, int), f"Currently updated layer index is not an integer but {type(best)}")
         return self.select_update(best)
 
     def select_update(self, layer_index: int, verbose: bool = False) -> int:
         """Keep the update of layer ``layer_index`` and delete the others.
+
+        With ``verbose``, prints GroMo's lines per layer ``i`` (``Layer {i} update: …``, ``Layer {i}
+        parameter improvement: …``, ``Layer {i} eigenvalues extension: …``, ``Deleting layer {i}``)
+        and then which layer is selected.
 
         Args:
             layer_index: index in ``_growing_layers``.
@@ -129,17 +157,31 @@ class GrowingContainer(nn.Module):
             raise IndexError(
                 f"layer_index {layer_index} is out of range for {len(self._growing_layers)} growable layers"
             )
-        for index, layer in enumerate(self._growing_layers):
-            if index != layer_index:
-                layer.delete_update()
-            elif verbose:
-                print(f"{self.name}: selected layer {index} ({getattr(layer, 'name', type(layer).__name__)})")
         self.currently_updated_layer_index = layer_index
+        for index, layer in enumerate(self._growing_layers):
+            if verbose:
+                # GroMo reads first_order_improvement, which fails once the update was deleted.
+                improvement = layer.first_order_improvement if layer.parameter_update_decrease is not None else None
+                print(f"Layer {index} update: {improvement}")
+                print(f"Layer {index} parameter improvement: {layer.parameter_update_decrease}")
+                print(f"Layer {index} eigenvalues extension: {layer.eigenvalues_extension}")
+            if index != layer_index:
+                if verbose:
+                    print(f"Deleting layer {index}")
+                layer.delete_update()
+        if verbose:
+            chosen = self._growing_layers[layer_index]
+            print(f"{self.name}: selected layer {layer_index} ({getattr(chosen, 'name', type(chosen).__name__)})")
         return layer_index
 
-    def dummy_select_update(self, **kwargs: Any) -> int:
-        """Select the first growable layer (testing helper)."""
-        return self.select_update(0, **kwargs)
+    def dummy_select_update(self, **_: Any) -> int:
+        """Select the first growable layer and keep every update (GroMo's testing helper).
+
+        Returns:
+            0.
+        """
+        self.currently_updated_layer_index = 0
+        return 0
 
     @property
     def currently_updated_layer(self) -> nn.Module:
@@ -148,13 +190,20 @@ class GrowingContainer(nn.Module):
         Raises:
             AssertionError: nothing selected.
         """
-        assert self.currently_updated_layer_index is not None, f"{self.name}: no layer is selected."
+        gromo_assert(self.currently_updated_layer_index is not None,
+                     f"No layer to update: {self.name} has no selected layer.")
         return self._growing_layers[self.currently_updated_layer_index]
 
-    def apply_change(self) -> None:
-        """Apply the selected layer's update, delete it and clear the selection."""
+    def apply_change(self, extension_size: int | None = None) -> None:
+        """Apply the selected layer's update, delete it and clear the selection.
+
+        Args:
+            extension_size: number of new neurons to add (None: all of the pending ones).
+        Raises:
+            AssertionError: no layer is selected.
+        """
         layer = self.currently_updated_layer
-        layer.apply_change()
+        layer.apply_change(extension_size=extension_size)
         layer.delete_update()
         self.currently_updated_layer_index = None
 
@@ -164,7 +213,7 @@ class GrowingContainer(nn.Module):
             if isinstance(layer, GrowingModule):
                 layer.scaling_factor = factor
                 layer.output_extension_scaling = factor
-            else:
+            elif isinstance(layer, GrowingContainer):
                 layer.set_scaling_factor(factor)
 
     # ----- information -------------------------------------------------------------------
@@ -190,7 +239,34 @@ class GrowingContainer(nn.Module):
         return information
 
     def update_size(self) -> None:
-        """Let every merge module inside follow its neighbours' sizes."""
+        """Let the listed merges and containers, then every merge module inside, follow their
+        neighbours' sizes."""
+        for layer in self._growing_layers:
+            if isinstance(layer, (MergeGrowingModule, GrowingContainer)):
+                layer.update_size()
         for module in self.modules():
             if isinstance(module, MergeGrowingModule):
                 module.update_size()
+
+
+class GrowingModel(GrowingContainer):
+    """A whole growing network: its output size never grows.
+
+    ``extended_forward(x, mask=None)`` therefore returns only the main output tensor (a container
+    that is a part of a network returns the pair ``(out, out_ext)``). Base of
+    ``SequentialGrowingModel`` and of every network built on it.
+
+    Args:
+        in_features: input size of the network.
+        out_features: output size of the network.
+        device: device (argument > configuration ``device`` > global device).
+        name: name.
+    """
+
+    def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
+        """Forward pass with the pending updates: (n, *in) → (n, *out). Abstract here.
+
+        Raises:
+            NotImplementedError: always (subclasses define it).
+        """
+        raise NotImplementedError

@@ -32,7 +32,61 @@ __all__ = [
     "activation_fn",
     "compute_tensor_stats",
     "ReLUDerivativeOneAtZero",
+    "set_from_conf",
+    "known_activations_zero_plus_gradient",
+    "line_search",
+    "mini_batch_gradient_descent",
+    "batch_gradient_descent",
+    "calculate_true_positives",
+    "f1",
+    "f1_micro",
+    "f1_macro",
+    "compute_BIC",
+    "alphabetic_index",
 ]
+
+# GroMo's other helpers of this module live in files of their own (one job each).
+from gromo.utils._optimisation import batch_gradient_descent, line_search, mini_batch_gradient_descent  # noqa: E402
+from gromo.utils._scores import (  # noqa: E402
+    alphabetic_index,
+    calculate_true_positives,
+    compute_BIC,
+    f1,
+    f1_macro,
+    f1_micro,
+)
+
+
+def __getattr__(name: str) -> Any:
+    # σ'(0⁺) by activation class: the module layer's own table (one home; extending it registers an
+    # activation). Resolved lazily: the module layer imports this file.
+    if name == "known_activations_zero_plus_gradient":
+        from gromo.modules.growing_module import _DERIVATIVE_AT_ZERO
+
+        return _DERIVATIVE_AT_ZERO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def set_from_conf(self: Any, name: str, default: Any = None, setter: bool = True) -> Any:
+    """``self._config_data.get(name, default)``, also set as attribute ``name`` when ``setter``.
+
+    Args:
+        self: an object with a ``_config_data`` dict.
+        name: configuration key (and attribute name).
+        default: value when the key is absent.
+        setter: ``setattr(self, name, value)``.
+    Returns:
+        the value.
+    Raises:
+        AssertionError: ``self._config_data`` is missing or not a dict.
+    """
+    config = getattr(self, "_config_data", None)
+    if not isinstance(config, dict):
+        raise AssertionError(f"_config_data should be a dict, got {type(config)}")
+    value = config.get(name, default)
+    if setter:
+        setattr(self, name, value)
+    return value
 
 _global_device: torch.device | None = None
 
@@ -162,22 +216,37 @@ def torch_ones(*size: int, **kwargs: Any) -> torch.Tensor:
     return torch.ones(*size, **kwargs)
 
 
-class ReLUDerivativeOneAtZero(nn.ReLU):
-    """ReLU whose derivative at 0 is taken to be 1 (forward identical to ReLU).
+class _ReLUOneAtZero(torch.autograd.Function):
+    """clamp(x, min=0) forward, grad·1[x ≥ 0] backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        return torch.clamp(x, min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return grad * (x >= 0).to(grad.dtype)
+
+
+class ReLUDerivativeOneAtZero(nn.Module):
+    """ReLU whose derivative at 0 is taken to be 1: forward ``clamp(x, min=0)`` (−inf → 0, never
+    −0.0), backward ``grad·1[x ≥ 0]`` (torch's relu uses 0 at 0).
 
     Used where GroMo needs σ'(0⁺) = 1 with a ReLU (first-order improvement of new neurons).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        # relu(x) = x·1[x ≥ 0] has derivative 1 at 0 (torch's relu uses 0 there).
-        return x * (x >= 0).to(x.dtype)
+        return _ReLUOneAtZero.apply(x)
 
 
 def activation_fn(fn_name: str | None) -> nn.Module:
     """An activation module from its name.
 
     Args:
-        fn_name: "relu", "selu", "gelu", "silu", "tanh", "sigmoid", "softmax", "identity"/"id"/None.
+        fn_name: "relu", "relu_derivative_one_at_zero", "selu", "gelu", "silu", "tanh", "sigmoid",
+            "softmax" (over dim 1), "identity"/"id"/None; stripped and case-insensitive.
     Returns:
         torch.nn.Module
     Raises:
@@ -185,20 +254,21 @@ def activation_fn(fn_name: str | None) -> nn.Module:
     """
     if fn_name is None:
         return nn.Identity()
-    name = fn_name.lower()
+    name = fn_name.strip().lower()
     table = {
         "relu": nn.ReLU,
+        "relu_derivative_one_at_zero": ReLUDerivativeOneAtZero,
         "selu": nn.SELU,
         "gelu": nn.GELU,
         "silu": nn.SiLU,
         "tanh": nn.Tanh,
         "sigmoid": nn.Sigmoid,
-        "softmax": lambda: nn.Softmax(dim=-1),
+        "softmax": lambda: nn.Softmax(dim=1),
         "identity": nn.Identity,
         "id": nn.Identity,
     }
     if name not in table:
-        raise ValueError(f"fn_name: unknown activation function {fn_name!r}")
+        raise ValueError(f"Unknown activation function: {name} (fn_name={fn_name!r})")
     return table[name]()
 
 

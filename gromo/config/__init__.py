@@ -1,0 +1,1 @@
+"""GroMo's ``gromo.config``: the project configuration (see ``gromo.config.loader``)."""
