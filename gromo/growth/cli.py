@@ -2,6 +2,7 @@
 
     python -m gromo grow                       # mlp 64→[1]→10 on digits; stops by itself
     python -m gromo grow --model cnn           # growing CNN (Conv2dGrowingBlocks) on digits
+    python -m gromo grow --model resnet --growth full   # GroMo's ResNet / VGG containers
     python -m gromo grow --dataset my.npz      # your own arrays (x_train, y_train, ...)
     python -m gromo grow --resume RUN_DIR      # continue a run where it stopped
     python -m gromo grow --baseline            # also train a fixed network of the kept widths
@@ -23,7 +24,8 @@ import os
 import sys
 import time
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet", "vgg")
+GROWTHS = ("restricted", "full")
 DATASETS = ("digits", "synthetic")
 BACKENDS = ("auto", "torch", "triton")
 
@@ -56,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--neurons-per-step", type=int, default=8, help="at most this many neurons/channels per step (default: %(default)s)")
     grow.add_argument("--initial-width", type=int, default=None, help="hidden width at start (default: 1)")
     grow.add_argument("--hidden-layers", type=int, default=1, help="mlp: number of hidden layers (default: %(default)s)")
-    grow.add_argument("--channels", type=int, default=16, help="cnn: channels of the stem and of the residual stream (default: %(default)s)")
+    grow.add_argument("--channels", type=int, default=16, help="cnn, resnet: channels of the stem and of the residual stream; vgg: of its first stage (default: %(default)s)")
+    grow.add_argument("--growth", default="restricted", help=f"resnet, vgg: conv growth, one of {', '.join(GROWTHS)} (default: %(default)s)")
     grow.add_argument("--blocks", type=int, default=2, help="cnn: number of growing residual blocks (default: %(default)s)")
     grow.add_argument("--epochs", type=int, default=5, help="training epochs after each growth step (default: %(default)s)")
     grow.add_argument("--initial-epochs", type=int, default=None, help="training epochs before the first step (default: --epochs)")
@@ -107,6 +110,8 @@ def _check_args(args) -> None:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     _check_dataset(args.dataset)
+    if args.growth not in GROWTHS:
+        raise UsageError(f"unknown growth {args.growth!r}; choose one of {', '.join(GROWTHS)}")
     if args.backend not in BACKENDS:
         raise UsageError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}")
     minimum = {

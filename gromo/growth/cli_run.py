@@ -16,6 +16,7 @@ a lost or stalled peer ends the run with one line instead of torch's 30-minute d
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -131,7 +132,15 @@ def model_spec(args, data) -> dict:
         return make_spec("mlp", in_features=data.num_features, out_features=data.num_classes, hidden_size=width,
                          hidden_layers=args.hidden_layers, activation="relu")
     if len(data.input_shape) != 3:
-        raise UsageError(f"model 'cnn' needs image data; dataset {data.name!r} has inputs of shape {data.input_shape}")
+        raise UsageError(f"model {args.model!r} needs image data; dataset {data.name!r} has inputs of shape {data.input_shape}")
+    if args.model in ("resnet", "vgg"):
+        smallest = min(data.input_shape[1:])
+        # ResNet: two stages without down-sampling (small inputs); VGG: one 2×2 pool per stage, at most 3.
+        stages = 2 if args.model == "resnet" else min(3, int(math.log2(smallest))) if smallest >= 2 else 0
+        if stages < 1:
+            raise UsageError(f"model {args.model!r} needs images of at least 2×2, got {data.input_shape}")
+        return make_spec(args.model, input_shape=list(data.input_shape), num_classes=data.num_classes,
+                         channels=args.channels, hidden_channels=width, stages=stages, growth=args.growth)
     return make_spec("cnn", in_channels=data.input_shape[0], num_classes=data.num_classes,
                      input_size=list(data.input_shape[1:]), channels=args.channels, hidden_channels=width,
                      blocks=args.blocks)

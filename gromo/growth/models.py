@@ -39,7 +39,42 @@ def build_cnn(in_channels: int, num_classes: int, input_size: list[int], channel
     )
 
 
-BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
+def _conv_type(growth: str):
+    from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
+
+    types = {"restricted": RestrictedConv2dGrowingModule, "full": FullConv2dGrowingModule}
+    if growth not in types:
+        raise ValueError(f"growth: expected 'restricted' or 'full', got {growth!r}")
+    return types[growth]
+
+
+def build_resnet(input_shape: list[int], num_classes: int, channels: int = 16, hidden_channels: int = 1,
+                 stages: int = 2, growth: str = "restricted", device=None) -> nn.Module:
+    """GroMo's pre-activation ResNet (one growing basic block per stage, batch norm) for small images."""
+    from gromo.containers.resnet import init_full_resnet_structure
+
+    return init_full_resnet_structure(
+        input_shape=tuple(input_shape), out_features=num_classes, device=device, inplanes=channels,
+        nb_stages=stages, number_of_blocks_per_stage=1, hidden_channels=(hidden_channels,) * stages,
+        growing_conv_type=_conv_type(growth),
+    )
+
+
+def build_vgg(input_shape: list[int], num_classes: int, channels: int = 16, hidden_channels: int = 1,
+              stages: int = 3, growth: str = "restricted", device=None) -> nn.Module:
+    """GroMo's VGG (2 growing 3×3 convs per stage, widths ``channels·2^s``; 2 growing classifier layers)."""
+    from gromo.containers.vgg import init_full_vgg_structure
+
+    targets = tuple(channels * 2**stage for stage in range(stages))
+    model = init_full_vgg_structure(
+        input_shape=tuple(input_shape), out_features=num_classes, device=device, number_of_conv_per_stage=2,
+        nb_stages=stages, hidden_channels=targets, fc_layer_width=4 * channels, number_of_fc_layers=2,
+        dropout=0.0, reduction_factor=hidden_channels / max(targets), growing_conv_type=_conv_type(growth),
+    )
+    return model
+
+
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "resnet": build_resnet, "vgg": build_vgg}
 
 
 def layer_width(layer: nn.Module) -> int:
@@ -79,6 +114,10 @@ def widen(layer: nn.Module, added: int) -> None:
     weight = source.weight
     bias = weight.new_zeros(added) if getattr(source, "use_bias", False) else None
     source.layer_out_extension(weight.new_zeros(added, *weight.shape[1:]), bias)
+    # Growing norms after the grown outputs (ResNet / VGG) widen with them.
+    for module in getattr(source, "post_layer_function", nn.Identity()).modules():
+        if callable(getattr(module, "grow", None)) and not hasattr(module, "layer_in_extension"):
+            module.grow(added)
 
 
 def rebuild(spec: dict, device=None) -> nn.Module:
