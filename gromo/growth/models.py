@@ -40,7 +40,10 @@ def build_cnn(in_channels: int, num_classes: int, input_size: list[int], channel
 
 
 def _conv_type(growth: str):
-    from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
+    from gromo.modules.conv2d_growing_module import (
+        FullConv2dGrowingModule,
+        RestrictedConv2dGrowingModule,
+    )
 
     types = {"restricted": RestrictedConv2dGrowingModule, "full": FullConv2dGrowingModule}
     if growth not in types:
