@@ -1,7 +1,7 @@
 """Data-parallel growth with torch.distributed: statistics are sums with sample counts, so reduce them.
 
 Every GroMo statistic is a ``TensorStatistic`` holding a running sum ``_tensor`` and a sample count
-``samples`` (gromo_math.md §2); its value is ``_tensor / samples``. Workers that each accumulate
+``samples``; its value is ``_tensor / samples``. Workers that each accumulate
 statistics on their own shard of the data therefore get the statistics of the union by summing
 both the sums and the counts across workers — one ``all_reduce`` before the solves. Symmetric
 statistics (S, S_growth, the Fisher E) travel as their upper triangles, halving the traffic.
@@ -9,12 +9,16 @@ statistics (S, S_growth, the Fisher E) travel as their upper triangles, halving 
 
 The rest is the plumbing a data-parallel growth loop needs: :class:`Communicator` (rank, world size,
 sum-reduction; a no-op in a single process), :func:`init_distributed` (reads torchrun's
-environment), :func:`shard` and :func:`all_reduce_gradients` (sums of per-shard gradients).
+environment; ``timeout`` bounds the rendezvous and every collective), :func:`shard` and
+:func:`all_reduce_gradients` (sums of per-shard gradients). A collective that fails — a peer silent
+for longer than the timeout, or gone — raises :class:`DistributedTimeout` naming this worker.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +26,15 @@ from torch import nn
 
 # Statistics whose matrices are symmetric by construction (names of GroMo's attributes).
 _SYMMETRIC_NAMES = ("_tensor_s", "tensor_s", "_tensor_s_growth", "previous_tensor_s", "covariance_loss_gradient")
+
+
+DEFAULT_TIMEOUT = 300.0
+# Test-only fault injection: the worker of this rank sleeps before its first statistics sync.
+_STALL_RANK_VARIABLE, _STALL_SECONDS_VARIABLE = "GROMO_TEST_STALL_RANK", "GROMO_TEST_STALL_SECONDS"
+
+
+class DistributedTimeout(RuntimeError):
+    """A collective failed: a peer stalled past the timeout or left the run."""
 
 
 class Communicator:
@@ -43,6 +56,22 @@ class Communicator:
         if self.world_size == 1:
             self.active = False
 
+    def _collective(self, operation, *args, **kwargs):
+        """Run a torch.distributed collective; a failure becomes one clear DistributedTimeout."""
+        try:
+            return operation(*args, **kwargs)
+        except RuntimeError as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            raise DistributedTimeout(
+                f"distributed: worker {self.rank} of {self.world_size}: a peer did not answer within the "
+                f"timeout or left the run ({type(error).__name__}: {first_line})"
+            ) from None
+
+    def barrier(self) -> None:
+        """Wait for every worker (bounded by the group's timeout)."""
+        if self.active:
+            self._collective(self._dist.barrier, group=self.group)
+
     @property
     def is_main(self) -> bool:
         """True on rank 0 (the process that writes files and shows progress)."""
@@ -51,7 +80,7 @@ class Communicator:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over all workers, in place; returns it."""
         if self.active:
-            self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM, group=self.group)
+            self._collective(self._dist.all_reduce, tensor, op=self._dist.ReduceOp.SUM, group=self.group)
         return tensor
 
     def all_gather_object(self, obj):
@@ -59,7 +88,7 @@ class Communicator:
         if not self.active:
             return [obj]
         gathered = [None] * self.world_size
-        self._dist.all_gather_object(gathered, obj, group=self.group)
+        self._collective(self._dist.all_gather_object, gathered, obj, group=self.group)
         return gathered
 
     def sum_floats(self, *values: float) -> list[float]:
@@ -70,11 +99,11 @@ class Communicator:
         return self.all_reduce_sum(buffer).tolist()
 
 
-def init_distributed(device: torch.device | str) -> Communicator:
+def init_distributed(device: torch.device | str, timeout: float = DEFAULT_TIMEOUT) -> Communicator:
     """Join the process group described by torchrun's environment (WORLD_SIZE > 1), else stay local.
 
     Uses NCCL for CUDA devices and gloo otherwise. For CUDA, each worker takes the device
-    ``cuda:LOCAL_RANK``.
+    ``cuda:LOCAL_RANK``. ``timeout`` (seconds) bounds the rendezvous and every later collective.
 
     Raises:
         RuntimeError: torch.distributed is not available in this torch build.
@@ -89,8 +118,19 @@ def init_distributed(device: torch.device | str) -> Communicator:
         if backend == "nccl":
             # NCCL binds each worker's communicator to the current device: one GPU per worker.
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        dist.init_process_group(backend=backend)
+        try:
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+        except RuntimeError as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            raise DistributedTimeout(f"distributed: joining the process group failed within {timeout:g} s ({first_line})") from None
     return Communicator()
+
+
+def _stall_for_tests(comm: Communicator) -> None:
+    """Sleep when the test-only variable names this worker's rank (a stalled peer)."""
+    rank = os.environ.get(_STALL_RANK_VARIABLE)
+    if rank is not None and comm.active and int(rank) == comm.rank:
+        time.sleep(float(os.environ.get(_STALL_SECONDS_VARIABLE, "3600")))
 
 
 def shard(indices: torch.Tensor, comm: Communicator) -> torch.Tensor:
@@ -197,6 +237,7 @@ def sync_statistics(model: nn.Module, comm: Communicator | None = None) -> int:
     entries = collect_statistics(model)
     if not comm.active:
         return len(entries)
+    _stall_for_tests(comm)
     local_meta = [
         (e.name, None if e.statistic._tensor is None else tuple(e.statistic._tensor.shape)) for e in entries
     ]

@@ -1,76 +1,99 @@
 """The growth loop as a library function: statistics → solves → selection → line search → change → train.
 
-One growth step (gromo_math.md §11, "typical driver loop"), with what GroMo's own loop gets wrong
-fixed:
+One growth step (the typical driver loop of a growing network), with what GroMo's own loop gets
+wrong fixed:
 
-1. **Statistics** with the model in ``eval()``: for each batch, the sum-reduced task loss (cross-entropy
-   for classification: per-sample gradients, never a silent MSE) is back-propagated and every
-   growable layer's statistics are updated. ``line_search_samples`` training samples drawn afresh
-   each step are kept out of them. Data-parallel workers then sum their statistics
+1. **Statistics** with the model in ``eval()``: for each training batch, the sum-reduced task loss
+   (cross-entropy, optionally label-smoothed: per-sample gradients, never a silent MSE) is
+   back-propagated and every growable layer's statistics are updated. The first
+   ``line_search_samples`` samples of the pass (freshly shuffled each step) are kept out of them for
+   the line search. Data-parallel workers then sum their statistics
    (:func:`~gromo.growth.distributed.sync_statistics`).
-2. **Solves**: every growable layer computes its optimal added neurons (TINY by default:
-   ``compute_delta=False``, projected N); the linear layers of a container in ONE batched
-   ``gromo_kernels.optimal_added_neurons`` call. Thresholds are **relative**: the numerical threshold of
-   ``S^{-1/2}`` is scaled by ``λ_max(S)``, and a layer keeps the singular values
-   ``σ ≥ relative_statistical_threshold · σ_max`` (at most ``neurons_per_step``), so growth does
-   not collapse to one neuron per step when the loss gets small (GroMo's absolute 1e-3 does).
-   Then ``reset_computation()`` and every cached input / pre-activation is dropped.
-3. **Selection**: the layer with the largest first-order improvement (``select_best_update``).
-4. **Line search** of the scaling factor γ over ``scales`` (2^-6 … 2^4) on the held-out samples
-   with ``extended_forward``; the best *non-zero* γ is applied (a zero scale would add dead
-   neurons), then ``apply_change`` + ``delete_update``.
+2. **Solves** through every layer's own ``compute_optimal_updates`` with relative thresholds
+   (:mod:`gromo.growth.candidates`), then ``reset_computation()`` and every cached input is dropped.
+3. **Selection**: the layer with the largest first-order improvement.
+4. **Line search** of the scaling factor γ on the held-out samples with ``extended_forward``, over a
+   bracket that widens while the best γ is at its edge (:mod:`gromo.growth.scale_search`); then
+   ``apply_change`` + ``delete_update``.
 5. **Training** for ``epochs`` epochs; the optimizer is rebuilt around the new Parameters with the
-   state of the old ones carried over (:mod:`gromo.growth.optim`). Adam is
-   :class:`~gromo.growth.optim.LeanAdam` (torch's Adam without the 1.3 s ``torch._dynamo`` import).
+   state of the old ones carried over (:mod:`gromo.growth.optim`).
 
-Each step yields a :class:`~gromo.growth.records.StepRecord`.
+The run stops by itself (:mod:`gromo.growth.stopping`), keeps the model chosen on validation, and
+with a ``run_dir`` writes a checkpoint after every step that ``resume`` continues exactly
+(:mod:`gromo.growth.checkpoint`). Data is in-memory tensors or any iterable of ``(x, y)`` batches
+(:mod:`gromo.growth.data`). Each step yields a :class:`~gromo.growth.records.StepRecord`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import math
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint as checkpoints
+from .candidates import (  # noqa: F401 - _growth_covariance, _largest_eigenvalue: used by tests
+    _compute_updates,
+    _first_order_gain,
+    _growth_covariance,
+    _largest_eigenvalue,
+    candidate_gains,
+    growable_layers,
+)
+from .data import LoaderBatches, TensorBatches, make_sources
 from .datasets import ClassificationData
-from .distributed import Communicator, all_reduce_gradients, shard, sync_statistics
+from .distributed import Communicator
+from .models import layer_width
 from .optim import LeanAdam, ParameterSnapshot, rebuild_optimizer
-from .records import GrowthLog, StepRecord, summarise
+from .passes import (
+    DivergenceError,
+    evaluate_source,
+    held_out_share,
+    statistics_source,
+    train_source,
+)
+from .records import GrowthLog, StepRecord, chosen_index, summarise
+from .scale_search import widening_search
+from .stopping import StoppingRule
 
 DEFAULT_SCALES = tuple(2.0**e for e in range(-6, 5))
 
 
 @dataclass
 class GrowthConfig:
-    """Hyper-parameters of :func:`grow` (defaults = the reference protocol on digits).
+    """Hyper-parameters of :func:`grow` (defaults: the protocol tuned on digits).
 
     Attributes:
-        steps: growth steps (>= 0).
+        steps: at most this many growth steps (>= 0); the run usually stops earlier by itself.
         neurons_per_step: at most this many neurons / channels added per step (>= 1).
         epochs: training epochs after each growth step (>= 0).
         initial_epochs: training epochs before the first step (None = ``epochs``).
-        lr: Adam learning rate.
+        lr: Adam learning rate (finite, > 0).
+        weight_decay: Adam's L2 penalty (>= 0).
+        label_smoothing: of the cross-entropy, in [0, 1): it keeps the loss (and so the growth
+            signal) away from 0 once the training set is fitted.
         batch_size: training mini-batch size.
-        statistics_batch_size: batch size while accumulating statistics (sums: any size gives the
-            same statistics, larger is faster).
+        statistics_batch_size: batch size while accumulating statistics on in-memory data (sums:
+            any size gives the same statistics, larger is faster).
+        evaluation_batch_size: batch size of the evaluation passes on in-memory data.
         line_search_samples: training samples held out of each step's statistics for the line
-            search (capped at a quarter of the training set).
-        scales: candidate scaling factors γ (all > 0).
+            search (capped at a quarter of the training set when its size is known).
+        scales: initial candidate scaling factors γ (all > 0).
+        max_scale_extensions: extra γ evaluations allowed past the edge of ``scales``.
         relative_statistical_threshold: keep σ >= this · σ_max.
         relative_numerical_threshold: eigenvalues of S_growth below this · λ_max are discarded.
         compute_delta: also apply the natural-gradient update δ of the existing weights (scaled by
             γ²); False is GroMo's TINY preset (new neurons only, projected on δ).
         use_projection: TINY's projection of the desired update on δ (N = −M₋₂ + P δᵀ).
+        gain_tolerance: stop when the best gain < this × the training loss (0: never).
+        patience: stop when the validation accuracy has not improved for this many steps (None: never).
         seed: seed of every random draw of the loop (shuffles, held-out samples).
-        loss: "cross_entropy" (classification; the only task the data loader produces).
-        fused_adam: use torch's fused Adam kernel (one kernel for all parameters: ~20 % faster
-            training steps for small models); plain Adam where fused is not supported.
+        loss: "cross_entropy" (classification).
+        fused_adam: use torch's fused Adam kernel where supported.
     """
 
     steps: int = 30
@@ -78,14 +101,20 @@ class GrowthConfig:
     epochs: int = 5
     initial_epochs: int | None = None
     lr: float = 3e-3
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.1
     batch_size: int = 64
     statistics_batch_size: int = 1024
+    evaluation_batch_size: int = 2048
     line_search_samples: int = 256
     scales: tuple[float, ...] = DEFAULT_SCALES
+    max_scale_extensions: int = 8
     relative_statistical_threshold: float = 1e-2
     relative_numerical_threshold: float = 1e-6
     compute_delta: bool = False
     use_projection: bool = True
+    gain_tolerance: float = 2e-4
+    patience: int | None = 8
     seed: int = 0
     loss: str = "cross_entropy"
     fused_adam: bool = True
@@ -97,11 +126,15 @@ class GrowthConfig:
             ("neurons_per_step", self.neurons_per_step >= 1),
             ("epochs", self.epochs >= 0),
             ("initial_epochs", self.initial_epochs is None or self.initial_epochs >= 0),
-            ("lr", self.lr > 0),
+            ("lr", math.isfinite(self.lr) and self.lr > 0),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0),
+            ("label_smoothing", 0 <= self.label_smoothing < 1),
             ("batch_size", self.batch_size >= 1),
             ("statistics_batch_size", self.statistics_batch_size >= 1),
+            ("evaluation_batch_size", self.evaluation_batch_size >= 1),
             ("line_search_samples", self.line_search_samples >= 1),
-            ("scales", len(self.scales) > 0 and all(s > 0 for s in self.scales)),
+            ("scales", len(self.scales) > 0 and all(math.isfinite(s) and s > 0 for s in self.scales)),
+            ("max_scale_extensions", self.max_scale_extensions >= 0),
             ("relative_statistical_threshold", 0 <= self.relative_statistical_threshold <= 1),
             ("relative_numerical_threshold", 0 <= self.relative_numerical_threshold < 1),
             ("loss", self.loss == "cross_entropy"),
@@ -109,16 +142,23 @@ class GrowthConfig:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"{name}: impossible value {getattr(self, name)!r}")
+        self.stopping.validate()
+
+    @property
+    def stopping(self) -> StoppingRule:
+        """The stopping rule of these settings."""
+        return StoppingRule(gain_tolerance=self.gain_tolerance, patience=self.patience)
 
 
 @dataclass
 class GrowthResult:
-    """What :func:`grow` returns: the grown model, its optimizer and the records."""
+    """What :func:`grow` returns: the grown model, its optimizer, the records and the chosen model."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     log: GrowthLog
     summary: dict = field(default_factory=dict)
+    chosen_model: nn.Module | None = None
 
     @property
     def records(self) -> list[StepRecord]:
@@ -128,21 +168,6 @@ class GrowthResult:
 
 # --------------------------------------------------------------------------------------------------
 # small adapters over the container API
-
-
-def growable_layers(model: nn.Module) -> list[nn.Module]:
-    """The container's growable layers / blocks (GroMo's ``_growing_layers``)."""
-    layers = getattr(model, "_growing_layers", None)
-    if layers is None:
-        raise TypeError("model: expected a GrowingContainer (it has no _growing_layers)")
-    return list(layers)
-
-
-def layer_width(layer: nn.Module) -> int:
-    """Number of hidden neurons / channels a growth of ``layer`` adds to."""
-    if hasattr(layer, "hidden_neurons"):
-        return int(layer.hidden_neurons)
-    return int(layer.in_neurons)
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -180,258 +205,79 @@ def clear_cached_tensors(model: nn.Module) -> None:
                 setattr(module, name, None)
 
 
-def _growth_covariance(layer: nn.Module) -> torch.Tensor | None:
-    """S_growth (mean) of a layer or block, or None when it cannot be read."""
-    owner = getattr(layer, "second_layer", layer)
-    try:
-        statistic = owner.tensor_s_growth
-        return statistic() if callable(statistic) else statistic
-    except (ValueError, AttributeError, AssertionError, NotImplementedError, RuntimeError):
-        return None
-
-
-def _largest_eigenvalue(matrix: torch.Tensor | None) -> float | None:
-    if matrix is None or matrix.numel() == 0:
-        return None
-    matrix = matrix.detach().double()
-    return float(torch.linalg.eigvalsh((matrix + matrix.T) / 2)[-1])
-
-
 # --------------------------------------------------------------------------------------------------
-# data helpers
+# in-memory entry points (tensors indexed directly; kept for callers of the first API)
 
 
-def _batches(indices: torch.Tensor, batch_size: int):
-    for start in range(0, len(indices), batch_size):
-        yield indices[start : start + batch_size]
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, comm: Communicator | None = None, *,
+             extended: bool = False, batch_size: int = 2048) -> tuple[float | None, float | None]:
+    """(mean cross-entropy, accuracy) of ``model`` on (x (n, ...), y (n,)); (None, None) if empty."""
+    comm = comm or Communicator()
+    source = TensorBatches(x, y, batch_size, comm=comm) if len(y) else None
+    return evaluate_source(model, source, comm, extended=extended)
 
 
-def _loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, targets, reduction="sum")
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x, y: torch.Tensor | None = None, *,
+                 epochs: int, batch_size: int | None = None, generator: torch.Generator | None = None,
+                 comm: Communicator | None = None, on_epoch: Callable[[], None] | None = None,
+                 label_smoothing: float = 0.0) -> None:
+    """Mini-batch training on tensors (x (n, ...), y (n,)) — every epoch a permutation drawn from
+    ``generator`` — or, with ``y`` None, on the batch source ``x``.
+
+    Raises:
+        DivergenceError: the training loss of an epoch is not finite.
+    """
+    comm = comm or Communicator()
+    source = x if y is None else TensorBatches(x, y, batch_size, generator=generator, comm=comm)
+    train_source(model, optimizer, source, epochs=epochs, comm=comm, on_epoch=on_epoch, label_smoothing=label_smoothing)
+
+
+def accumulate_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor,
+                          batch_size: int, comm: Communicator | None = None) -> None:
+    """Growth statistics over the samples ``indices`` (in that order), summed across workers."""
+    comm = comm or Communicator()
+    source = TensorBatches(x[indices], y[indices], batch_size, comm=comm)
+    statistics_source(model, source, held_out=0, comm=comm)
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    comm: Communicator | None = None,
-    *,
-    extended: bool = False,
-    batch_size: int = 2048,
-) -> tuple[float | None, float | None]:
-    """(mean cross-entropy, accuracy) of ``model`` on (x, y), in eval mode; (None, None) if empty.
+def line_search(model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, scales,
+                comm: Communicator | None = None, max_extensions: int = 8,
+                label_smoothing: float = 0.0) -> tuple[float, list[list[float]]]:
+    """Best non-zero γ of ``layer``'s pending update on this worker's samples (x, y).
 
-    Each worker evaluates its shard; sums are reduced. ``extended`` uses ``extended_forward``.
+    Returns (γ, [[γ_i, loss_i], ...] sorted by γ); the bracket widens past an edge optimum.
     """
     comm = comm or Communicator()
-    if len(y) == 0:
-        return None, None
-    was_training = model.training
-    model.eval()
-    forward = model.extended_forward if extended else model
-    loss_sum, correct = 0.0, 0.0
-    local = shard(torch.arange(len(y), device=y.device), comm)
-    for index in _batches(local, batch_size):
-        logits = forward(x[index])
-        loss_sum += float(_loss_sum(logits, y[index]))
-        correct += float((logits.argmax(dim=1) == y[index]).sum())
-    loss_sum, correct = comm.sum_floats(loss_sum, correct)
-    model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
+    scale, curve, _ = _search(model, layer, x, y, scales, comm, max_extensions, label_smoothing)
+    return scale, curve
 
 
-def train_epochs(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    generator: torch.Generator,
-    comm: Communicator | None = None,
-    on_epoch: Callable[[], None] | None = None,
-) -> None:
-    """Mini-batch training with the mean task loss; data-parallel workers share every batch.
-
-    Every worker draws the same permutation; a global batch is split across workers, each
-    back-propagates ``(sum of its losses) / (global batch size)`` and the gradients are summed, so
-    the update equals the single-process one on the whole batch.
-    """
-    comm = comm or Communicator()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=generator).to(y.device)
-        for batch in _batches(order, batch_size):
-            local = shard(batch, comm)
-            optimizer.zero_grad(set_to_none=True)
-            loss = _loss_sum(model(x[local]), y[local]) / len(batch)
-            loss.backward()
-            all_reduce_gradients(model, comm)
-            optimizer.step()
-        if on_epoch is not None:
-            on_epoch()
+def _held_source(x, y, comm: Communicator) -> LoaderBatches:
+    return LoaderBatches([] if y is None else [(x, y)], comm=comm)
 
 
-def accumulate_statistics(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, batch_size: int,
-    comm: Communicator | None = None,
-) -> None:
-    """init_computation, then for each batch: forward, sum-reduced loss backward, update_computation.
+def _search(model, layer, x, y, scales, comm, max_extensions, label_smoothing):
+    source = _held_source(x, y, comm)
 
-    The model is in ``eval()`` throughout; statistics are synchronised across workers at the end.
-    Parameter gradients produced on the way are cleared.
-    """
-    comm = comm or Communicator()
-    model.eval()
-    model.init_computation()
-    for index in _batches(shard(indices, comm), batch_size):
-        model.zero_grad(set_to_none=True)
-        loss = _loss_sum(model(x[index]), y[index])
-        loss.backward()
-        model.update_computation()
-    model.zero_grad(set_to_none=True)
-    sync_statistics(model, comm)
-
-
-def _is_plain_linear(layer: nn.Module) -> bool:
-    """A LinearGrowingModule after a LinearGrowingModule: its new neurons can be solved in a batch."""
-    from gromo.modules.linear_growing_module import LinearGrowingModule
-
-    return isinstance(layer, LinearGrowingModule) and isinstance(layer.previous_module, LinearGrowingModule)
-
-
-def _prepare_delta(layer: nn.Module, config: GrowthConfig) -> None:
-    """GroMo's delta part of ``compute_optimal_updates`` (§5.1): δ applied (compute_delta) or only
-    computed for the projection (TINY), decrease 0 in the latter case."""
-    if config.compute_delta:
-        layer.compute_optimal_delta(update=True)
-        return
-    layer.optimal_delta_layer = None
-    layer.parameter_update_decrease = torch.tensor(0.0, dtype=layer.weight.dtype, device=layer.weight.device)
-    if config.use_projection:
-        layer.compute_optimal_delta(update=False)
-    else:
-        layer.delta_raw = None
-
-
-def _install_linear_neurons(layer: nn.Module, alpha: torch.Tensor, omega: torch.Tensor, sigma: torch.Tensor) -> None:
-    """Package solved neurons as GroMo does for a linear layer (§5.5): ω → input extension of
-    ``layer`` (zero bias), α → output extension of the previous layer."""
-    previous = layer.previous_module
-    dtype = layer.weight.dtype
-    alpha, omega, sigma = alpha.to(dtype), omega.to(dtype), sigma.to(dtype)
-    if previous.use_bias:
-        alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
-    else:
-        alpha_weight, alpha_bias = alpha, None
-    layer.eigenvalues_extension = sigma
-    layer._first_order_uses_squared_singular_values = True
-    layer.extended_input_layer = layer.layer_of_tensor(
-        omega, bias=torch.zeros(layer.out_features, device=omega.device, dtype=dtype) if layer.use_bias else None
-    )
-    previous.extended_output_layer = previous.layer_of_tensor(alpha_weight, alpha_bias)
-
-
-def _compute_updates(model: nn.Module, config: GrowthConfig) -> dict[int, dict]:
-    """Optimal added neurons of every growable layer with relative thresholds; returns per-layer info.
-
-    Linear layers (GrowingMLP) are solved together: one ``gromo_kernels.optimal_added_neurons``
-    call on the list of their (S_growth, N) pairs, layers of equal shape in one batched
-    decomposition, with the numerical threshold relative to each ``λ_max(S_growth)`` (``rtol``).
-    Other layers (conv blocks) go through their own ``compute_optimal_updates`` with the same
-    relative rule (``λ_max`` computed here). Every layer then keeps
-    ``min(neurons_per_step, #{σ ≥ relative_statistical_threshold · σ_max})`` neurons.
-    """
-    import gromo_kernels as gk
-
-    layers = growable_layers(model)
-    batched = [i for i, layer in enumerate(layers) if _is_plain_linear(layer)]
-    # One block for the step: layer l's new-neuron solve reuses S_{l-1}, factored by layer l-1's delta
-    # (nothing to reuse with a single growable layer: no block, no bookkeeping).
-    reuse = gk.factorization_cache() if len(layers) > 1 else contextlib.nullcontext()
-    with reuse, warnings.catch_warnings():
-        # Dead ReLU units make S singular: the pseudo-inverse is the intended solve, not news.
-        warnings.filterwarnings("ignore", message="Using the pseudo-inverse", category=UserWarning)
-        if batched:
-            matrices_s, matrices_n = [], []
-            for index in batched:
-                layer = layers[index]
-                _prepare_delta(layer, config)
-                matrix_n = layer.tensor_n if config.use_projection else -layer.tensor_m_prev()
-                matrices_n.append(matrix_n)
-                matrices_s.append(layer.tensor_s_growth().to(matrix_n.dtype))
-            solved = gk.optimal_added_neurons(
-                matrices_s, matrices_n, numerical_threshold=0.0, rtol=config.relative_numerical_threshold,
-                statistical_threshold=0.0, max_neurons=None,
-            )
-            for index, result in zip(batched, solved):
-                _install_linear_neurons(layers[index], result.alpha, result.omega, result.sigma)
-        for index, layer in enumerate(layers):
-            if index in batched:
-                continue
-            lam_max = _largest_eigenvalue(_growth_covariance(layer))
-            numerical = config.relative_numerical_threshold * lam_max if lam_max else 1e-6
-            layer.compute_optimal_updates(
-                numerical_threshold=numerical,
-                statistical_threshold=0.0,
-                maximum_added_neurons=None,
-                compute_delta=config.compute_delta,
-                use_projection=config.use_projection,
-            )
-    info: dict[int, dict] = {}
-    for index, layer in enumerate(layers):
-        sigma = layer.eigenvalues_extension
-        entry = {"sigma_all": [], "keep": 0}
-        if sigma is not None and sigma.numel() > 0:
-            sigma_all = sigma.detach().double().abs().cpu()
-            entry["sigma_all"] = sigma_all.tolist()
-            largest = float(sigma_all.max())
-            keep = int((sigma_all >= config.relative_statistical_threshold * largest).sum()) if largest > 0 else 0
-            keep = min(keep, config.neurons_per_step)
-            if keep > 0:
-                layer.sub_select_optimal_added_parameters(keep_neurons=keep)
-            entry["keep"] = keep
-        info[index] = entry
-    return info
-
-
-def _first_order_gain(layer: nn.Module) -> float:
-    try:
-        return float(layer.first_order_improvement)
-    except (AssertionError, TypeError, ValueError):
-        return 0.0
-
-
-@torch.no_grad()
-def line_search(
-    model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, scales, comm: Communicator | None = None,
-) -> tuple[float, list[list[float]]]:
-    """Best non-zero scaling factor γ of ``layer``'s pending update on (x, y) with ``extended_forward``.
-
-    Returns (γ, [[γ_i, loss_i], ...]). γ is never 0: when no candidate beats the current model the
-    smallest loss among the candidates still wins (a zero scale would add dead neurons).
-    """
-    curve: list[list[float]] = []
-    for scale in scales:
+    def loss_at(scale: float) -> float:
         layer.set_scaling_factor(float(scale))
-        loss, _ = evaluate(model, x, y, comm, extended=True)
-        curve.append([float(scale), float(loss)])
-    best_scale = min(curve, key=lambda point: (point[1], point[0]))[0]
-    layer.set_scaling_factor(best_scale)
-    return best_scale, curve
+        loss, _ = evaluate_source(model, source, comm, extended=True, label_smoothing=label_smoothing)
+        return float("inf") if loss is None else loss
+
+    scale, curve, extensions = widening_search(loss_at, scales, max_extensions)
+    layer.set_scaling_factor(scale)
+    return scale, curve, extensions
 
 
 def make_adam(model: nn.Module, config: GrowthConfig) -> torch.optim.Adam:
-    """Adam(lr=config.lr) over ``model.parameters()`` (a :class:`~gromo.growth.optim.LeanAdam`),
-    fused when asked and supported."""
+    """Adam(lr, weight_decay) over ``model.parameters()`` (a LeanAdam), fused when asked and supported."""
     if config.fused_adam:
         try:
-            return LeanAdam(model.parameters(), lr=config.lr, fused=True)
+            return LeanAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
         except (RuntimeError, ValueError, TypeError):
             pass  # e.g. a device / dtype without a fused kernel: the plain implementation is exact too
-    return LeanAdam(model.parameters(), lr=config.lr)
+    return LeanAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -442,78 +288,124 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def _held_out_total(config: GrowthConfig, train) -> int:
+    n_train = train.num_samples
+    if n_train is None:
+        return config.line_search_samples
+    n_held = min(config.line_search_samples, n_train // 4)
+    if n_held < 1 or n_train - n_held < 1:
+        raise ValueError(f"data: {n_train} training samples are too few to hold out line-search samples")
+    return n_held
+
+
+def _device_of(model: nn.Module):
+    parameter = next(model.parameters(), None)
+    return None if parameter is None else parameter.device
+
+
 def grow(
     model: nn.Module,
-    data: ClassificationData,
+    data,
     config: GrowthConfig | None = None,
     *,
     log: GrowthLog | None = None,
     comm: Communicator | None = None,
     progress: bool = False,
     on_step: Callable[[StepRecord], None] | None = None,
+    run_dir: str | None = None,
+    spec: dict | None = None,
+    resume: dict | None = None,
 ) -> GrowthResult:
-    """Train ``model``, then grow it ``config.steps`` times, training after each growth.
+    """Train ``model``, then grow it up to ``config.steps`` times, training after each growth.
 
     Args:
         model: a GrowingContainer (GrowingMLP, GrowingCNN, ...) on the data's device.
-        data: standardised classification data (validation split optional).
-        config: hyper-parameters (defaults: the reference protocol).
-        log: where records go (growth.json is rewritten after every finished step); a new
-            in-memory log when None.
+        data: :class:`~gromo.growth.datasets.ClassificationData` (in memory) or
+            :class:`~gromo.growth.data.Splits` of tensors / iterables of ``(x, y)`` batches
+            (e.g. DataLoaders; validation and test optional).
+        config: hyper-parameters.
+        log: where records go (growth.json is rewritten after every finished step).
         comm: communicator of a data-parallel run (None: the default group, or single process).
         progress: tqdm bars over steps and epochs (only on the main worker).
         on_step: called with every finished record (step 0 included).
+        run_dir: with ``spec`` (:func:`gromo.growth.models.make_spec`), write checkpoint.pt after
+            every step and model.pt whenever the validation choice changes (main worker only).
+        spec: how to rebuild ``model`` (needed with ``run_dir``).
+        resume: a :func:`~gromo.growth.checkpoint.read_checkpoint` payload; ``model`` must be its
+            model (:func:`~gromo.growth.checkpoint.model_from`). The run continues after its last
+            step exactly as the uninterrupted run would have (in-memory data).
 
     Returns:
-        :class:`GrowthResult` with the grown model, its optimizer, the log and a summary.
+        :class:`GrowthResult`; ``summary["stop_reason"]`` says why the run ended
+        (``max_steps``, ``gain``, ``patience`` or ``no_candidate``).
 
     Raises:
         ValueError: impossible configuration or a training set too small to hold out samples.
+        DivergenceError: the training loss became non-finite (records up to the last finite step
+            are in ``log``).
+        CandidateError: a layer's candidate solve failed.
     """
     setup_start = time.perf_counter()
     config = config or GrowthConfig()
     config.validate()
+    if run_dir is not None and spec is None:
+        raise ValueError("spec: needed with run_dir (how to rebuild the model from a checkpoint)")
     comm = comm or Communicator()
     log = log or GrowthLog(None, {"growth": asdict(config)})
     show = progress and comm.is_main
-    n_train = len(data.y_train)
-    n_held_out = min(config.line_search_samples, n_train // 4)
-    if n_held_out < 1 or n_train - n_held_out < 1:
-        raise ValueError(f"data: {n_train} training samples are too few to hold out line-search samples")
+    writes = run_dir is not None and comm.is_main
     generator = torch.Generator().manual_seed(config.seed)
+    train, val, test = make_sources(
+        data, batch_size=config.batch_size, evaluation_batch_size=config.evaluation_batch_size,
+        generator=generator, comm=comm, device=_device_of(model),
+    )
+    n_held = _held_out_total(config, train)
     optimizer = make_adam(model, config)
-    x_train, y_train = data.x_train, data.y_train
-    time_setup = time.perf_counter() - setup_start
+    rule = config.stopping
+    smoothing = config.label_smoothing
+    first_step, chosen = 0, None
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        train.set_state(resume["source_state"])
+        torch.set_rng_state(resume["torch_rng"])
+        restored = resume["records"]
+        log.initial, log.steps = restored[0], list(restored[1:])
+        first_step = restored[-1].step + 1
+        index = chosen_index(restored)
+        chosen = copy.deepcopy(model) if index == len(restored) - 1 else (
+            checkpoints.model_from(checkpoints.read_chosen(run_dir), device=_device_of(model)) if run_dir else None
+        )
+    time_setup, time_checkpoints = time.perf_counter() - setup_start, 0.0
 
     def measure(record: StepRecord) -> None:
         start = time.perf_counter()
-        record.train_loss, record.train_accuracy = evaluate(model, x_train, y_train, comm)
-        record.val_loss, record.val_accuracy = evaluate(model, data.x_val, data.y_val, comm)
-        record.test_loss, record.test_accuracy = evaluate(model, data.x_test, data.y_test, comm)
+        kwargs = {"batch_size": config.evaluation_batch_size, "label_smoothing": smoothing}
+        record.train_loss, record.train_accuracy = evaluate_source(model, train, comm, **kwargs)
+        record.val_loss, record.val_accuracy = evaluate_source(model, val, comm, **kwargs)
+        record.test_loss, record.test_accuracy = evaluate_source(model, test, comm, **kwargs)
         record.parameters = number_of_parameters(model)
         record.widths = [layer_width(layer) for layer in growable_layers(model)]
         record.time_evaluation += time.perf_counter() - start
+        if record.train_loss is None or not math.isfinite(record.train_loss):
+            raise DivergenceError(f"step {record.step}: training loss is {record.train_loss} (not finite)")
 
-    def train(record: StepRecord, epochs: int, bar) -> None:
-        start = time.perf_counter()
-        train_epochs(
-            model, optimizer, x_train, y_train, epochs=epochs, batch_size=config.batch_size,
-            generator=generator, comm=comm, on_epoch=(bar.update if bar is not None else None),
-        )
-        record.time_training += time.perf_counter() - start
-
-    step_bar = _progress(range(config.steps + 1), show, desc="growth", unit="step", dynamic_ncols=True)
+    stop_reason = None if resume is None else rule.reason(log.all_records)
+    steps = range(first_step, config.steps + 1) if stop_reason is None else range(0)
+    step_bar = _progress(steps, show, desc="growth", unit="step", dynamic_ncols=True)
     for step in step_bar:
         step_start = time.perf_counter()
         record = StepRecord(step=step)
-        epochs = config.epochs if step > 0 else (config.epochs if config.initial_epochs is None else config.initial_epochs)
+        epochs = config.epochs if step > 0 or config.initial_epochs is None else config.initial_epochs
         if step > 0:
-            optimizer, record = growth_step(model, data, config, optimizer, generator=generator, comm=comm, record=record)
+            optimizer, record = _growth_step(model, train, n_held, config, optimizer, comm, record)
         epoch_bar = (
             _progress(range(epochs), show, desc=f"  train step {step}", unit="epoch", leave=False, dynamic_ncols=True)
             if show and epochs > 0 else None
         )
-        train(record, epochs, epoch_bar)
+        start = time.perf_counter()
+        train_epochs(model, optimizer, train, epochs=epochs, comm=comm, label_smoothing=smoothing,
+                     on_epoch=(epoch_bar.update if epoch_bar is not None else None))
+        record.time_training += time.perf_counter() - start
         if epoch_bar is not None:
             epoch_bar.close()
         measure(record)
@@ -522,13 +414,31 @@ def grow(
             (log.set_initial if step == 0 else log.append)(record)
         else:
             (setattr(log, "initial", record) if step == 0 else log.steps.append(record))
+        records = log.all_records
+        if chosen_index(records) == len(records) - 1:
+            chosen = copy.deepcopy(model)
+            if writes:
+                start = time.perf_counter()
+                checkpoints.save_model(run_dir, model, spec, record)
+                time_checkpoints += time.perf_counter() - start
+        if writes:
+            start = time.perf_counter()
+            checkpoints.save_checkpoint(run_dir, model, spec, optimizer, records, train.get_state())
+            time_checkpoints += time.perf_counter() - start
         if show:
             step_bar.set_postfix(params=record.parameters, test=f"{100 * (record.test_accuracy or 0):.1f}%")
         if on_step is not None:
             on_step(record)
-    summary = summarise(log.all_records)
-    summary.update(time_setup=time_setup, time_json=log.time_writing)
-    return GrowthResult(model=model, optimizer=optimizer, log=log, summary=summary)
+        stop_reason = rule.reason(records)
+        if stop_reason is not None:
+            break
+    records = log.all_records
+    summary = summarise(records)
+    summary.update(
+        stop_reason=stop_reason or "max_steps", stop_step=records[-1].step if records else None,
+        time_setup=time_setup, time_json=log.time_writing, time_checkpoints=time_checkpoints,
+    )
+    return GrowthResult(model=model, optimizer=optimizer, log=log, summary=summary, chosen_model=chosen)
 
 
 def growth_step(
@@ -541,51 +451,53 @@ def growth_step(
     comm: Communicator | None = None,
     record: StepRecord | None = None,
 ) -> tuple[torch.optim.Optimizer, StepRecord]:
-    """One growth step without the training that follows: statistics → solves → selection → line
-    search → apply_change → delete_update.
+    """One growth step on in-memory data, without the training that follows.
 
-    Args:
-        model: a GrowingContainer.
-        data: the training data (``line_search_samples`` of its training rows are held out).
-        config: hyper-parameters.
-        optimizer: the optimizer of the model's current parameters.
-        generator: source of the held-out draw.
-        comm: communicator of a data-parallel run.
-        record: the record to fill (a new one for step 1 when None).
+    Statistics → solves → selection → line search → apply_change → delete_update; the training
+    permutations are drawn from ``generator``.
 
     Returns:
         (the optimizer to use from now on — rebuilt with the old state carried over when the model
         grew —, the filled record).
     """
     comm = comm or Communicator()
-    record = record or StepRecord(step=1)
-    names = layer_names(model)
-    n_held_out = min(config.line_search_samples, len(data.y_train) // 4)
-    x_train, y_train = data.x_train, data.y_train
-    record.train_loss_before, record.train_accuracy_before = evaluate(model, x_train, y_train, comm)
-    order = torch.randperm(len(y_train), generator=generator).to(y_train.device)
-    held_out, statistics_set = order[:n_held_out], order[n_held_out:]
+    train = TensorBatches(data.x_train, data.y_train, config.batch_size, generator=generator, comm=comm)
+    return _growth_step(model, train, _held_out_total(config, train), config, optimizer, comm,
+                        record or StepRecord(step=1))
 
+
+def _growth_step(model, train, n_held: int, config: GrowthConfig, optimizer, comm: Communicator,
+                 record: StepRecord) -> tuple[torch.optim.Optimizer, StepRecord]:
+    names = layer_names(model)
+    smoothing = config.label_smoothing
+    record.train_loss_before, record.train_accuracy_before = evaluate_source(
+        model, train, comm, batch_size=config.evaluation_batch_size, label_smoothing=smoothing,
+    )
     start = time.perf_counter()
-    accumulate_statistics(model, x_train, y_train, statistics_set, config.statistics_batch_size, comm)
+    x_held, y_held = statistics_source(
+        model, train, held_out=held_out_share(n_held, comm), batch_size=config.statistics_batch_size,
+        comm=comm, label_smoothing=smoothing,
+    )
     record.time_statistics = time.perf_counter() - start
 
     start = time.perf_counter()
     try:
         info = _compute_updates(model, config)
+        gains = candidate_gains(model, info)
+    except BaseException:
+        model.delete_update()
+        raise
     finally:
         model.reset_computation()
         clear_cached_tensors(model)
     layers = growable_layers(model)
-    gains = {index: (_first_order_gain(layer) if info[index]["keep"] > 0 else 0.0) for index, layer in enumerate(layers)}
     record.candidate_gains = {names[i]: g for i, g in gains.items()}
     record.candidate_neurons = {names[i]: info[i]["keep"] for i in info}
     record.time_solves = time.perf_counter() - start
 
     best = max(gains, key=lambda i: gains[i]) if gains else None
-    if best is None or gains[best] <= 0:
-        for layer in layers:
-            layer.delete_update()
+    if best is None or not gains[best] > 0:
+        model.delete_update()
         record.note = "no layer has a positive first-order gain: no growth this step"
         return optimizer, record
     model.select_update(best)
@@ -597,9 +509,11 @@ def growth_step(
     record.singular_values = [] if kept is None else [abs(float(s)) for s in kept]
 
     start = time.perf_counter()
-    x_held, y_held = x_train[held_out], y_train[held_out]
-    record.line_search_loss_before, _ = evaluate(model, x_held, y_held, comm)
-    record.scale, record.line_search = line_search(model, layer, x_held, y_held, config.scales, comm)
+    held = _held_source(x_held, y_held, comm)
+    record.line_search_loss_before, _ = evaluate_source(model, held, comm, label_smoothing=smoothing)
+    record.scale, record.line_search, record.line_search_extensions = _search(
+        model, layer, x_held, y_held, config.scales, comm, config.max_scale_extensions, smoothing,
+    )
     record.time_line_search = time.perf_counter() - start
 
     width_before = layer_width(layer)
@@ -610,5 +524,5 @@ def growth_step(
         model.currently_updated_layer_index = None
     clear_cached_tensors(model)
     record.neurons_added = layer_width(layer) - width_before
-    record.line_search_loss_after, _ = evaluate(model, x_held, y_held, comm)
+    record.line_search_loss_after, _ = evaluate_source(model, held, comm, label_smoothing=smoothing)
     return rebuild_optimizer(model, snapshot), record

@@ -1,6 +1,6 @@
 """Keep an optimizer's state across growth, when apply_change replaces layers and their Parameters.
 
-Growth rebuilds ``nn.Linear`` / ``nn.Conv2d`` objects (gromo_math.md §7.4): the grown weight is a
+Growth rebuilds ``nn.Linear`` / ``nn.Conv2d`` objects: the grown weight is a
 new Parameter whose leading block ``[:out_old, :in_old, ...]`` holds the old values (new rows /
 columns are appended at the end). GroMo's users rebuild the optimizer by hand and lose Adam's
 moments. Here every state tensor shaped like its parameter (Adam's ``exp_avg``, ``exp_avg_sq``,
@@ -95,7 +95,8 @@ def rebuild_optimizer(model: nn.Module, snapshot: ParameterSnapshot) -> torch.op
 class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam``, bit for bit, minus the ~1.3 s ``torch._dynamo`` import of its first use.
 
-    ``Optimizer.add_param_group`` / ``zero_grad`` and ``Adam.step`` are wrapped by torch in
+    ``Optimizer.add_param_group`` / ``zero_grad`` / ``state_dict`` / ``load_state_dict`` and
+    ``Adam.step`` are wrapped by torch in
     functions whose only job is to keep ``torch.compile`` out (they import ``torch._dynamo`` on the
     first call, which pulls in sympy and triton: the "first-call warm-up" of a growth run). This
     optimizer is never compiled, so it calls the wrapped functions directly (``step`` under
@@ -114,6 +115,14 @@ class LeanAdam(torch.optim.Adam):
         if plain is None:
             return super().zero_grad(set_to_none)
         return plain(self, set_to_none)
+
+    def state_dict(self) -> dict:
+        plain = getattr(torch.optim.Optimizer.state_dict, "__wrapped__", None)
+        return super().state_dict() if plain is None else plain(self)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        plain = getattr(torch.optim.Optimizer.load_state_dict, "__wrapped__", None)
+        return super().load_state_dict(state_dict) if plain is None else plain(self, state_dict)
 
     def step(self, closure=None):
         plain = getattr(torch.optim.Adam.step, "__wrapped__", None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .datasets import MissingDependencyError
-from .records import StepRecord
+from .records import StepRecord, chosen_index
 
 PLOT_FILES = ("accuracy_vs_parameters.png", "widths.png", "first_order_gain.png", "singular_values.png")
 
@@ -34,8 +34,9 @@ def _series(records: list[StepRecord], key: str):
     return [p for p, _ in points], [v for _, v in points]
 
 
-def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "") -> str:
-    """Accuracy and mean cross-entropy vs number of parameters, one point per step."""
+def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "", baseline: dict | None = None) -> str:
+    """Accuracy and mean loss vs number of parameters, one point per step; the model chosen on
+    validation is circled and a ``baseline`` (fixed network, see :mod:`gromo.growth.baseline`) is a star."""
     plt = _pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label, style in (
@@ -51,6 +52,14 @@ def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "") ->
             (best.parameters, 100 * best.test_accuracy), textcoords="offset points", xytext=(-150, -45),
             arrowprops={"arrowstyle": "->", "lw": 0.8}, fontsize=8,
         )
+    if any(r.val_accuracy is not None for r in records):
+        chosen = records[chosen_index(records)]
+        if chosen.test_accuracy is not None:
+            ax_acc.plot([chosen.parameters], [100 * chosen.test_accuracy], "o", markersize=11, markerfacecolor="none",
+                        markeredgecolor="black", label=f"chosen on validation: test {100 * chosen.test_accuracy:.1f}%")
+    if baseline and baseline.get("val_selected_test_accuracy") is not None:
+        ax_acc.plot([baseline["parameters"]], [100 * baseline["val_selected_test_accuracy"]], "*", markersize=13,
+                    color="crimson", label=f"fixed-width baseline: test {100 * baseline['val_selected_test_accuracy']:.1f}%")
     ax_acc.set_xscale("log")
     ax_acc.set_xlabel("parameters")
     ax_acc.set_ylabel("accuracy (%)")
@@ -63,7 +72,7 @@ def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "") ->
     ax_loss.set_xscale("log")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("parameters")
-    ax_loss.set_ylabel("mean cross-entropy")
+    ax_loss.set_ylabel("mean loss (cross-entropy)")
     ax_loss.grid(True, which="both", alpha=0.3)
     ax_loss.legend(loc="lower left")
     fig.suptitle(title or "accuracy and loss vs parameters")
@@ -152,8 +161,9 @@ def plot_singular_values(records: list[StepRecord], path: str, title: str = "") 
     return path
 
 
-def plot_all(records: list[StepRecord], layer_names: list[str], directory: str, title: str = "") -> list[str]:
-    """Write the four PNGs into ``directory``; returns their paths.
+def plot_all(records: list[StepRecord], layer_names: list[str], directory: str, title: str = "",
+             baseline: dict | None = None) -> list[str]:
+    """Write the four PNGs into ``directory`` (``baseline``: drawn on the accuracy plot); returns their paths.
 
     Raises:
         MissingDependencyError: matplotlib is not installed.
@@ -161,7 +171,8 @@ def plot_all(records: list[StepRecord], layer_names: list[str], directory: str, 
     os.makedirs(directory, exist_ok=True)
     prefix = f"{title}: " if title else ""
     return [
-        plot_accuracy_loss(records, os.path.join(directory, PLOT_FILES[0]), prefix + "accuracy and loss vs parameters"),
+        plot_accuracy_loss(records, os.path.join(directory, PLOT_FILES[0]), prefix + "accuracy and loss vs parameters",
+                           baseline),
         plot_widths(records, layer_names, os.path.join(directory, PLOT_FILES[1]), prefix + "layer widths per step"),
         plot_first_order_gain(records, os.path.join(directory, PLOT_FILES[2]), prefix + "first-order gain per candidate layer"),
         plot_singular_values(records, os.path.join(directory, PLOT_FILES[3]), prefix + "singular values behind each added group"),

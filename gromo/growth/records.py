@@ -2,7 +2,9 @@
 
 growth.json layout::
 
-    {"format": "gromo-growth/1", "config": {...}, "status": "running" | "finished" | "interrupted",
+    {"format": "gromo-growth/1", "config": {...},
+     "status": "running" | "finished" | "interrupted" | "terminated" | "diverged" | "failed",
+     "message": <why a run ended early, or null>,
      "initial": {<record of the model before any growth, step 0>},
      "steps": [<record of growth step 1>, <record of growth step 2>, ...],
      "summary": {...}}
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .files import replace_atomically
 
 FORMAT = "gromo-growth/1"
 
@@ -46,6 +48,7 @@ class StepRecord:
     singular_values_all: list[float] = field(default_factory=list)
     scale: float | None = None
     line_search: list[list[float]] = field(default_factory=list)
+    line_search_extensions: int = 0
     line_search_loss_before: float | None = None
     line_search_loss_after: float | None = None
     train_loss_before: float | None = None
@@ -86,25 +89,14 @@ def write_json_atomic(path: str, payload: dict[str, Any], *, durable: bool = Tru
     """Write ``payload`` as JSON to ``path`` so that readers only ever see a complete file.
 
     The rename is atomic, so a crash or Ctrl-C of the writing process never leaves a partial
-    file; ``durable`` also fsyncs the data first (survives a power loss, costs ~10-20 ms).
+    file; ``durable`` also fsyncs the data first (survives a power loss, costs ~10-20 ms). The file
+    gets the umask's mode, like the plots.
 
     Raises:
         OSError: the directory is not writable.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix=".growth-", suffix=".json.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(_json_safe(payload), stream, indent=1, allow_nan=False)
-            stream.flush()
-            if durable:
-                os.fsync(stream.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    text = json.dumps(_json_safe(payload), indent=1, allow_nan=False).encode()
+    replace_atomically(path, lambda stream: stream.write(text), durable=durable)
 
 
 class GrowthLog:
@@ -116,6 +108,7 @@ class GrowthLog:
         self.initial: StepRecord | None = None
         self.steps: list[StepRecord] = []
         self.status = "running"
+        self.message: str | None = None
         self.summary: dict[str, Any] = {}
         self.time_writing = 0.0
 
@@ -124,6 +117,7 @@ class GrowthLog:
         return {
             "format": FORMAT,
             "status": self.status,
+            "message": self.message,
             "config": self.config,
             "initial": None if self.initial is None else self.initial.to_json(),
             "steps": [record.to_json() for record in self.steps],
@@ -147,9 +141,10 @@ class GrowthLog:
         self.steps.append(record)
         self.flush()
 
-    def finish(self, status: str, summary: dict[str, Any] | None = None) -> None:
-        """Mark the run finished / interrupted, store the summary and flush."""
+    def finish(self, status: str, summary: dict[str, Any] | None = None, message: str | None = None) -> None:
+        """Mark the run finished / interrupted / terminated / diverged / failed, store the summary and flush."""
         self.status = status
+        self.message = message
         if summary is not None:
             self.summary = summary
         self.flush(durable=True)
@@ -163,8 +158,8 @@ class GrowthLog:
 def summarise(records: list[StepRecord]) -> dict[str, Any]:
     """Best test accuracy, validation-selected test accuracy and time totals over ``records``.
 
-    The validation choice takes the record with the highest ``val_accuracy`` (earliest on ties,
-    i.e. the smallest model); without validation data it is None.
+    The validation choice is :func:`chosen_index` (highest ``val_accuracy``, then lowest
+    ``val_loss``, then earliest); without validation data it is None.
     """
     if not records:
         return {}
@@ -177,9 +172,8 @@ def summarise(records: list[StepRecord]) -> dict[str, Any]:
         "final_parameters": records[-1].parameters,
         "final_widths": records[-1].widths,
     }
-    with_val = [r for r in records if r.val_accuracy is not None]
-    if with_val:
-        chosen = max(with_val, key=lambda r: (r.val_accuracy, -r.step))
+    if any(r.val_accuracy is not None for r in records):
+        chosen = records[chosen_index(records)]
         summary.update(
             val_selected_step=chosen.step,
             val_selected_val_accuracy=chosen.val_accuracy,
@@ -189,3 +183,28 @@ def summarise(records: list[StepRecord]) -> dict[str, Any]:
     for part in ("statistics", "solves", "line_search", "training", "evaluation", "total"):
         summary[f"time_{part}"] = sum(getattr(r, f"time_{part}") for r in records)
     return summary
+
+
+def _improves(record: StepRecord, incumbent: StepRecord) -> bool:
+    return record.val_accuracy > incumbent.val_accuracy or (
+        record.val_accuracy == incumbent.val_accuracy
+        and record.val_loss is not None and incumbent.val_loss is not None
+        and record.val_loss < incumbent.val_loss
+    )
+
+
+def chosen_index(records: list[StepRecord]) -> int | None:
+    """Index in ``records`` of the model chosen on validation (last record without validation).
+
+    Highest validation accuracy; ties (frequent on a small validation set) go to the lowest
+    validation loss, then to the earliest step (the smallest model).
+    """
+    if not records:
+        return None
+    best = None
+    for index, record in enumerate(records):
+        if record.val_accuracy is None:
+            continue
+        if best is None or _improves(record, records[best]):
+            best = index
+    return len(records) - 1 if best is None else best

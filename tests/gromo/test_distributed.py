@@ -101,12 +101,42 @@ def _mlp_scenario() -> dict:
     }
 
 
+def _loader_scenario() -> list[dict]:
+    """Two growth steps on DataLoaders: a DistributedSampler per worker, plain batches in one process."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    from gromo.containers.growing_mlp import GrowingMLP
+    from gromo.growth.data import Splits
+    from gromo.growth.datasets import make_synthetic
+    from gromo.growth.loop import GrowthConfig, grow
+
+    comm = Communicator()
+    data = make_synthetic(n_train=320, n_test=64, num_features=6, num_classes=3, teacher_width=8, val_fraction=0.2, seed=3)
+    global_batch = 32
+
+    def loader(x, y):
+        dataset = TensorDataset(x, y)
+        if not comm.active:
+            return DataLoader(dataset, batch_size=global_batch)
+        sampler = DistributedSampler(dataset, num_replicas=comm.world_size, rank=comm.rank, shuffle=False)
+        return DataLoader(dataset, batch_size=global_batch // comm.world_size, sampler=sampler)
+
+    torch.manual_seed(0)
+    model = GrowingMLP(6, 3, hidden_size=2, number_hidden_layers=1, activation=nn.ReLU(), device="cpu")
+    config = GrowthConfig(steps=2, neurons_per_step=3, epochs=2, line_search_samples=40, gain_tolerance=0.0, patience=None)
+    splits = Splits(loader(data.x_train, data.y_train), loader(data.x_val, data.y_val), loader(data.x_test, data.y_test))
+    result = grow(model, splits, config, comm=comm)
+    return [r.to_json() for r in result.records]
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     import faulthandler
 
     faulthandler.enable(all_threads=True)  # a native abort in a worker then shows where it happened
     _init(rank, port)
     torch.save(_mlp_scenario(), os.path.join(out_dir, f"mlp{rank}.pt"))
+    torch.save(_loader_scenario(), os.path.join(out_dir, f"loader{rank}.pt"))
     x, y = _toy_data()
     module = _ToyStatistics()
     mine = torch.arange(rank, len(x), WORLD_SIZE)
@@ -147,6 +177,21 @@ def test_two_workers_grow_like_one_process(spawned):
         assert worker["layer"] == single["layer"] and worker["neurons_added"] == single["neurons_added"] >= 1
         assert worker["scale"] == single["scale"] and worker["widths"] == single["widths"]
         torch.testing.assert_close(worker["weight"], single["weight"], rtol=1e-3, atol=1e-4)
+
+
+def test_distributed_sampler_loaders_grow_like_one_process(spawned):
+    single = _loader_scenario()
+    assert len(single) == 3 and sum(r["neurons_added"] for r in single) >= 2
+    for rank in range(WORLD_SIZE):
+        worker = torch.load(spawned / f"loader{rank}.pt")
+        for mine, reference in zip(worker, single, strict=True):
+            for key in ("layer", "neurons_added", "widths", "parameters", "scale"):
+                assert mine[key] == reference[key], key
+            for key in ("train_loss", "val_loss", "test_loss", "first_order_gain", "line_search_loss_before"):
+                if reference[key] is not None:
+                    assert mine[key] == pytest.approx(reference[key], rel=1e-3, abs=1e-6), key
+            for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+                assert mine[key] == pytest.approx(reference[key], abs=1.5 / 64), key
 
 
 def test_sync_statistics_equals_single_process_on_union(spawned):

@@ -30,7 +30,10 @@ def _model(hidden_layers=1, width=1, seed=0):
 
 
 def _config(**overrides):
-    defaults = dict(steps=4, neurons_per_step=4, epochs=2, line_search_samples=64, seed=0, batch_size=32)
+    # These tests check the mechanics of a fixed number of steps over the given scales: the stopping
+    # rules and the bracket widening are off here (their own tests are in test_growth_stopping.py).
+    defaults = dict(steps=4, neurons_per_step=4, epochs=2, line_search_samples=64, seed=0, batch_size=32,
+                    gain_tolerance=0.0, patience=None, max_scale_extensions=0)
     defaults.update(overrides)
     return GrowthConfig(**defaults)
 
@@ -208,3 +211,21 @@ def test_the_step_solves_reuse_the_delta_factorisations(factorization_caches):
     assert factorization_caches[0].hits == 2 and factorization_caches[0].misses == 4
     model.reset_computation()
     model.delete_update()
+
+
+def test_a_failing_candidate_raises_naming_the_layer_never_a_zero_gain(monkeypatch):
+    from gromo.growth.candidates import CandidateError
+
+    data, model = _data(), _model(hidden_layers=2, width=2)
+    broken = model._growing_layers[1]
+
+    def fail(*args, **kwargs):
+        raise ValueError("S contains NaN")
+
+    monkeypatch.setattr(broken, "compute_optimal_updates", fail)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with pytest.raises(CandidateError, match=rf"candidate '{broken.name}': ValueError: S contains NaN"):
+        growth_step(model, data, _config(), optimizer, generator=generator)
+    for layer in model._growing_layers:  # nothing pending is left behind
+        assert layer.extended_input_layer is None and layer.eigenvalues_extension is None
