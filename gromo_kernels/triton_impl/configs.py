@@ -1,0 +1,80 @@
+"""Block configurations of the Gram kernel, their pruning by shared memory, and the split-K size.
+
+Pure functions of the problem (no device access), so the static GPU check (bench/gpu_static.py)
+sees exactly what the autotuner and the launcher choose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import triton
+
+from .._backend import interpreter_enabled
+
+AUTOTUNE_ENV = "GROMO_KERNELS_TRITON_AUTOTUNE"
+# The 227 KB of shared memory one CTA may use on sm_90.
+SMEM_LIMIT = 227 * 1024
+# Peak memory of the partial-sum buffer (bytes) the automatic split may use.
+PARTIAL_BYTES = 256 * 2**20
+MIN_SPLIT_ROWS = 1024
+MAX_SPLIT = 128
+
+AUTOTUNE_CONFIGS = [
+    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_D": 128, "BLOCK_R": 16}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_D": 128, "BLOCK_R": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_D": 128, "BLOCK_R": 32}, num_warps=4, num_stages=3),
+]
+DEFAULT_CONFIG = AUTOTUNE_CONFIGS[0]
+INTERPRETER_CONFIG = triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4)
+
+
+def gram_configs() -> list:
+    """Autotune configurations: one under the interpreter (several fail there) or when
+    GROMO_KERNELS_TRITON_AUTOTUNE=0 (e.g. a CUDA test run, to compile each variant once)."""
+    if interpreter_enabled():
+        return [INTERPRETER_CONFIG]
+    if os.environ.get(AUTOTUNE_ENV, "1") == "0":
+        return [DEFAULT_CONFIG]
+    return list(AUTOTUNE_CONFIGS)
+
+
+def shared_bytes(config, *, segments: int, itemsize: int) -> int:
+    """Estimated shared memory of a config (an upper bound of what triton allocates): every
+    pipeline stage holds both tiles of every segment, plus one tile pair for the operands."""
+    kw = config.kwargs
+    tile = kw["BLOCK_R"] * kw["BLOCK_D"] * itemsize
+    return (config.num_stages * segments + 1) * 2 * tile
+
+
+def prune_configs(configs, *, width: int, segments: int, itemsize: int, mode=None) -> list:
+    """Configs worth compiling: tiles no wider than the (bucketed) output (wider ones only burn
+    masked lanes) whose estimated shared memory fits sm_90's 227 KB (so the autotuner never
+    compiles one that cannot launch). ``mode`` is accepted for callers that prune per mode."""
+    fits = [c for c in configs if shared_bytes(c, segments=segments, itemsize=itemsize) <= SMEM_LIMIT]
+    kept = [c for c in fits if c.kwargs["BLOCK_D"] <= max(64, width)]
+    return kept or fits[:1] or [DEFAULT_CONFIG]
+
+
+def auto_split(sms: int, rows: int, tiles: int, outputs: int, item: int) -> int:
+    """Splits of the row range: the count that minimises (waves of CTAs) × (rows per split).
+
+    CTAs = tiles · SPLIT run in waves of ``sms``; a split that leaves the last wave mostly idle
+    costs as much as a full one, so the count is chosen on whole waves. Each split keeps at least
+    MIN_SPLIT_ROWS rows (the partial sums and the reduction stay small against the work, and
+    fewer rows per accumulator keep the tensor cores' truncated accumulation short); the partial
+    buffer stays under 256 MB.
+    """
+    cap = max(1, min(rows // MIN_SPLIT_ROWS, PARTIAL_BYTES // max(1, outputs * item), MAX_SPLIT))
+    best, best_cost = 1, math.inf
+    for split in range(1, cap + 1):
+        cost = math.ceil(tiles * split / sms) * math.ceil(rows / split)
+        if cost < best_cost * 0.97:
+            best, best_cost = split, cost
+    return best
