@@ -69,6 +69,7 @@ _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64
 
 # Rows per split are a multiple of this, so split boundaries fall on BLOCK_R boundaries.
 _ROW_ALIGN = 128
+_MAX_BLOCK_R = 64
 _REDUCE_BLOCK = 64
 # Tensors (elements) and row counts from here on need int64 indices.
 _INT32_LIMIT = 2**31
@@ -140,13 +141,13 @@ def _mma(acc, a_t, b, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.const
 def _columns(cols, lo, C, KW, KK, s_c, s_h, s_w, DH, DW, B, I64: tl.constexpr):
     """Loop-invariant column parts of one segment for the columns ``cols`` (segment starts at ``lo``).
 
-    Returns (offset, real, ones): the address part c·s_c + ki·DH·s_h + kj·DW·s_w (column 0's for
-    columns outside the segment's C·KK real ones, so every address stays inside the image), the
-    real-column flags, and the ones (bias) column flags.
+    Returns (offset, inside): the address part c·s_c + ki·DH·s_h + kj·DW·s_w — the ones column
+    C·KK is channel C at tap 0, the host's ones channel; columns outside the segment take column
+    0's, so every address stays inside the image — and the in-segment flags.
     """
     f = cols - lo
-    real = (f >= 0) & (f < C * KK)
-    f = tl.where(real, f, 0)
+    inside = (f >= 0) & (f < C * KK + B)
+    f = tl.where(inside, f, 0)
     c = f // KK
     t = f - c * KK
     ki = t // KW
@@ -155,8 +156,7 @@ def _columns(cols, lo, C, KW, KK, s_c, s_h, s_w, DH, DW, B, I64: tl.constexpr):
         offset = c.to(tl.int64) * s_c + (ki * DH).to(tl.int64) * s_h + (kj * DW).to(tl.int64) * s_w
     else:
         offset = c * s_c + (ki * DH) * s_h + (kj * DW) * s_w
-    ones = (cols - lo == C * KK) & (B != 0)
-    return offset, real, ones
+    return offset, inside
 
 
 @triton.jit
@@ -267,18 +267,14 @@ def _gram_kernel(
     d1 = C1 * KK1 + B1
     d2 = C2 * KK2 + B2
     # Column parts of every present segment, for both sides: loop-invariant.
-    a1o, a_real, a_ones = _columns(cols_a, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
-    b1o, b_real, b_ones = _columns(cols_b, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
+    a1o, a_in1 = _columns(cols_a, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
+    b1o, b_in1 = _columns(cols_b, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
     if HAS2:
-        a2o, a_in2, a2b = _columns(cols_a, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
-        b2o, b_in2, b2b = _columns(cols_b, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
-        a_ones = a_ones | a2b
-        b_ones = b_ones | b2b
+        a2o, a_in2 = _columns(cols_a, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
+        b2o, b_in2 = _columns(cols_b, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
     if HAS3:
-        a3o, a_in3, a3b = _columns(cols_a, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
-        b3o, b_in3, b3b = _columns(cols_b, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
-        a_ones = a_ones | a3b
-        b_ones = b_ones | b3b
+        a3o, a_in3 = _columns(cols_a, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
+        b3o, b_in3 = _columns(cols_b, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
     if not ROWS_CONTIG:
         a1o = tl.max_contiguous(a1o, BLOCK_D)
         b1o = tl.max_contiguous(b1o, BLOCK_D)
@@ -291,7 +287,8 @@ def _gram_kernel(
     inv_wo = 1.0 / WO.to(tl.float32)
     inv_ho = 1.0 / HO.to(tl.float32)
     plane = HO * WO
-    img_last = (R - 1) // plane
+    # Image n (= R / plane) of every kernel image is zeros: rows past the end read it.
+    img_zero = R // plane
     img0 = row_start // plane
     oy0 = (row_start - img0 * plane) // WO
     ox0 = row_start - img0 * plane - oy0 * WO
@@ -301,16 +298,15 @@ def _gram_kernel(
     else:
         acc = tl.zeros((BLOCK_D, BLOCK_D), tl.float32)
     for row0 in range(row_start, row_end, BLOCK_R):
-        # Lane j's row (img, oy, ox) = the block's first row + j, with carries; rows past the end
-        # read the last image (in bounds) and are zeroed on the A side below.
+        # Lane j's row (img, oy, ox) = the block's first row + j, with carries. Splits end on block
+        # boundaries, so only rows past R are invalid: they read the zero image.
         t = ox0 + j
         q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
         ox = t - q * WO
         u = oy0 + q
         q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
         oy = u - q * HO
-        img = tl.minimum(img0 + q, img_last)
-        row_ok = j < row_end - row0
+        img = tl.minimum(img0 + q, img_zero)
         # The next block's first row.
         t = ox0 + BLOCK_R
         q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
@@ -321,16 +317,18 @@ def _gram_kernel(
         img0 = img0 + q
 
         if COMPOSE:
-            # Segment 1 at the pixel under tap e; outside the grid it is clamped in and zeroed.
+            # Segment 1 at the pixel under tap e; outside the grid it reads the zero image.
             py1 = oy * SHT - PHT + ti * DHT
             px1 = ox * SWT - PWT + tj * DWT
-            row_ok = row_ok & (py1.to(tl.uint32) < HT.to(tl.uint32)) & (px1.to(tl.uint32) < WT.to(tl.uint32))
+            ok1 = (py1.to(tl.uint32) < HT.to(tl.uint32)) & (px1.to(tl.uint32) < WT.to(tl.uint32))
+            img1 = tl.where(ok1, img, img_zero)
             py1 = tl.minimum(tl.maximum(py1, 0), HT - 1)
             px1 = tl.minimum(tl.maximum(px1, 0), WT - 1)
         else:
+            img1 = img
             py1 = oy
             px1 = ox
-        r1 = _rows(img, py1, px1, SH1, SW1, s1_n, s1_h, s1_w, I64, ROWS_CONTIG, BLOCK_R)
+        r1 = _rows(img1, py1, px1, SH1, SW1, s1_n, s1_h, s1_w, I64, ROWS_CONTIG, BLOCK_R)
         za = _gather(x1_ptr, r1, a1o, ACC64)
         zb = _gather(x1_ptr, r1, b1o, ACC64)
         if HAS2:
@@ -341,10 +339,6 @@ def _gram_kernel(
             r3 = _rows(img, oy, ox, SH3, SW3, s3_n, s3_h, s3_w, I64, ROWS_CONTIG, BLOCK_R)
             za = tl.where(a_in3[None, :], _gather(x3_ptr, r3, a3o, ACC64), za)
             zb = tl.where(b_in3[None, :], _gather(x3_ptr, r3, b3o, ACC64), zb)
-        # The ones columns; invalid rows zeroed on the A side only (their B side is then
-        # irrelevant). A is segment 1 alone whenever COMPOSE makes its rows differ from B's.
-        za = tl.where(row_ok[:, None], tl.where(a_ones[None, :], 1.0, za), 0.0)
-        zb = tl.where(b_ones[None, :], 1.0, zb)
         za = _prepare(za, MODE, EMULATE, ACC64)
         zb = _prepare(zb, MODE, EMULATE, ACC64)
         if WEIGHTED:
@@ -477,25 +471,34 @@ def _dummy(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, dtype=like.dtype, device=like.device)
 
 
-def _segment_args(seg: Patches | None, like: torch.Tensor) -> list:
-    """The 17 runtime kernel arguments of one segment (a harmless placeholder when absent).
+def kernel_image(x: torch.Tensor, geometry: Conv2dGeometry, bias: bool) -> torch.Tensor:
+    """The copy of ``x (n, C, H, W)`` the kernel reads: (n + 1, C + b, H + 2p_h, W + 2p_w).
 
-    A padded geometry reads a zero-padded copy of x (the size of x plus its border), so the
-    kernel's gathers need no bounds masks; its padding arguments are then 0.
+    Zero border (the conv's padding), a ones channel last when ``bias`` (ones on the border too:
+    the bias column reads it at tap 0), and a zero image n for rows past the end. So the gathers
+    need neither masks nor selects: every address is inside, every value is the one Z holds.
     """
+    (_, _), _, (ph, pw), _ = geometry
+    n, c, h, w = x.shape
+    out = x.new_zeros((n + 1, c + int(bias), h + 2 * ph, w + 2 * pw))
+    out[:n, :c, ph:ph + h, pw:pw + w] = x
+    if bias:
+        out[:n, c] = 1
+    return out
+
+
+def _segment_args(seg: Patches | None, like: torch.Tensor) -> list:
+    """The 17 runtime kernel arguments of one segment (a harmless placeholder when absent)."""
     if seg is None:
         return [_dummy(like), 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0]
-    x = seg.x
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = seg.geometry
-    if (ph or pw) and x.numel() > 0:
-        x = torch.nn.functional.pad(x, (pw, pw, ph, ph))
-    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), _, (dh, dw) = seg.geometry
+    c = seg.x.shape[1]
+    x = kernel_image(seg.x, seg.geometry, seg.bias)
+    h, w = x.shape[2:]
     if x.numel() == 0:
-        # Zero channels (bias only): every (unmasked) gather reads element 0 of a placeholder.
-        return [_dummy(x), c, h, w, 0, 0, 0, 0, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
-    ptr = x
+        return [_dummy(seg.x), c, h, w, 0, 0, 0, 0, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
     sn, sc, shh, sww = x.stride()
-    return [ptr, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
+    return [x, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
 
 
 def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None = None, precision,
@@ -547,8 +550,8 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
         if not isinstance(split_k, int) or split_k < 1:
             raise ValueError(f"split_k must be a positive int, got {split_k!r}")
         split = split_k
-    # Automatic splits fall on BLOCK_R boundaries; an explicit split_k (tests) may cut finer.
-    align = _ROW_ALIGN if split_k is None else 16
+    # Splits fall on BLOCK_R boundaries (the kernel relies on it: only rows past R are invalid).
+    align = _ROW_ALIGN if split_k is None else _MAX_BLOCK_R
     rows_per_split = triton.cdiv(triton.cdiv(rows, split), align) * align
     split = triton.cdiv(rows, rows_per_split)
 
