@@ -106,9 +106,18 @@ def _bin(tool: str) -> str:
 
 
 def _configs():
-    """(default config, every autotune config, prune function, auto_split) of the installed package."""
+    """(default config of a variant, every autotune config, prune function, auto_split)."""
     from gromo_kernels.triton_impl import configs
-    return configs.DEFAULT_CONFIG, configs.AUTOTUNE_CONFIGS, configs.prune_configs, configs.auto_split
+
+    def default(variant):
+        flags = VARIANTS[variant]
+        return configs.default_config(_segments(flags), flags.get("WEIGHTED", False))
+
+    return default, configs.AUTOTUNE_CONFIGS, configs.prune_configs, configs.auto_split
+
+
+def _segments(flags) -> int:
+    return sum(bool(flags.get(k)) for k in ("HAS1", "HAS2", "HAS3"))
 
 
 def _signature(fn, flags, mode, dtype, config) -> tuple[dict, dict, dict]:
@@ -140,7 +149,7 @@ def compile_one(job) -> dict:
     from gromo_kernels.triton_impl import gram
 
     default, configs, _, _ = _configs()
-    config = default if is_default else configs[config_index]
+    config = default(variant) if is_default else configs[config_index]
     fn = gram._gram_kernel.fn
     sig, const, attrs = _signature(fn, VARIANTS[variant], mode, dtype, config)
     start = time.perf_counter()
@@ -288,14 +297,16 @@ def jobs(fast: bool, dtypes=tuple(DTYPES), default_only: bool = False) -> list[t
     if fast:
         return [(v, m, d, -1, True) for v, m, d in FAST]
     out = []
+    default, _, _, _ = _configs()
     for variant, flags in VARIANTS.items():
-        segments = sum(bool(flags[k]) for k in ("HAS1", "HAS2", "HAS3"))
         for mode in MODES:
             for dtype in dtypes:
                 out.append((variant, mode, dtype, -1, True))
                 if dtype == "fp32" and not default_only:
-                    kept = prune(configs, width=1024, segments=segments, itemsize=4, mode=mode)
-                    out += [(variant, mode, dtype, configs.index(c), False) for c in kept]
+                    kept = prune(configs, width=1024, segments=_segments(flags), itemsize=4,
+                                 weighted=flags.get("WEIGHTED", False))
+                    out += [(variant, mode, dtype, configs.index(c), False) for c in kept
+                            if c is not default(variant)]
     return out
 
 
@@ -329,8 +340,8 @@ def run(fast: bool, processes: int, dtypes=tuple(DTYPES), default_only: bool = F
 
 
 def summary(rows: list[dict]) -> str:
-    default, configs, _, _ = _configs()
-    by_name = {_config_name(c): c for c in [default, *configs]}
+    _, configs, _, _ = _configs()
+    by_name = {_config_name(c): c for c in configs}
     spills = max(r["spill_bytes"] for r in rows if r["default"])
     smem_over = sum(r["shared"] > SMEM_LIMIT for r in rows)
     s_rows = [r for r in rows if r["variant"] == "S" and r["mode"] == "tf32" and r["dtype"] == "fp32"]
@@ -352,8 +363,8 @@ def main(argv=None) -> int:
     import triton
     print(f"triton {triton.__version__}, target cuda sm_90, {args.jobs} compile processes", flush=True)
     rows = run(args.fast, args.jobs, tuple(args.dtypes.split(",")), args.default_only)
-    default, configs, _, _ = _configs()
-    by_name = {_config_name(c): c for c in [default, *configs]}
+    _, configs, _, _ = _configs()
+    by_name = {_config_name(c): c for c in configs}
     for r in rows:
         if r["variant"] == "S" and r["dtype"] == "fp32" and r["mode"] in PEAK_FLOP_PER_CLOCK:
             r["modelled_S"] = round(100 * modelled_fraction(r, by_name[r["config"]], mode=r["mode"]), 1)

@@ -21,27 +21,41 @@ PARTIAL_BYTES = 256 * 2**20
 MIN_SPLIT_ROWS = 1024
 MAX_SPLIT = 128
 
-AUTOTUNE_CONFIGS = [
-    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_D": 128, "BLOCK_R": 16}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_D": 128, "BLOCK_R": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_D": 128, "BLOCK_R": 32}, num_warps=4, num_stages=3),
-]
-DEFAULT_CONFIG = AUTOTUNE_CONFIGS[0]
-INTERPRETER_CONFIG = triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4)
+def _config(block_d: int, block_r: int, warps: int, stages: int):
+    return triton.Config({"BLOCK_D": block_d, "BLOCK_R": block_r}, num_warps=warps, num_stages=stages)
+
+
+# Two classes of variants, each with its own spill-free configs on sm_90 (bench/gpu_static.py,
+# triton 3.6 and 3.8): "light" = one segment, unweighted (S, E); "heavy" = several segments (M,
+# the fused [U | dA], conv-of-conv) or the tap-weighted S_growth, which need 8 warps to keep
+# their gathers in registers. The first of each list is its pinned default.
+_WIDE = _config(128, 32, 8, 3)
+LIGHT_CONFIGS = [_config(64, 32, 4, 3), _config(64, 64, 8, 3), _WIDE]
+HEAVY_CONFIGS = [_config(64, 32, 8, 3), _WIDE]
+DEFAULT_CONFIG = LIGHT_CONFIGS[0]
+DEFAULT_HEAVY_CONFIG = HEAVY_CONFIGS[0]
+AUTOTUNE_CONFIGS = LIGHT_CONFIGS + HEAVY_CONFIGS[:1]
+INTERPRETER_CONFIG = _config(64, 64, 4, 1)
+
+
+def is_heavy(segments: int, weighted: bool) -> bool:
+    """The variant class (see LIGHT_CONFIGS / HEAVY_CONFIGS)."""
+    return segments > 1 or bool(weighted)
+
+
+def default_config(segments: int, weighted: bool):
+    """The pinned config of a variant (GROMO_KERNELS_TRITON_AUTOTUNE=0)."""
+    return DEFAULT_HEAVY_CONFIG if is_heavy(segments, weighted) else DEFAULT_CONFIG
 
 
 def gram_configs() -> list:
-    """Autotune configurations: one under the interpreter (several fail there) or when
-    GROMO_KERNELS_TRITON_AUTOTUNE=0 (e.g. a CUDA test run, to compile each variant once)."""
+    """Autotune configurations (pruned per variant by :func:`prune_configs`): one under the
+    interpreter (several fail there); the two pinned defaults when GROMO_KERNELS_TRITON_AUTOTUNE=0
+    (e.g. a CUDA test run, to compile each variant once)."""
     if interpreter_enabled():
         return [INTERPRETER_CONFIG]
     if os.environ.get(AUTOTUNE_ENV, "1") == "0":
-        return [DEFAULT_CONFIG]
+        return [DEFAULT_CONFIG, DEFAULT_HEAVY_CONFIG]
     return list(AUTOTUNE_CONFIGS)
 
 
@@ -53,13 +67,17 @@ def shared_bytes(config, *, segments: int, itemsize: int) -> int:
     return (config.num_stages * segments + 1) * 2 * tile
 
 
-def prune_configs(configs, *, width: int, segments: int, itemsize: int, mode=None) -> list:
-    """Configs worth compiling: tiles no wider than the (bucketed) output (wider ones only burn
-    masked lanes) whose estimated shared memory fits sm_90's 227 KB (so the autotuner never
-    compiles one that cannot launch). ``mode`` is accepted for callers that prune per mode."""
-    fits = [c for c in configs if shared_bytes(c, segments=segments, itemsize=itemsize) <= SMEM_LIMIT]
+def prune_configs(configs, *, width: int, segments: int, itemsize: int, weighted: bool = False) -> list:
+    """Configs worth compiling for a variant: those of its class (spill-free), no wider than the
+    (bucketed) output (wider ones only burn masked lanes), whose estimated shared memory fits
+    sm_90's 227 KB (so the autotuner never compiles one that cannot launch)."""
+    if len(configs) == 1:
+        return list(configs)  # the interpreter's
+    allowed = HEAVY_CONFIGS if is_heavy(segments, weighted) else LIGHT_CONFIGS
+    mine = [c for c in configs if any(c is a for a in allowed)] or [default_config(segments, weighted)]
+    fits = [c for c in mine if shared_bytes(c, segments=segments, itemsize=itemsize) <= SMEM_LIMIT]
     kept = [c for c in fits if c.kwargs["BLOCK_D"] <= max(64, width)]
-    return kept or fits[:1] or [DEFAULT_CONFIG]
+    return kept or fits[:1] or [default_config(segments, weighted)]
 
 
 def auto_split(sms: int, rows: int, tiles: int, outputs: int, item: int) -> int:

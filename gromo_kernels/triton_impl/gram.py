@@ -202,11 +202,11 @@ _UNSPECIALISED = (
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """The autotuner's early prune: configs.prune_configs on this launch's widths and operands."""
-    segments = sum(bool(kwargs.get(f"HAS{i}", named_args.get(f"HAS{i}"))) for i in (1, 2, 3))
+    """The autotuner's early prune: configs.prune_configs on this launch's variant and widths."""
+    flag = lambda name: bool(kwargs.get(name, named_args.get(name)))  # noqa: E731
     return prune_configs(configs, width=max(named_args["DA_BUCKET"], named_args["DB_BUCKET"]),
-                         segments=max(1, segments), itemsize=named_args["x1_ptr"].element_size(),
-                         mode=kwargs.get("MODE", named_args.get("MODE")))
+                         segments=sum(flag(f"HAS{i}") for i in (1, 2, 3)),
+                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"))
 
 
 def _autotune_options() -> dict:
