@@ -11,9 +11,10 @@ image). Every statistic is a block of ``ZᵀZ``:
 * conv S / M / E: ``Z = [U | dA]``, dA being the 1×1 "unfold" of the gradient image;
 * Restricted / Full conv-of-conv: segment 1 is the previous layer's unfold read at the pixel under
   tap ``e`` of the current conv (the previous unfold composed with the current gather: the masked
-  unfold of gromo_math.md §3.6 is index arithmetic here, never a tensor); ``e`` is grid axis 2;
+  unfold of the Full scheme is index arithmetic here, never a tensor); ``e`` is grid axis 2;
 * Full S_growth: ``Σ_p c(p) u_p u_pᵀ`` — the previous S with each pixel weighted by the number of
-  (output, tap) pairs of the current conv that read it (perf_notes identity 1), computed in-kernel.
+  (output, tap) pairs of the current conv that read it (separable: a host-computed count per row
+  times one per column).
 
 Symmetric outputs (A and B the same columns) launch only tiles on or above the diagonal; the final
 reduction mirrors them once. The reduction over rows is split across programs (split-K): each
@@ -38,13 +39,19 @@ fixed by its flags, dtypes and block config. Determinism: the summation order de
 config, so results are bit-identical for a fixed config; autotune results are cached on disk
 (``cache_results``) so later processes reuse the choice; GROMO_KERNELS_TRITON_AUTOTUNE=0 pins one.
 
-GPU tuning ideas, not done (no GPU in the session that wrote this; measure first with bench/gpu.py):
-a fused tile ([U | dA], three segments) issues the predicated loads of every present segment —
-guard each segment with a scalar ``if`` on the tile's column range if that shows up; the 2-D
-gathers are pipelined through shared memory (3-segment 64×64 tiles need > 227 KB at 3 stages, so
-the autotuner drops them); TMA/descriptor loads for the dense (linear) case; a direct bf16/fp16
-dot for 16-bit inputs; the shift structure of stride-1 convs (perf_notes identity 3) to cut Full P
-and S by ~(2k−1)²/k⁴; persistent programs.
+The main loop (measured ahead of time for sm_90 with bench/gpu_static.py): the host hands the
+kernel a *kernel image* per segment — zero-padded by the conv's padding, a ones channel for the
+bias, one zero image past the last — so every gather is an unmasked load at
+``row part + column part`` with no select: rows past R read the zero image, composed pixels
+outside the grid too, columns outside a segment read its column 0 (they only feed output entries
+that are never stored, or are replaced by the right segment's value with one select). Row
+coordinates are int32, decomposed once per block and carried per lane (no division in the loop).
+Cost: ~2× the input's memory for the copies, written once per call.
+
+Not done (measure on a GPU first): a fused tile ([U | dA], three segments) still gathers every
+segment for every element (selects pick the right one); TMA/descriptor loads for the dense
+(linear) case; the shift structure of stride-1 convs to cut Full P and S by ~(2k−1)²/k⁴;
+persistent programs.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from .._backend import interpreter_enabled
 from .._precision import accumulate_dtype, check_precision
 from ..geometry import Conv2dGeometry
 from .configs import auto_split, gram_configs, prune_configs
+from .images import kernel_image, tap_counts
 
 __all__ = ["Patches", "Taps", "gram_triton", "check_launch", "MODES"]
 
@@ -455,36 +463,8 @@ def _auto_split(device: torch.device, rows: int, tiles: int, outputs: int, item:
     return auto_split(sms, rows, tiles, outputs, item)
 
 
-def _tap_counts(size: int, out: int, k: int, stride: int, pad: int, dil: int,
-                device: torch.device) -> torch.Tensor:
-    """(size,) fp32: for each input position o, the pairs (o', t) with o'·stride − pad + t·dil == o."""
-    counts = torch.zeros(size, dtype=torch.float64)
-    positions = torch.arange(out, dtype=torch.int64) * stride - pad
-    for t in range(k):
-        p = positions + t * dil
-        p = p[(p >= 0) & (p < size)]
-        counts.index_add_(0, p, torch.ones(p.numel(), dtype=torch.float64))
-    return counts.to(torch.float32).to(device)
-
-
 def _dummy(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, dtype=like.dtype, device=like.device)
-
-
-def kernel_image(x: torch.Tensor, geometry: Conv2dGeometry, bias: bool) -> torch.Tensor:
-    """The copy of ``x (n, C, H, W)`` the kernel reads: (n + 1, C + b, H + 2p_h, W + 2p_w).
-
-    Zero border (the conv's padding), a ones channel last when ``bias`` (ones on the border too:
-    the bias column reads it at tap 0), and a zero image n for rows past the end. So the gathers
-    need neither masks nor selects: every address is inside, every value is the one Z holds.
-    """
-    (_, _), _, (ph, pw), _ = geometry
-    n, c, h, w = x.shape
-    out = x.new_zeros((n + 1, c + int(bias), h + 2 * ph, w + 2 * pw))
-    out[:n, :c, ph:ph + h, pw:pw + w] = x
-    if bias:
-        out[:n, c] = 1
-    return out
 
 
 def _segment_args(seg: Patches | None, like: torch.Tensor) -> list:
@@ -567,8 +547,8 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
         (kht, kwt), (sht, swt), (pht, pwt), (dht, dwt) = taps.geometry
         ht, wt = taps.grid
         hot, wot = taps.geometry.output_size(ht, wt)
-        wy = _tap_counts(ht, hot, kht, sht, pht, dht, device)
-        wx = _tap_counts(wt, wot, kwt, swt, pwt, dwt, device)
+        wy = tap_counts(ht, hot, kht, sht, pht, dht, device)
+        wx = tap_counts(wt, wot, kwt, swt, pwt, dwt, device)
         tap_args = [wy, wx, kwt, sht, swt, pht, pwt, dht, dwt, ht, wt, taps.first]
 
     args = [part, part.stride(0), part.stride(1), part.stride(2)]
