@@ -29,12 +29,11 @@ def _config(block_d: int, block_r: int, warps: int, stages: int):
 # triton 3.6 and 3.8): "light" = one segment, unweighted (S, E); "heavy" = several segments (M,
 # the fused [U | dA], conv-of-conv) or the tap-weighted S_growth, which need 8 warps to keep
 # their gathers in registers. The first of each list is its pinned default.
-_WIDE = _config(128, 32, 8, 3)
-LIGHT_CONFIGS = [_config(64, 32, 4, 3), _config(64, 64, 8, 3), _WIDE]
-HEAVY_CONFIGS = [_config(64, 32, 8, 3), _WIDE]
+LIGHT_CONFIGS = [_config(64, 32, 4, 3), _config(64, 64, 8, 3), _config(128, 32, 8, 3)]
+HEAVY_CONFIGS = [_config(64, 32, 8, 3)]  # D128 R32 w8 spills 8–96 B for M-type variants on 3.8
 DEFAULT_CONFIG = LIGHT_CONFIGS[0]
 DEFAULT_HEAVY_CONFIG = HEAVY_CONFIGS[0]
-AUTOTUNE_CONFIGS = LIGHT_CONFIGS + HEAVY_CONFIGS[:1]
+AUTOTUNE_CONFIGS = LIGHT_CONFIGS + HEAVY_CONFIGS
 INTERPRETER_CONFIG = _config(64, 64, 4, 1)
 
 

@@ -30,4 +30,4 @@ def test_fast_static_check_meets_the_targets():
     assert spills == 0
     assert smem_over == 0
     assert 0 < per_elem <= 12.0
-    assert 35.0 <= modelled <= 100.0
+    assert 35.0 <= modelled <= 100.0  # upper-triangle flops: at most the whole peak
