@@ -59,7 +59,8 @@ REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 
 # Kernel variants the launchers emit: name -> flags (segments present, symmetric, compose, weighted,
-# rows contiguous = a conv's output grid; linear statistics have one row per image).
+# rows contiguous = a conv's output grid; linear statistics have one row per image; I64 = a tensor
+# of 2³¹ elements or more).
 _C, _L = {"ROWS_CONTIG": True}, {"ROWS_CONTIG": False}
 VARIANTS = {
     "S": {"HAS1": True, "HAS2": False, "HAS3": False, "SYMMETRIC": True, **_C},
@@ -71,6 +72,7 @@ VARIANTS = {
     "S_lin": {"HAS1": True, "HAS2": False, "HAS3": False, "SYMMETRIC": True, **_L},
     "M_lin": {"HAS1": True, "HAS2": True, "HAS3": False, "SYMMETRIC": False, **_L},
     "Z3_lin": {"HAS1": True, "HAS2": True, "HAS3": True, "SYMMETRIC": True, **_L},
+    "S_i64": {"HAS1": True, "HAS2": False, "HAS3": False, "SYMMETRIC": True, "I64": True, **_C},
 }
 MODES = ("ieee", "tf32x3", "tf32", "bf16")
 DTYPES = {"fp32": ("fp32", 4), "bf16": ("bf16", 2), "fp16": ("fp16", 2), "fp64": ("fp64", 8)}

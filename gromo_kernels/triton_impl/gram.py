@@ -185,12 +185,15 @@ def _rows(img, py, px, SH, SW, s_n, s_h, s_w, I64: tl.constexpr, ROWS_CONTIG: tl
 
 
 @triton.jit
-def _gather(x_ptr, row_off, col_off, ACC64: tl.constexpr):
+def _gather(x_ptr, row_off, col_off, ACC64: tl.constexpr, I64: tl.constexpr):
     """(BLOCK_R, BLOCK_D) im2col tile, unmasked: every address is inside the padded image.
 
-    Offsets are non-negative (the image is padded), so unsigned.
+    Offsets are non-negative (the image is padded): unsigned 32-bit unless I64.
     """
-    v = tl.load(x_ptr + (row_off[:, None] + col_off[None, :]).to(tl.uint32))
+    offset = row_off[:, None] + col_off[None, :]
+    if not I64:
+        offset = offset.to(tl.uint32)
+    v = tl.load(x_ptr + offset)
     if ACC64:
         return v.to(tl.float64)
     return v.to(tl.float32)
@@ -337,16 +340,16 @@ def _gram_kernel(
             py1 = oy
             px1 = ox
         r1 = _rows(img1, py1, px1, SH1, SW1, s1_n, s1_h, s1_w, I64, ROWS_CONTIG, BLOCK_R)
-        za = _gather(x1_ptr, r1, a1o, ACC64)
-        zb = _gather(x1_ptr, r1, b1o, ACC64)
+        za = _gather(x1_ptr, r1, a1o, ACC64, I64)
+        zb = _gather(x1_ptr, r1, b1o, ACC64, I64)
         if HAS2:
             r2 = _rows(img, oy, ox, SH2, SW2, s2_n, s2_h, s2_w, I64, ROWS_CONTIG, BLOCK_R)
-            za = tl.where(a_in2[None, :], _gather(x2_ptr, r2, a2o, ACC64), za)
-            zb = tl.where(b_in2[None, :], _gather(x2_ptr, r2, b2o, ACC64), zb)
+            za = tl.where(a_in2[None, :], _gather(x2_ptr, r2, a2o, ACC64, I64), za)
+            zb = tl.where(b_in2[None, :], _gather(x2_ptr, r2, b2o, ACC64, I64), zb)
         if HAS3:
             r3 = _rows(img, oy, ox, SH3, SW3, s3_n, s3_h, s3_w, I64, ROWS_CONTIG, BLOCK_R)
-            za = tl.where(a_in3[None, :], _gather(x3_ptr, r3, a3o, ACC64), za)
-            zb = tl.where(b_in3[None, :], _gather(x3_ptr, r3, b3o, ACC64), zb)
+            za = tl.where(a_in3[None, :], _gather(x3_ptr, r3, a3o, ACC64, I64), za)
+            zb = tl.where(b_in3[None, :], _gather(x3_ptr, r3, b3o, ACC64, I64), zb)
         za = _prepare(za, MODE, EMULATE, ACC64)
         zb = _prepare(zb, MODE, EMULATE, ACC64)
         if WEIGHTED:
