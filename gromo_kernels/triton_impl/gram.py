@@ -195,8 +195,10 @@ def _gather(x_ptr, row_off, col_off, ACC64: tl.constexpr, I64: tl.constexpr):
         offset = offset.to(tl.uint32)
     v = tl.load(x_ptr + offset)
     if ACC64:
-        return v.to(tl.float64)
-    return v.to(tl.float32)
+        v = v.to(tl.float64)
+    else:
+        v = v.to(tl.float32)
+    return v
 
 
 # Every runtime int of _gram_kernel: none is specialised on its value (== 1, divisible by 16), so
