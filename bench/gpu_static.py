@@ -114,7 +114,7 @@ def _configs():
 
     def default(variant):
         flags = VARIANTS[variant]
-        return configs.default_config(_segments(flags), flags.get("WEIGHTED", False))
+        return configs.default_config(_segments(flags), flags.get("WEIGHTED", False), flags.get("I64", False))
 
     return default, configs.AUTOTUNE_CONFIGS, configs.prune_configs, configs.auto_split
 
@@ -313,7 +313,7 @@ def jobs(fast: bool, dtypes=tuple(DTYPES), default_only: bool = False) -> list[t
                 out.append((variant, mode, dtype, -1, True))
                 if dtype == "fp32" and not default_only:
                     kept = prune(configs, width=1024, segments=_segments(flags), itemsize=4,
-                                 weighted=flags.get("WEIGHTED", False))
+                                 weighted=flags.get("WEIGHTED", False), i64=flags.get("I64", False))
                     out += [(variant, mode, dtype, configs.index(c), False) for c in kept
                             if c is not default(variant)]
     return out

@@ -37,14 +37,15 @@ AUTOTUNE_CONFIGS = LIGHT_CONFIGS + HEAVY_CONFIGS
 INTERPRETER_CONFIG = _config(64, 64, 4, 1)
 
 
-def is_heavy(segments: int, weighted: bool) -> bool:
-    """The variant class (see LIGHT_CONFIGS / HEAVY_CONFIGS)."""
-    return segments > 1 or bool(weighted)
+def is_heavy(segments: int, weighted: bool, i64: bool = False) -> bool:
+    """The variant class (see LIGHT_CONFIGS / HEAVY_CONFIGS); int64 addresses count as heavy (their
+    16-bit-input variants spill at 4 warps on triton 3.8)."""
+    return segments > 1 or bool(weighted) or bool(i64)
 
 
-def default_config(segments: int, weighted: bool):
+def default_config(segments: int, weighted: bool, i64: bool = False):
     """The pinned config of a variant (GROMO_KERNELS_TRITON_AUTOTUNE=0)."""
-    return DEFAULT_HEAVY_CONFIG if is_heavy(segments, weighted) else DEFAULT_CONFIG
+    return DEFAULT_HEAVY_CONFIG if is_heavy(segments, weighted, i64) else DEFAULT_CONFIG
 
 
 def gram_configs() -> list:
@@ -66,17 +67,18 @@ def shared_bytes(config, *, segments: int, itemsize: int) -> int:
     return (config.num_stages * segments + 1) * 2 * tile
 
 
-def prune_configs(configs, *, width: int, segments: int, itemsize: int, weighted: bool = False) -> list:
+def prune_configs(configs, *, width: int, segments: int, itemsize: int, weighted: bool = False,
+                  i64: bool = False) -> list:
     """Configs worth compiling for a variant: those of its class (spill-free), no wider than the
     (bucketed) output (wider ones only burn masked lanes), whose estimated shared memory fits
     sm_90's 227 KB (so the autotuner never compiles one that cannot launch)."""
     if len(configs) == 1:
         return list(configs)  # the interpreter's
-    allowed = HEAVY_CONFIGS if is_heavy(segments, weighted) else LIGHT_CONFIGS
-    mine = [c for c in configs if any(c is a for a in allowed)] or [default_config(segments, weighted)]
+    allowed = HEAVY_CONFIGS if is_heavy(segments, weighted, i64) else LIGHT_CONFIGS
+    mine = [c for c in configs if any(c is a for a in allowed)] or [default_config(segments, weighted, i64)]
     fits = [c for c in mine if shared_bytes(c, segments=segments, itemsize=itemsize) <= SMEM_LIMIT]
     kept = [c for c in fits if c.kwargs["BLOCK_D"] <= max(64, width)]
-    return kept or fits[:1] or [default_config(segments, weighted)]
+    return kept or fits[:1] or [default_config(segments, weighted, i64)]
 
 
 def auto_split(sms: int, rows: int, tiles: int, outputs: int, item: int) -> int:

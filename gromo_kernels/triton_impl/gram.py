@@ -219,7 +219,8 @@ def _prune_configs(configs, named_args, **kwargs):
     flag = lambda name: bool(kwargs.get(name, named_args.get(name)))  # noqa: E731
     return prune_configs(configs, width=max(named_args["DA_BUCKET"], named_args["DB_BUCKET"]),
                          segments=sum(flag(f"HAS{i}") for i in (1, 2, 3)),
-                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"))
+                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"),
+                         i64=flag("I64"))
 
 
 def _autotune_options() -> dict:
