@@ -27,7 +27,7 @@ def interpreter_enabled() -> bool:
 
 
 def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """Return ``"torch"`` or ``"triton"`` for a call on ``tensors``.
+    """Return ``"torch"`` or ``"triton"`` for a call on ``tensors`` (per statistic: gromo_kernels._dispatch).
 
     ``"auto"`` takes triton for CUDA tensors when triton imports, torch otherwise; the environment
     variable ``GROMO_KERNELS_BACKEND`` replaces ``"auto"`` for a whole run. An explicit ``"triton"``

@@ -3,9 +3,12 @@
 Modes: ``None``/``"ieee"`` exact products for the input dtype; ``"tf32x3"`` near-fp32 on tensor cores
 (the torch path computes it exactly in fp32); ``"tf32"`` operands rounded to 10 mantissa bits;
 ``"bf16"`` operands rounded to bfloat16. Accumulation is fp32 (fp64 for fp64 inputs).
+On CUDA, :func:`torch_fp32_precision` sets torch's TF32 switches (cuBLAS, cuDNN) to match the mode.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -48,3 +51,42 @@ def round_operand(t: torch.Tensor, precision: str | None) -> torch.Tensor:
     if mode == "tf32":
         return round_to_tf32(t.to(torch.float32)).to(acc)
     return t.to(acc)
+
+
+# Which fp32 GEMM/convolution arithmetic torch may use on CUDA for each mode: "tf32" lets cuBLAS and
+# cuDNN use TF32 tensor cores (operands are already rounded to tf32, so products stay exact);
+# every other mode must run true fp32 (or fp64) arithmetic, so TF32 is switched off — cuDNN's
+# default is on, which would silently turn an "ieee" M into a TF32 one.
+TF32_ALLOWED = {"ieee": False, "tf32x3": False, "tf32": True, "bf16": False}
+
+
+def _tf32_switches() -> list[tuple[object, str, object, object]]:
+    """(owner, attribute, value for TF32 off, value for TF32 on) of torch's matmul and cuDNN switches.
+
+    torch >= 2.9 has ``fp32_precision`` ("ieee"/"tf32"); older torch only ``allow_tf32``. Using one
+    family only avoids torch's error on mixing the two.
+    """
+    matmul = torch.backends.cuda.matmul
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        return [(matmul, "fp32_precision", "ieee", "tf32"), (conv, "fp32_precision", "ieee", "tf32")]
+    return [(matmul, "allow_tf32", False, True), (torch.backends.cudnn, "allow_tf32", False, True)]
+
+
+@contextlib.contextmanager
+def torch_fp32_precision(precision):
+    """Within the block, torch's CUDA fp32 matmuls and convolutions use TF32 only in mode "tf32".
+
+    Sets cuBLAS's and cuDNN's TF32 switches as :data:`TF32_ALLOWED` says and restores the caller's
+    values on exit (also after an error). Harmless on CPU (the switches only act on CUDA).
+    """
+    allowed = TF32_ALLOWED[check_precision(precision)]
+    saved = []
+    try:
+        for owner, name, off, on in _tf32_switches():
+            saved.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, on if allowed else off)
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)

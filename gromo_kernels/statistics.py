@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from ._backend import resolve_backend
+from ._dispatch import layer_backends, statistic_backend, with_precision
 from ._precision import accumulate_dtype, check_precision
 from ._validation import check_finite as _check_finite_values
 from ._validation import check_flag, check_same_device_dtype, check_tensor
@@ -83,8 +84,9 @@ def _options(backend, precision, chunk, check_finite) -> _Options:
     return _Options(backend, mode, chunk, check_flag("check_finite", check_finite))
 
 
-def _resolve(opts: _Options, *tensors: torch.Tensor) -> str:
-    return resolve_backend(opts.backend, *tensors)
+def _resolve(opts: _Options, op: str, *tensors: torch.Tensor) -> str:
+    """The backend of statistic ``op`` (per-statistic on CUDA with "auto": gromo_kernels._dispatch)."""
+    return statistic_backend(op, opts.backend, *tensors)
 
 
 def _impl(backend: str, op: str):
@@ -93,7 +95,7 @@ def _impl(backend: str, op: str):
     fn = getattr(module, f"{op}_{backend}", None)
     if fn is None:
         raise NotImplementedError(f"the {backend} backend does not implement {op} yet")
-    return fn
+    return with_precision(fn, backend)
 
 
 def _fused_impl(backend: str):
@@ -410,7 +412,7 @@ def linear_input_cov(x: torch.Tensor, *, bias: bool = True, backend: str = "auto
     bias = check_flag("bias", bias)
     x = _check_rows("x", x, what="d")
     _finite(opts, x=x)
-    name = _resolve(opts, x)
+    name = _resolve(opts, "linear_input_cov", x)
     return _linear_input_cov(_as_rows(x), bias, opts, name)
 
 
@@ -435,7 +437,7 @@ def linear_input_grad(x: torch.Tensor, grad: torch.Tensor, *, bias: bool = True,
     check_same_device_dtype(x=x, grad=grad)
     _check_same_leading("grad", grad, "x", x, "o")
     _finite(opts, x=x, grad=grad)
-    name = _resolve(opts, x, grad)
+    name = _resolve(opts, "linear_input_grad", x, grad)
     return _linear_input_grad(_as_rows(x), _as_rows(grad), bias,
                               opts, name)
 
@@ -462,7 +464,7 @@ def linear_cross_cov(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool =
     check_same_device_dtype(x_prev=x_prev, x=x)
     _check_same_leading("x", x, "x_prev", x_prev, "d")
     _finite(opts, x_prev=x_prev, x=x)
-    name = _resolve(opts, x_prev, x)
+    name = _resolve(opts, "linear_cross_cov", x_prev, x)
     return _linear_cross_cov(_as_rows(x_prev), _as_rows(x),
                              bias_prev, bias, opts, name)
 
@@ -486,7 +488,7 @@ def grad_cov(grad: torch.Tensor, *, channel_dim: int = -1, backend: str = "auto"
     dim = _channel_dim(grad, channel_dim)
     grad = grad.detach()
     _finite(opts, grad=grad)
-    name = _resolve(opts, grad)
+    name = _resolve(opts, "grad_cov", grad)
     rows = grad.movedim(dim, -1)
     return _grad_cov(_as_rows(rows), opts, name)
 
@@ -518,7 +520,7 @@ def conv2d_input_cov(x: torch.Tensor, kernel_size, *, stride=1, padding=0, dilat
     x = _check_image("x", x, "n, C, H, W")
     _output_grid("x", x, geometry, "the convolution")
     _finite(opts, x=x)
-    name = _resolve(opts, x)
+    name = _resolve(opts, "conv2d_input_cov", x)
     return _conv2d_input_cov(x, geometry, bias, opts, name)
 
 
@@ -548,7 +550,7 @@ def conv2d_input_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size, *, strid
     grid = _output_grid("x", x, geometry, "the convolution")
     _check_grad_grid(grad, x, "x", grid, "the convolution")
     _finite(opts, x=x, grad=grad)
-    name = _resolve(opts, x, grad)
+    name = _resolve(opts, "conv2d_input_grad", x, grad)
     return _conv2d_input_grad(x, grad, geometry, bias, opts, name)
 
 
@@ -591,7 +593,7 @@ def conv2d_restricted_growth_stats(x_prev: torch.Tensor, x: torch.Tensor, grad: 
     bias = check_flag("bias", bias)
     x_prev, x, grad, prev, cur = _validate_conv_pair(x_prev, x, grad, prev, cur)
     _finite(opts, x_prev=x_prev, x=x, grad=grad)
-    name = _resolve(opts, x_prev, x, grad)
+    name = _resolve(opts, "conv2d_restricted_growth_stats", x_prev, x, grad)
     return _conv2d_restricted(x_prev, x, grad, prev, cur, bias_prev, bias, opts, name)
 
 
@@ -618,7 +620,7 @@ def conv2d_full_growth_stats(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.
     bias = check_flag("bias", bias)
     x_prev, x, grad, prev, cur = _validate_conv_pair(x_prev, x, grad, prev, cur)
     _finite(opts, x_prev=x_prev, x=x, grad=grad)
-    name = _resolve(opts, x_prev, x, grad)
+    name = _resolve(opts, "conv2d_full_growth_stats", x_prev, x, grad)
     return _conv2d_full(x_prev, x, grad, prev, cur, bias_prev, bias, opts, name)
 
 
@@ -716,6 +718,14 @@ def layer_statistics(kind: str, x: torch.Tensor, grad: torch.Tensor | None, *, x
     return _conv_layer(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, opts)
 
 
+def _by_backend(names, backends: dict[str, str], compute) -> dict[str, torch.Tensor]:
+    """The statistics in one group per backend (CUDA "auto" mixes them), merged in ``names`` order."""
+    out: dict[str, torch.Tensor] = {}
+    for backend in dict.fromkeys(backends.values()):
+        out.update(compute(tuple(n for n in names if backends[n] == backend), backend))
+    return {n: out[n] for n in names}
+
+
 def _linear_layer(names, x, grad, x_prev, bias, bias_prev, opts) -> dict[str, torch.Tensor]:
     x = _check_rows("x", x, what="d")
     if grad is not None:
@@ -728,7 +738,11 @@ def _linear_layer(names, x, grad, x_prev, bias, bias_prev, opts) -> dict[str, to
     if x_prev is not None:
         _check_same_leading("x_prev", x_prev, "x", x, "dp")
     _finite(opts, x=x, grad=grad, x_prev=x_prev)
-    backend = _resolve(opts, *(t for t in (x, grad, x_prev) if t is not None))
+    backends = layer_backends("linear", names, opts.backend, *(t for t in (x, grad, x_prev) if t is not None))
+    if len(set(backends.values())) > 1:
+        return _by_backend(names, backends, lambda group, be: _linear_layer(
+            group, x, grad, x_prev, bias, bias_prev, opts._replace(backend=be)))
+    backend = next(iter(backends.values()), None) or resolve_backend(opts.backend, x)
 
     x2 = _as_rows(x)
     g2 = _as_rows(grad) if grad is not None else None
@@ -770,7 +784,11 @@ def _conv_layer(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, opts) 
     if grad is not None:
         _check_grad_grid(grad, x, "x", grid, "cur")
     _finite(opts, x_prev=x_prev, x=x, grad=grad)
-    backend = _resolve(opts, *(t for t in (x_prev, x, grad) if t is not None))
+    backends = layer_backends(kind, names, opts.backend, *(t for t in (x_prev, x, grad) if t is not None))
+    if len(set(backends.values())) > 1:
+        return _by_backend(names, backends, lambda group, be: _conv_layer(
+            kind, group, x, grad, x_prev, prev, cur, bias, bias_prev, opts._replace(backend=be)))
+    backend = next(iter(backends.values()), None) or resolve_backend(opts.backend, x)
 
     fused = _fused_impl(backend)
     operands = [t for t in (x_prev, x, grad) if t is not None]

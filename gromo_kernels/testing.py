@@ -7,6 +7,7 @@ inputs with :func:`random_psd`.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -65,35 +66,50 @@ class Tolerance(NamedTuple):
     atol: float
 
 
-def tolerance(precision, dtype: torch.dtype, reduction_length: int) -> Tolerance:
+# Tensor cores (the tf32 and bf16 dots on the GPU) add each MMA step's K products into the fp32
+# accumulator truncating, not rounding: up to one ulp of the running sum per step, all of one
+# sign, so the error grows with the steps of one accumulator's chain (its rows / K), not as √.
+_MMA_K = {"tf32": 8, "bf16": 16}
+
+
+def tolerance(precision, dtype: torch.dtype, reduction_length: int, *,
+              tensor_core_chain: int | None = None) -> Tolerance:
     """The tolerance for a statistic reduced over ``reduction_length`` rows of unit-scale data.
 
     Args:
         precision: None, "ieee", "tf32x3", "tf32" or "bf16".
         dtype: the input dtype (fp64 accumulates in fp64, everything else in fp32).
         reduction_length: number of products summed per output entry (rows × taps).
+        tensor_core_chain: rows summed into one accumulator by tensor cores (a GPU tf32/bf16 dot:
+            the rows of one split), or None for IEEE accumulation (torch, the interpreter).
+            Adds 2u · ⌈chain / K⌉ per term for the truncating accumulation (K = 8 tf32, 16 bf16).
     """
     mode = "ieee" if precision is None else precision
     if mode not in _MODE_FACTOR:
         raise ValueError(f"unknown precision {precision!r}")
     u = _UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]
     f = _MODE_FACTOR[mode]
-    return Tolerance(rtol=_RTOL_ULPS * u * f, atol=_ATOL_ULPS_PER_TERM * u * f * max(1, reduction_length))
+    per_term = _ATOL_ULPS_PER_TERM * u * f
+    if tensor_core_chain is not None and mode in _MMA_K and dtype != torch.float64:
+        per_term += 2 * u * math.ceil(min(tensor_core_chain, max(1, reduction_length)) / _MMA_K[mode])
+    return Tolerance(rtol=_RTOL_ULPS * u * f, atol=per_term * max(1, reduction_length))
 
 
 def assert_close_to_reference(out: torch.Tensor, ref: torch.Tensor, *, precision=None,
                               dtype: torch.dtype = torch.float32, reduction_length: int = 1,
-                              scale: float = 1.0, name: str = "output") -> None:
+                              scale: float = 1.0, name: str = "output",
+                              tensor_core_chain: int | None = None) -> None:
     """Assert ``out`` matches the float64 ``ref`` within the table's tolerance.
 
-    ``scale`` is the typical magnitude of one product (1 for unit-variance inputs).
+    ``scale`` is the typical magnitude of one product (1 for unit-variance inputs);
+    ``tensor_core_chain`` as in :func:`tolerance` (GPU tf32/bf16 dots).
     Raises AssertionError with the worst element, its error and the bound.
     """
     if tuple(out.shape) != tuple(ref.shape):
         raise AssertionError(f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
     if not torch.isfinite(out).all():
         raise AssertionError(f"{name}: contains NaN or Inf")
-    tol = tolerance(precision, dtype, reduction_length)
+    tol = tolerance(precision, dtype, reduction_length, tensor_core_chain=tensor_core_chain)
     out64 = out.detach().to("cpu", torch.float64)
     ref64 = ref.detach().to("cpu", torch.float64)
     err = (out64 - ref64).abs()

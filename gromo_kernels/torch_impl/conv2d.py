@@ -49,7 +49,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._precision import round_operand
+from .._precision import round_operand, torch_fp32_precision
 from ..geometry import Conv2dGeometry
 from .linear import sym_gram_rows
 
@@ -582,7 +582,9 @@ def conv2d_input_grad_torch(x: torch.Tensor, grad: torch.Tensor, geometry: Conv2
         g = round_operand(grad[start:stop], precision)
         if c and c_out:
             xc = round_operand(x[start:stop], precision)
-            wgrad = conv_weight_grad(xc, g, geometry)
+            # cuDNN's TF32 default would make an "ieee" M a TF32 one (also for direct callers).
+            with torch_fp32_precision(precision):
+                wgrad = conv_weight_grad(xc, g, geometry)
             out[:c * kk] += wgrad.reshape(c_out, c * kk).transpose(0, 1)
         if bias:
             out[c * kk] += g.sum((0, 2, 3))

@@ -5,7 +5,7 @@
 ``U`` (n, D = C·kh·kw + b, L) is the unfold of the raw NCHW input: each tile is gathered by index
 arithmetic and masks (zero padding, stride, dilation, rectangular kernels), the bias is a virtual
 ones row. The gradient is the 1×1 "unfold" of the (n, C_out, H_o, W_o) image. Reading x once per
-tile pair replaces GroMo's three materialised unfolds (gromo_math.md §14).
+tile pair replaces GroMo's three materialised unfolds.
 """
 
 from __future__ import annotations

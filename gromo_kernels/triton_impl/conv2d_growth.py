@@ -1,4 +1,4 @@
-"""Conv-of-conv growth statistics reading x_prev directly (gromo_math.md §3.5, §3.6).
+"""Conv-of-conv growth statistics reading x_prev directly (Restricted and Full growth).
 
 Restricted (centre tap e₀ = (kh//2)·kw + kw//2 of the current conv):
     m_prev = Σ_{i,l} Ũ_p[i,:,l] dA[i,:,l]ᵀ (D_p, C_out)      cross_cov = Σ_{i,l} Ũ_p[i,:,l] U[i,:,l]ᵀ (D_p, D)
@@ -11,7 +11,7 @@ bias included, where that pixel is padding). The Gram kernel composes the two ga
 arithmetic — previous unfold of x_prev ∘ current tap — so neither the bordered unfold nor the masked
 unfold nor the dense mask tensor ever exists. m_prev and cross_cov come from ONE launch with
 Z = [B̂(e) | U | dA] (A = the first block of columns, B = the other two; taps on grid axis 2), so U
-and dA are read once per tile pair for both. s_growth uses the identity of perf_notes (1): the
+and dA are read once per tile pair for both. s_growth uses the tap-count identity: the
 previous S with pixel p weighted by its tap count c(p) (computed in-kernel), at the cost of one S
 instead of kk of them.
 """

@@ -11,9 +11,10 @@ image). Every statistic is a block of ``ZᵀZ``:
 * conv S / M / E: ``Z = [U | dA]``, dA being the 1×1 "unfold" of the gradient image;
 * Restricted / Full conv-of-conv: segment 1 is the previous layer's unfold read at the pixel under
   tap ``e`` of the current conv (the previous unfold composed with the current gather: the masked
-  unfold of gromo_math.md §3.6 is index arithmetic here, never a tensor); ``e`` is grid axis 2;
+  unfold of the Full scheme is index arithmetic here, never a tensor); ``e`` is grid axis 2;
 * Full S_growth: ``Σ_p c(p) u_p u_pᵀ`` — the previous S with each pixel weighted by the number of
-  (output, tap) pairs of the current conv that read it (perf_notes identity 1), computed in-kernel.
+  (output, tap) pairs of the current conv that read it (separable: a host-computed count per row
+  times one per column).
 
 Symmetric outputs (A and B the same columns) launch only tiles on or above the diagonal; the final
 reduction mirrors them once. The reduction over rows is split across programs (split-K): each
@@ -38,20 +39,25 @@ fixed by its flags, dtypes and block config. Determinism: the summation order de
 config, so results are bit-identical for a fixed config; autotune results are cached on disk
 (``cache_results``) so later processes reuse the choice; GROMO_KERNELS_TRITON_AUTOTUNE=0 pins one.
 
-GPU tuning ideas, not done (no GPU in the session that wrote this; measure first with bench/gpu.py):
-a fused tile ([U | dA], three segments) issues the predicated loads of every present segment —
-guard each segment with a scalar ``if`` on the tile's column range if that shows up; the 2-D
-gathers are pipelined through shared memory (3-segment 64×64 tiles need > 227 KB at 3 stages, so
-the autotuner drops them); TMA/descriptor loads for the dense (linear) case; a direct bf16/fp16
-dot for 16-bit inputs; the shift structure of stride-1 convs (perf_notes identity 3) to cut Full P
-and S by ~(2k−1)²/k⁴; persistent programs.
+The main loop (measured ahead of time for sm_90 with bench/gpu_static.py): the host hands the
+kernel a *kernel image* per segment — zero-padded by the conv's padding, a ones channel for the
+bias, one zero image past the last — so every gather is an unmasked load at
+``row part + column part`` with no select: rows past R read the zero image, composed pixels
+outside the grid too, columns outside a segment read its column 0 (they only feed output entries
+that are never stored, or are replaced by the right segment's value with one select). Row
+coordinates are int32, decomposed once per block and carried per lane (no division in the loop).
+Cost: ~2× the input's memory for the copies, written once per call.
+
+Not done (measure on a GPU first): a fused tile ([U | dA], three segments) still gathers every
+segment for every element (selects pick the right one); TMA/descriptor loads for the dense
+(linear) case; the shift structure of stride-1 convs to cut Full P and S by ~(2k−1)²/k⁴;
+persistent programs.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 from typing import NamedTuple
 
 import torch
@@ -61,6 +67,8 @@ import triton.language as tl
 from .._backend import interpreter_enabled
 from .._precision import accumulate_dtype, check_precision
 from ..geometry import Conv2dGeometry
+from .configs import auto_split, gram_configs, prune_configs
+from .images import kernel_image, tap_counts
 
 __all__ = ["Patches", "Taps", "gram_triton", "check_launch", "MODES"]
 
@@ -69,59 +77,65 @@ _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64
 
 # Rows per split are a multiple of this, so split boundaries fall on BLOCK_R boundaries.
 _ROW_ALIGN = 128
-# Peak memory of the partial-sum buffer (bytes) the automatic split may use.
-_PARTIAL_BYTES = 256 * 2**20
+_MAX_BLOCK_R = 64
 _REDUCE_BLOCK = 64
+# Tensors (elements) and row counts from here on need int64 indices.
+_INT32_LIMIT = 2**31
+# Output grids below this size make the kernel's float-reciprocal carries exact.
+_GRID_LIMIT = 2**22
 
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
 
-
 @triton.jit
-def _round_to_mode(v, MODE: tl.constexpr):
-    """fp32 tile -> the nearest tf32 (ties away) or bf16 (ties even) value, still as fp32."""
+def _round_to_mode(v, MODE: tl.constexpr, EMULATE: tl.constexpr):
+    """fp32 tile -> the nearest tf32 (ties away) or bf16 (ties even) value, still as fp32.
+
+    tf32: add half an ulp and clear the 13 dropped bits (two integer ops; infinities stay, a NaN
+    stays NaN unless its payload lies only in the dropped bits, when it becomes an infinity).
+    bf16 on the GPU: the hardware's round-to-nearest-even cast; under the interpreter (EMULATE),
+    whose bf16 cast truncates, the same rounding in integer bit arithmetic.
+    """
     if MODE == 2:
-        bits = v.to(tl.int32, bitcast=True)
-        finite = (bits & 0x7F800000) != 0x7F800000
-        rounded = ((bits + 0x1000) & -8192).to(tl.float32, bitcast=True)
-        v = tl.where(finite, rounded, v)
+        v = ((v.to(tl.int32, bitcast=True) + 0x1000) & -8192).to(tl.float32, bitcast=True)
     elif MODE == 3:
-        bits = v.to(tl.int32, bitcast=True)
-        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
-        v = tl.where(v == v, rounded, v)
+        if EMULATE:
+            bits = v.to(tl.int32, bitcast=True)
+            rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+            v = tl.where(v != v, v, rounded)
+        else:
+            v = v.to(tl.bfloat16).to(tl.float32)
     return v
 
-
 @triton.jit
-def _prepare(v, MODE: tl.constexpr, ACC64: tl.constexpr):
+def _prepare(v, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr):
     """A loaded tile in its accumulation dtype, rounded as the precision mode asks."""
     if ACC64:
         if MODE >= 2:
-            v = _round_to_mode(v.to(tl.float32), MODE).to(tl.float64)
+            v = _round_to_mode(v.to(tl.float32), MODE, EMULATE).to(tl.float64)
         else:
             v = v.to(tl.float64)
     else:
-        v = _round_to_mode(v.to(tl.float32), MODE)
+        v = _round_to_mode(v.to(tl.float32), MODE, EMULATE)
     return v
 
 
 @triton.jit
 def _mma(acc, a_t, b, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr):
-    """acc += a_t @ b in the precision mode (operands normally already rounded by _prepare).
+    """acc += a_t @ b in the precision mode (operands already rounded by _prepare).
 
     EMULATE (the interpreter): tf32/bf16 dots are replaced by what the tensor cores compute —
-    operands rounded to the mode, exact products, fp32 accumulation — because the interpreter's
-    tf32 dot is exact and its bf16 dot is wrong. The rounding here is idempotent on rounded
-    operands; it makes the interpreter as strict as the GPU for operands that are not.
+    rounded operands, exact products, fp32 accumulation — because the interpreter's tf32 dot is
+    exact and its bf16 dot is wrong.
     """
     if ACC64:
         acc = tl.dot(a_t, b, acc, input_precision="ieee", out_dtype=tl.float64)
     elif MODE == 1:
         acc = tl.dot(a_t, b, acc, input_precision="tf32x3")
     elif MODE >= 2 and EMULATE:
-        acc = tl.dot(_round_to_mode(a_t, MODE), _round_to_mode(b, MODE), acc, input_precision="ieee")
+        acc = tl.dot(a_t, b, acc, input_precision="ieee")
     elif MODE == 2:
         acc = tl.dot(a_t, b, acc, input_precision="tf32")
     elif MODE == 3:
@@ -132,74 +146,59 @@ def _mma(acc, a_t, b, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.const
 
 
 @triton.jit
-def _patch_tile(x_ptr, img, py, px, pos_ok, f, C, H, W, s_n, s_c, s_h, s_w,
-                KW, KK, SH, SW, PH, PW, DH, DW, BIAS, ACC64: tl.constexpr):
-    """(BLOCK_R, BLOCK_D) im2col tile: rows (img, py, px) on the output grid, features ``f``.
+def _columns(cols, lo, C, KW, KK, s_c, s_h, s_w, DH, DW, B, I64: tl.constexpr):
+    """Loop-invariant column parts of one segment for the columns ``cols`` (segment starts at ``lo``).
 
-    Features outside [0, C·KK + BIAS) and rows with ``pos_ok`` false read as 0; feature C·KK is the
-    ones column when BIAS. Returned in fp32 (fp64 when ACC64: fp64 inputs keep every bit).
-    Coordinates and addresses are a row part plus a column part (1-D), so the per-element work is
-    three adds, four compares and one masked load.
+    Returns (offset, inside): the address part c·s_c + ki·DH·s_h + kj·DW·s_w — the ones column
+    C·KK is channel C at tap 0, the host's ones channel; columns outside the segment take column
+    0's, so every address stays inside the image — and the in-segment flags.
     """
+    f = cols - lo
+    inside = (f >= 0) & (f < C * KK + B)
+    f = tl.where(inside, f, 0)
     c = f // KK
     t = f - c * KK
     ki = t // KW
     kj = t - ki * KW
-    col_ok = (f >= 0) & (c < C)
-    # Image coordinates fit in int32; addresses are int64 row and column parts added once.
-    y0 = py * SH - PH
-    x0 = px * SW - PW
-    y = y0.to(tl.int32)[:, None] + (ki * DH).to(tl.int32)[None, :]
-    x = x0.to(tl.int32)[:, None] + (kj * DW).to(tl.int32)[None, :]
-    ok = (pos_ok[:, None] & col_ok[None, :]) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    row_off = img * s_n + y0 * s_h + x0 * s_w
-    col_off = c * s_c + (ki * DH) * s_h + (kj * DW) * s_w
-    ptrs = x_ptr + row_off[:, None] + col_off[None, :]
-    v = tl.load(ptrs, mask=ok, other=0.0)
+    if I64:
+        offset = c.to(tl.int64) * s_c + (ki * DH).to(tl.int64) * s_h + (kj * DW).to(tl.int64) * s_w
+    else:
+        offset = c * s_c + (ki * DH) * s_h + (kj * DW) * s_w
+    return offset, inside
+
+
+@triton.jit
+def _rows(img, py, px, SH, SW, s_n, s_h, s_w, I64: tl.constexpr, ROWS_CONTIG: tl.constexpr,
+          BLOCK_R: tl.constexpr):
+    """Address part of the rows (img, py, px) of one segment (its image zero-padded by the host).
+
+    ROWS_CONTIG: consecutive rows are consecutive addresses (stride-1 NCHW), said to the compiler
+    so lanes run along rows and the gathers coalesce.
+    """
+    if I64:
+        offset = img.to(tl.int64) * s_n + (py * SH).to(tl.int64) * s_h + (px * SW).to(tl.int64) * s_w
+    else:
+        offset = img * s_n + (py * SH) * s_h + (px * SW) * s_w
+    if ROWS_CONTIG:
+        offset = tl.max_contiguous(offset, BLOCK_R)
+    return offset
+
+
+@triton.jit
+def _gather(x_ptr, row_off, col_off, ACC64: tl.constexpr, I64: tl.constexpr):
+    """(BLOCK_R, BLOCK_D) im2col tile, unmasked: every address is inside the padded image.
+
+    Offsets are non-negative (the image is padded): unsigned 32-bit unless I64.
+    """
+    offset = row_off[:, None] + col_off[None, :]
+    if not I64:
+        offset = offset.to(tl.uint32)
+    v = tl.load(x_ptr + offset)
     if ACC64:
         v = v.to(tl.float64)
     else:
         v = v.to(tl.float32)
-    is_bias = (f == C * KK) & (BIAS != 0)
-    return tl.where(pos_ok[:, None] & is_bias[None, :], 1.0, v)
-
-
-@triton.jit
-def _z_tile(cols, img, oy, ox, row_ok, py1, px1, pos1_ok,
-            x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
-            x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
-            x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
-            HAS1: tl.constexpr, HAS2: tl.constexpr, HAS3: tl.constexpr,
-            ACC64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Columns ``cols`` of Z = [segment 1 | segment 2 | segment 3] for one block of rows."""
-    d1 = C1 * KK1 + B1
-    d2 = C2 * KK2 + B2
-    if ACC64:
-        v = tl.zeros((BLOCK_R, BLOCK_D), tl.float64)
-    else:
-        v = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
-    if HAS1:
-        v += _patch_tile(x1_ptr, img, py1, px1, pos1_ok, cols, C1, H1, W1, s1_n, s1_c, s1_h, s1_w,
-                         KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1, ACC64)
-    if HAS2:
-        v += _patch_tile(x2_ptr, img, oy, ox, row_ok, cols - d1, C2, H2, W2, s2_n, s2_c, s2_h, s2_w,
-                         KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2, ACC64)
-    if HAS3:
-        v += _patch_tile(x3_ptr, img, oy, ox, row_ok, cols - d1 - d2, C3, H3, W3, s3_n, s3_c, s3_h,
-                         s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3, ACC64)
     return v
-
-
-@triton.jit
-def _tap_count(o, KT, ST, PT, DT, OUT):
-    """Per row: number of (output o', tap t) pairs with o'·ST − PT + t·DT == o, 0 <= o' < OUT."""
-    count = tl.zeros(o.shape, tl.float32)
-    for t in range(0, KT):
-        num = o + PT - t * DT
-        q = num // ST
-        hit = (num >= 0) & (q * ST == num) & (q < OUT)
-        count += hit.to(tl.float32)
-    return count
 
 
 # Every runtime int of _gram_kernel: none is specialised on its value (== 1, divisible by 16), so
@@ -210,32 +209,18 @@ _SEGMENT_INTS = ("C{0} H{0} W{0} s{0}_n s{0}_c s{0}_h s{0}_w KW{0} KK{0} SH{0} S
 _UNSPECIALISED = (
     ["s_out_split", "s_out_e", "s_out_a"]
     + [name for i in (1, 2, 3) for name in _SEGMENT_INTS.format(i).split()]
-    + "KHT KWT SHT SWT PHT PWT DHT DWT HT WT HOT WOT TAP0".split()
+    + "KWT SHT SWT PHT PWT DHT DWT HT WT TAP0".split()
     + "HO WO R ROWS_PER_SPLIT A_LO DA B_LO DB DA_BUCKET DB_BUCKET R_BUCKET".split()
 )
-AUTOTUNE_ENV = "GROMO_KERNELS_TRITON_AUTOTUNE"
-
-
-def _gram_configs():
-    """Autotune configurations; a single one under the interpreter (several fail there) or when
-    GROMO_KERNELS_TRITON_AUTOTUNE=0 (e.g. a CUDA test run, to compile each variant once)."""
-    if interpreter_enabled():
-        return [triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4)]
-    if os.environ.get(AUTOTUNE_ENV, "1") == "0":
-        return [triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3)]
-    return [
-        triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_D": 128, "BLOCK_R": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_D": 128, "BLOCK_R": 16}, num_warps=8, num_stages=4),
-    ]
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Drop tiles wider than the (bucketed) output: they only burn masked lanes."""
-    width = max(named_args["DA_BUCKET"], named_args["DB_BUCKET"])
-    kept = [c for c in configs if c.kwargs["BLOCK_D"] <= max(64, width)]
-    return kept or configs[:1]
+    """The autotuner's early prune: configs.prune_configs on this launch's variant and widths."""
+    flag = lambda name: bool(kwargs.get(name, named_args.get(name)))  # noqa: E731
+    return prune_configs(configs, width=max(named_args["DA_BUCKET"], named_args["DB_BUCKET"]),
+                         segments=sum(flag(f"HAS{i}") for i in (1, 2, 3)),
+                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"),
+                         i64=flag("I64"))
 
 
 def _autotune_options() -> dict:
@@ -247,9 +232,9 @@ def _autotune_options() -> dict:
 
 
 @triton.autotune(
-    configs=_gram_configs(),
+    configs=gram_configs(),
     key=["DA_BUCKET", "DB_BUCKET", "R_BUCKET", "MODE", "ACC64", "SYMMETRIC", "WEIGHTED", "COMPOSE",
-         "HAS1", "HAS2", "HAS3"],
+         "HAS1", "HAS2", "HAS3", "I64", "ROWS_CONTIG"],
     prune_configs_by={"early_config_prune": _prune_configs},
     **_autotune_options(),
 )
@@ -259,25 +244,28 @@ def _gram_kernel(
     x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
     x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
     x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
-    KHT, KWT, SHT, SWT, PHT, PWT, DHT, DWT, HT, WT, HOT, WOT, TAP0,
+    wy_ptr, wx_ptr, KWT, SHT, SWT, PHT, PWT, DHT, DWT, HT, WT, TAP0,
     HO, WO, R, ROWS_PER_SPLIT, A_LO, DA, B_LO, DB,
     DA_BUCKET, DB_BUCKET, R_BUCKET,
     HAS1: tl.constexpr, HAS2: tl.constexpr, HAS3: tl.constexpr,
     COMPOSE: tl.constexpr, WEIGHTED: tl.constexpr, SYMMETRIC: tl.constexpr,
-    MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
+    MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr, I64: tl.constexpr,
+    ROWS_CONTIG: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """out[split, e, a, b] = Σ_{rows r of the split} Z[r, A_LO + a] · Z[r, B_LO + b].
 
     Grid: (tile pairs, SPLIT, E). Symmetric: pairs (ta <= tb) enumerated column by column.
     COMPOSE: segment 1 is read at the pixel under tap e = TAP0 + program_id(2) of the "tap" conv.
-    WEIGHTED: the A side of each row is multiplied by its tap count under the "tap" conv.
+    WEIGHTED: the A side of each row is multiplied by its tap count wy[oy]·wx[ox] (host-computed).
+    Index work: coordinates in int32; the row index is decomposed once (scalar) and then advanced
+    by BLOCK_R with add-and-carry (exact float reciprocals of the small W_o, H_o), so no lane ever
+    divides; addresses are int32 unless I64 (a tensor of 2³¹ elements or more).
     """
-    pid = tl.program_id(0).to(tl.int64)
-    split = tl.program_id(1).to(tl.int64)
-    e = tl.program_id(2).to(tl.int64)
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    e = tl.program_id(2)
     if SYMMETRIC:
-        tb = ((tl.sqrt((8 * pid + 1).to(tl.float32)) - 1.0) * 0.5).to(tl.int64)
+        tb = ((tl.sqrt((8 * pid + 1).to(tl.float32)) - 1.0) * 0.5).to(tl.int32)
         tb = tl.where(tb * (tb + 1) // 2 > pid, tb - 1, tb)
         tb = tl.where((tb + 1) * (tb + 2) // 2 <= pid, tb + 1, tb)
         ta = pid - tb * (tb + 1) // 2
@@ -285,51 +273,90 @@ def _gram_kernel(
         tiles_b = tl.cdiv(DB, BLOCK_D)
         ta = pid // tiles_b
         tb = pid - ta * tiles_b
-    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_D)
     a_idx = ta * BLOCK_D + offs_d
     b_idx = tb * BLOCK_D + offs_d
     cols_a = A_LO + a_idx
     cols_b = B_LO + b_idx
+    d1 = C1 * KK1 + B1
+    d2 = C2 * KK2 + B2
+    # Column parts of every present segment, for both sides: loop-invariant.
+    a1o, a_in1 = _columns(cols_a, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
+    b1o, b_in1 = _columns(cols_b, 0, C1, KW1, KK1, s1_c, s1_h, s1_w, DH1, DW1, B1, I64)
+    if HAS2:
+        a2o, a_in2 = _columns(cols_a, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
+        b2o, b_in2 = _columns(cols_b, d1, C2, KW2, KK2, s2_c, s2_h, s2_w, DH2, DW2, B2, I64)
+    if HAS3:
+        a3o, a_in3 = _columns(cols_a, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
+        b3o, b_in3 = _columns(cols_b, d1 + d2, C3, KW3, KK3, s3_c, s3_h, s3_w, DH3, DW3, B3, I64)
+    if not ROWS_CONTIG:
+        a1o = tl.max_contiguous(a1o, BLOCK_D)
+        b1o = tl.max_contiguous(b1o, BLOCK_D)
 
     tap = TAP0 + e
     ti = tap // KWT
     tj = tap - ti * KWT
-    plane = HO * WO
     row_start = split * ROWS_PER_SPLIT
     row_end = tl.minimum(row_start + ROWS_PER_SPLIT, R)
+    inv_wo = 1.0 / WO.to(tl.float32)
+    inv_ho = 1.0 / HO.to(tl.float32)
+    plane = HO * WO
+    # Image n (= R / plane) of every kernel image is zeros: rows past the end read it.
+    img_zero = R // plane
+    img0 = row_start // plane
+    oy0 = (row_start - img0 * plane) // WO
+    ox0 = row_start - img0 * plane - oy0 * WO
+    j = tl.arange(0, BLOCK_R)
     if ACC64:
         acc = tl.zeros((BLOCK_D, BLOCK_D), tl.float64)
     else:
         acc = tl.zeros((BLOCK_D, BLOCK_D), tl.float32)
     for row0 in range(row_start, row_end, BLOCK_R):
-        r = row0 + tl.arange(0, BLOCK_R).to(tl.int64)
-        row_ok = r < row_end
-        img = r // plane
-        l = r - img * plane
-        oy = l // WO
-        ox = l - oy * WO
+        # Lane j's row (img, oy, ox) = the block's first row + j, with carries. Splits end on block
+        # boundaries, so only rows past R are invalid: they read the zero image.
+        t = ox0 + j
+        q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
+        ox = t - q * WO
+        u = oy0 + q
+        q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
+        oy = u - q * HO
+        img = tl.minimum(img0 + q, img_zero)
+        # The next block's first row.
+        t = ox0 + BLOCK_R
+        q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
+        ox0 = t - q * WO
+        u = oy0 + q
+        q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
+        oy0 = u - q * HO
+        img0 = img0 + q
+
         if COMPOSE:
+            # Segment 1 at the pixel under tap e; outside the grid it reads the zero image.
             py1 = oy * SHT - PHT + ti * DHT
             px1 = ox * SWT - PWT + tj * DWT
-            pos1_ok = row_ok & (py1 >= 0) & (py1 < HT) & (px1 >= 0) & (px1 < WT)
+            ok1 = (py1.to(tl.uint32) < HT.to(tl.uint32)) & (px1.to(tl.uint32) < WT.to(tl.uint32))
+            img1 = tl.where(ok1, img, img_zero)
+            py1 = tl.minimum(tl.maximum(py1, 0), HT - 1)
+            px1 = tl.minimum(tl.maximum(px1, 0), WT - 1)
         else:
+            img1 = img
             py1 = oy
             px1 = ox
-            pos1_ok = row_ok
-        za = _z_tile(cols_a, img, oy, ox, row_ok, py1, px1, pos1_ok,
-                     x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
-                     x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
-                     x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
-                     HAS1, HAS2, HAS3, ACC64, BLOCK_R, BLOCK_D)
-        zb = _z_tile(cols_b, img, oy, ox, row_ok, py1, px1, pos1_ok,
-                     x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
-                     x2_ptr, C2, H2, W2, s2_n, s2_c, s2_h, s2_w, KW2, KK2, SH2, SW2, PH2, PW2, DH2, DW2, B2,
-                     x3_ptr, C3, H3, W3, s3_n, s3_c, s3_h, s3_w, KW3, KK3, SH3, SW3, PH3, PW3, DH3, DW3, B3,
-                     HAS1, HAS2, HAS3, ACC64, BLOCK_R, BLOCK_D)
-        za = _prepare(za, MODE, ACC64)
-        zb = _prepare(zb, MODE, ACC64)
+        r1 = _rows(img1, py1, px1, SH1, SW1, s1_n, s1_h, s1_w, I64, ROWS_CONTIG, BLOCK_R)
+        za = _gather(x1_ptr, r1, a1o, ACC64, I64)
+        zb = _gather(x1_ptr, r1, b1o, ACC64, I64)
+        if HAS2:
+            r2 = _rows(img, oy, ox, SH2, SW2, s2_n, s2_h, s2_w, I64, ROWS_CONTIG, BLOCK_R)
+            za = tl.where(a_in2[None, :], _gather(x2_ptr, r2, a2o, ACC64, I64), za)
+            zb = tl.where(b_in2[None, :], _gather(x2_ptr, r2, b2o, ACC64, I64), zb)
+        if HAS3:
+            r3 = _rows(img, oy, ox, SH3, SW3, s3_n, s3_h, s3_w, I64, ROWS_CONTIG, BLOCK_R)
+            za = tl.where(a_in3[None, :], _gather(x3_ptr, r3, a3o, ACC64, I64), za)
+            zb = tl.where(b_in3[None, :], _gather(x3_ptr, r3, b3o, ACC64, I64), zb)
+        za = _prepare(za, MODE, EMULATE, ACC64)
+        zb = _prepare(zb, MODE, EMULATE, ACC64)
         if WEIGHTED:
-            weight = _tap_count(oy, KHT, SHT, PHT, DHT, HOT) * _tap_count(ox, KWT, SWT, PWT, DWT, WOT)
+            weight = tl.load(wy_ptr + oy) * tl.load(wx_ptr + ox)
             if ACC64:
                 weighted = za * weight.to(tl.float64)[:, None]
             else:
@@ -337,9 +364,9 @@ def _gram_kernel(
             if MODE >= 2 and not ACC64:
                 # count · (rounded operand) has more bits than the mode keeps: split it into a
                 # rounded high part and an (exactly representable) low part, two exact products.
-                high = _prepare(weighted, MODE, ACC64)
+                high = _prepare(weighted, MODE, EMULATE, ACC64)
                 acc = _mma(acc, tl.trans(high), zb, MODE, EMULATE, ACC64)
-                acc = _mma(acc, tl.trans(_prepare(weighted - high, MODE, ACC64)), zb, MODE,
+                acc = _mma(acc, tl.trans(_prepare(weighted - high, MODE, EMULATE, ACC64)), zb, MODE,
                            EMULATE, ACC64)
             else:
                 acc = _mma(acc, tl.trans(weighted), zb, MODE, EMULATE, ACC64)
@@ -347,7 +374,8 @@ def _gram_kernel(
             acc = _mma(acc, tl.trans(za), zb, MODE, EMULATE, ACC64)
 
     mask = (a_idx < DA)[:, None] & (b_idx < DB)[None, :]
-    ptrs = out_ptr + split * s_out_split + e * s_out_e + a_idx[:, None] * s_out_a + b_idx[None, :]
+    base = out_ptr + split.to(tl.int64) * s_out_split + e.to(tl.int64) * s_out_e
+    ptrs = base + a_idx.to(tl.int64)[:, None] * s_out_a + b_idx[None, :]
     tl.store(ptrs, acc, mask=mask)
 
 
@@ -434,17 +462,11 @@ def _sm_count(index: int) -> int:
 
 
 def _auto_split(device: torch.device, rows: int, tiles: int, outputs: int, item: int) -> int:
-    """Splits of the row range so that tiles·SPLIT fills the GPU twice over (1 under the interpreter).
-
-    Each split keeps at least 4096 rows; the partial buffer stays under 256 MB.
-    """
+    """configs.auto_split for this device's SM count (1 off CUDA: the interpreter)."""
     if device.type != "cuda":
         return 1
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    want = triton.cdiv(2 * sms, max(1, tiles))
-    by_rows = max(1, rows // 4096)
-    by_memory = max(1, _PARTIAL_BYTES // max(1, outputs * item))
-    return max(1, min(want, by_rows, by_memory, 128))
+    return auto_split(sms, rows, tiles, outputs, item)
 
 
 def _dummy(like: torch.Tensor) -> torch.Tensor:
@@ -455,12 +477,14 @@ def _segment_args(seg: Patches | None, like: torch.Tensor) -> list:
     """The 17 runtime kernel arguments of one segment (a harmless placeholder when absent)."""
     if seg is None:
         return [_dummy(like), 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0]
-    x = seg.x
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = seg.geometry
-    n, c, h, w = x.shape
-    ptr = x if x.numel() > 0 else _dummy(x)
+    (kh, kw), (sh, sw), _, (dh, dw) = seg.geometry
+    c = seg.x.shape[1]
+    x = kernel_image(seg.x, seg.geometry, seg.bias)
+    h, w = x.shape[2:]
+    if x.numel() == 0:
+        return [_dummy(seg.x), c, h, w, 0, 0, 0, 0, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
     sn, sc, shh, sww = x.stride()
-    return [ptr, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, ph, pw, dh, dw, int(seg.bias)]
+    return [x, c, h, w, sn, sc, shh, sww, kw, kh * kw, sh, sw, 0, 0, dh, dw, int(seg.bias)]
 
 
 def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None = None, precision,
@@ -492,10 +516,15 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
     a_lo, da = a_cols
     b_lo, db = a_cols if symmetric else b_cols
     compose = taps is not None and not taps.weighted
+    if compose and (symmetric or a_cols != (0, present[0].width)):
+        raise ValueError("gram_triton: with composed taps the A side must be segment 1 exactly")
     weighted = taps is not None and taps.weighted
     taps_count = taps.count if compose else 1
     if rows == 0 or da == 0 or db == 0:
         return torch.zeros((taps_count, da, db), dtype=acc_dtype, device=device)
+    if rows >= _INT32_LIMIT - 2 * _ROW_ALIGN or max(ho, wo) >= _GRID_LIMIT:
+        raise ValueError(f"gram_triton: rows_grid {tuple(rows_grid)} is too large for the kernel's "
+                         f"int32 row index (rows < 2**31, H_o and W_o < 2**22)")
 
     item = torch.finfo(acc_dtype).bits // 8
     approx_tiles = triton.cdiv(da, 128) * triton.cdiv(db, 128)
@@ -507,8 +536,8 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
         if not isinstance(split_k, int) or split_k < 1:
             raise ValueError(f"split_k must be a positive int, got {split_k!r}")
         split = split_k
-    # Automatic splits fall on BLOCK_R boundaries; an explicit split_k (tests) may cut finer.
-    align = _ROW_ALIGN if split_k is None else 16
+    # Splits fall on BLOCK_R boundaries (the kernel relies on it: only rows past R are invalid).
+    align = _ROW_ALIGN if split_k is None else _MAX_BLOCK_R
     rows_per_split = triton.cdiv(triton.cdiv(rows, split), align) * align
     split = triton.cdiv(rows, rows_per_split)
 
@@ -518,12 +547,15 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
                                                         device=device)
 
     if taps is None:
-        tap_args = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0]
+        ones = torch.ones(1, dtype=torch.float32, device=device)
+        tap_args = [ones, ones, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0]
     else:
         (kht, kwt), (sht, swt), (pht, pwt), (dht, dwt) = taps.geometry
         ht, wt = taps.grid
         hot, wot = taps.geometry.output_size(ht, wt)
-        tap_args = [kht, kwt, sht, swt, pht, pwt, dht, dwt, ht, wt, hot, wot, taps.first]
+        wy = tap_counts(ht, hot, kht, sht, pht, dht, device)
+        wx = tap_counts(wt, wot, kwt, swt, pwt, dwt, device)
+        tap_args = [wy, wx, kwt, sht, swt, pht, pwt, dht, dwt, ht, wt, taps.first]
 
     args = [part, part.stride(0), part.stride(1), part.stride(2)]
     for seg in segments:
@@ -542,6 +574,8 @@ def gram_triton(segments, rows_grid, a_cols, b_cols=None, *, taps: Taps | None =
         HAS1=segments[0] is not None, HAS2=segments[1] is not None, HAS3=segments[2] is not None,
         COMPOSE=compose, WEIGHTED=weighted, SYMMETRIC=symmetric, MODE=mode,
         EMULATE=interpreter_enabled(), ACC64=acc_dtype == torch.float64,
+        I64=any(a.numel() >= _INT32_LIMIT for a in args if isinstance(a, torch.Tensor)),
+        ROWS_CONTIG=ho * wo > 1,
     )
     if direct:
         return out
