@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gromo_style_solves import gromo_optimal_delta  # noqa: E402
 from gromo.containers._candidate_descent import descend_candidates  # noqa: E402
 from gromo.containers._candidate_fit import CandidatePlan, fit_candidates  # noqa: E402
-from gromo.containers.growing_graph_network import GrowingGraphNetwork  # noqa: E402
 from gromo.containers.growing_dag import ExpansionType  # noqa: E402
+from gromo.containers.growing_graph_network import GrowingGraphNetwork  # noqa: E402
 from gromo.utils.tools import lecun_normal_  # noqa: E402
 
 LOSS = nn.CrossEntropyLoss()

@@ -2,7 +2,7 @@
 ours (gromo_kernels.layer_statistics, torch backend) and GroMo's way (bench/gromo_baseline.py).
 
 "Update the statistics of the pair" = S, M, E of the current layer, plus S_growth, M₋₂ and P that
-growing it needs. Shapes are those of perf_notes.md (GroMo measured at commit 88c20eee).
+growing it needs. Shapes are those GroMo's own growth benchmarks use.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import gromo_baseline as baseline
 import torch
 
 import gromo_kernels as gk
-import gromo_baseline as baseline
 
 SEED = 20240611
 

@@ -241,7 +241,7 @@ def pair_inputs(case: dict, device, seed: int):
 def statistic_flops(case: dict, name: str, shapes: dict) -> float:
     """GEMM-equivalent FLOPs 2·rows·(entries of the result) of one statistic.
 
-    Full S_growth counts the rows once (its tap-weighted form, perf_notes identity 1), not rows·kk.
+    Full S_growth counts the rows once (its tap-weighted form: each row weighted by its tap count), not rows·kk.
     """
     rows = case["n"] if case["kind"] == "linear" else case["n"] * case["hw"] ** 2
     entries = 1

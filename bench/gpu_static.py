@@ -149,6 +149,7 @@ def compile_one(job) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
     from gromo_kernels.triton_impl import gram
 
     default, configs, _, _ = _configs()

@@ -1,4 +1,4 @@
-"""GroMo's formulation of the layer statistics, written by us from gromo_math.md §3.3–3.6: the baseline.
+"""GroMo's formulation of the layer statistics, written by us from TINY, TMLR 2024: the baseline.
 
 This is the computation GroMo performs in one ``update_computation`` of a pair of layers, with its
 data layout and its recomputations, but without its module plumbing (hooks, TensorStatistic

@@ -1,4 +1,4 @@
-"""The baseline: GroMo's solves as gromo_math.md §4.1, §5.3, §5.4 describe them, layer by layer.
+"""The baseline: GroMo's solves as TINY, TMLR 2024 describe them, layer by layer.
 
 Written from the spec (GroMo is GPL; no code copied). Same algorithms, thresholds and fallbacks:
 

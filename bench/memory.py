@@ -116,7 +116,6 @@ def _main(case_name: str, impl: str, mode: str = "memory", rounds: int = 1) -> N
         libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024)
     sys.path[:0] = [str(BENCH_DIR), str(REPO_ROOT)]
     import torch  # noqa: E402
-
     from cases import CASES  # noqa: E402  (needs bench/ on the path)
 
     if mode == "cpu1":

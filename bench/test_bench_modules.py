@@ -16,14 +16,14 @@ the ratios appear in the table at the end of the run (bench/conftest.py).
 
 from __future__ import annotations
 
+import gromo_baseline as baseline
 import pytest
 import torch
 from torch import nn
 
-import gromo_baseline as baseline
 import gromo_kernels as gk
-from gromo_kernels import testing
 from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
+from gromo_kernels import testing
 
 SEED = 20240611
 _GEOMETRY = gk.Conv2dGeometry(3, 1, 1)

@@ -13,14 +13,14 @@ the run (bench/conftest.py) reports the ratios; bench/results/cpu_statistics.md 
 
 from __future__ import annotations
 
+import gromo_baseline as baseline
 import pytest
 import torch
-
-import gromo_baseline as baseline
-import gromo_kernels as gk
 from cases import CASES
-from gromo_kernels import testing
 from memory import cpu_time_in_subprocess, measure_in_subprocess
+
+import gromo_kernels as gk
+from gromo_kernels import testing
 
 CASE_PARAMS = [pytest.param(name, marks=pytest.mark.full64) if name == "full_n64" else name for name in CASES]
 

@@ -1,6 +1,9 @@
 """gromo_kernels: statistics and solves for growing neural networks (public API re-exports)."""
 
+from . import linalg as _linalg
+from . import statistics as _statistics
 from .geometry import Conv2dGeometry
+from .linalg import *  # noqa: F401,F403
 from .results import (
     AddedNeurons,
     DeltaResult,
@@ -10,8 +13,6 @@ from .results import (
     SolveResult,
 )
 from .statistics import *  # noqa: F401,F403
-from .linalg import *  # noqa: F401,F403
-from . import statistics as _statistics, linalg as _linalg
 
 __version__ = "0.1.0"
 

@@ -12,8 +12,7 @@ import time
 
 import torch
 
-from . import Conv2dGeometry, layer_statistics
-from . import testing
+from . import Conv2dGeometry, layer_statistics, testing
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ import torch
 
 
 class RestrictedGrowthStats(NamedTuple):
-    """Restricted conv-of-conv statistics (sums), gromo_math.md §3.5.
+    """Restricted conv-of-conv statistics (sums), TINY, TMLR 2024
 
     m_prev: (D_p, C_out)   Σ Ũ_p dAᵀ (centre tap only)
     cross_cov: (D_p, D)    Σ Ũ_p Uᵀ
@@ -19,7 +19,7 @@ class RestrictedGrowthStats(NamedTuple):
 
 
 class FullGrowthStats(NamedTuple):
-    """Full conv-of-conv statistics (sums), gromo_math.md §3.6.
+    """Full conv-of-conv statistics (sums), TINY, TMLR 2024
 
     s_growth: (D_p, D_p)          Σ B̂ᵀB̂ over positions and taps
     m_prev: (D_p, C_out·kk)       column c·kk + e

@@ -2,7 +2,7 @@
 
 Every function returns SUMS over rows (batch × positions / tokens), never means, in fp32 (fp64 for
 fp64 inputs): ``S = Σ x̃ x̃ᵀ``, ``M = Σ x̃ dAᵀ``, ``E = Σ dA dAᵀ`` and the growth statistics of
-gromo_math.md §3.3–3.6. The layer here does everything that does not depend on the backend, so the
+TINY, TMLR 2024 The layer here does everything that does not depend on the backend, so the
 torch and triton implementations see one contract (gromo_kernels/torch_impl, gromo_kernels/triton_impl):
 
 * validation: rank, batch and grid agreement, device/dtype agreement, floating dtypes, optional
@@ -571,7 +571,7 @@ def conv2d_restricted_growth_stats(x_prev: torch.Tensor, x: torch.Tensor, grad: 
                                    bias_prev: bool = True, bias: bool = True, backend: str = "auto",
                                    precision=None, chunk: int | None = None,
                                    check_finite: bool = False) -> RestrictedGrowthStats:
-    """M₋₂ = Σ Ũ_p dAᵀ (D_p, C_out), P = Σ Ũ_p Uᵀ (D_p, D): conv -> centre-tap conv (gromo_math.md §3.5).
+    """M₋₂ = Σ Ũ_p dAᵀ (D_p, C_out), P = Σ Ũ_p Uᵀ (D_p, D): conv -> centre-tap conv (TINY, TMLR 2024).
 
     Ũ_p[:, :, l] is the previous conv's patch vector (bias last) at the pixel read by the current
     conv's centre tap at output position l, 0 where that pixel is padding.
@@ -601,7 +601,7 @@ def conv2d_full_growth_stats(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.
                              bias_prev: bool = True, bias: bool = True, backend: str = "auto",
                              precision=None, chunk: int | None = None,
                              check_finite: bool = False) -> FullGrowthStats:
-    """S₋₂ (D_p, D_p), M₋₂ (D_p, C_out·kk), P (kk, D_p, D) of conv -> full k×k conv (gromo_math.md §3.6).
+    """S₋₂ (D_p, D_p), M₋₂ (D_p, C_out·kk), P (kk, D_p, D) of conv -> full k×k conv (TINY, TMLR 2024).
 
     With B̂[i,l,e,:] the previous patch vector at the pixel read by tap e of output l:
     S₋₂ = Σ B̂ B̂ᵀ over (i, l, e); M₋₂[:, c·kk+e] = Σ_{i,l} B̂[i,l,e] dA[i,c,l];

@@ -13,9 +13,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .geometry import Conv2dGeometry, as_geometry
-from .testing_solves import (SolveErrors, delta_errors, exact_added_neurons, exact_delta, float64_statistics,
-                             neuron_errors)
+from .geometry import as_geometry
+from .testing_solves import (
+    SolveErrors,
+    delta_errors,
+    exact_added_neurons,
+    exact_delta,
+    float64_statistics,
+    neuron_errors,
+)
 
 __all__ = [
     "Tolerance",
@@ -320,7 +326,7 @@ class _FullRef(NamedTuple):
 
 def conv2d_restricted_growth_stats_reference(x_prev, x, grad, *, prev, cur, bias_prev=True, bias=True,
                                              precision=None):
-    """gromo_math.md §3.5 in float64: m_prev (D_p, C_out), cross_cov (D_p, D).
+    """TINY, TMLR 2024 in float64: m_prev (D_p, C_out), cross_cov (D_p, D).
 
     Ũ_p[:, :, l] = previous patch vector at the pixel under the current centre tap of output l
     (0 where that pixel is padding, bias entry included).
@@ -342,7 +348,7 @@ def conv2d_restricted_growth_stats_reference(x_prev, x, grad, *, prev, cur, bias
 
 def conv2d_full_growth_stats_reference(x_prev, x, grad, *, prev, cur, bias_prev=True, bias=True,
                                        precision=None):
-    """gromo_math.md §3.6 in float64 through the explicit masked unfold B̂ (n, L, kk, D_p).
+    """TINY, TMLR 2024 in float64 through the explicit masked unfold B̂ (n, L, kk, D_p).
 
     s_growth (D_p, D_p), m_prev (D_p, C_out·kk) with column c·kk+e, cross_cov (kk, D_p, D).
     """

@@ -1,4 +1,4 @@
-"""GroMo's ``gromo.containers.growing_block``: residual blocks whose hidden width grows (gromo_math.md §11).
+"""GroMo's ``gromo.containers.growing_block``: residual blocks whose hidden width grows (TINY, TMLR 2024).
 
 A block computes ``out = downsample(x) + second(first(pre_activation(x)))`` where
 ``first.post_layer_function = mid_activation`` and ``second.post_layer_function =

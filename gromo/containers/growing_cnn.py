@@ -4,7 +4,7 @@
       → ReLU → 2×2 average pool → flatten → Linear(C·⌊H/2⌋·⌊W/2⌋ → classes)
 
 Each block is ``x + conv₂(act(conv₁(act(x))))`` with 3×3 convolutions (padding 1) whose hidden
-width starts at 0 or 1 and grows by TINY updates (Restricted conv growth, gromo_math.md §3.5): the
+width starts at 0 or 1 and grows by TINY updates (Restricted conv growth, TINY, TMLR 2024): the
 blocks are the container's growable layers. With 0 hidden channels a block is the identity and its
 growth statistics come from the gradient at the block output.
 """

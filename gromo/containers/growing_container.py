@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
-from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.config.loader import load_config
+from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.utils import get_correct_device
 

@@ -28,8 +28,8 @@ import warnings
 from typing import Any
 
 import networkx as nx
-from networkx.classes import reportviews
 import torch
+from networkx.classes import reportviews
 from torch import nn
 
 from gromo.containers import _dag_growth

@@ -1,4 +1,4 @@
-"""GroMo's ``gromo.modules.conv2d_growing_module``: growing 2-D convolutions (gromo_math.md §3.4–3.7).
+"""GroMo's ``gromo.modules.conv2d_growing_module``: growing 2-D convolutions (TINY, TMLR 2024).
 
 ``Conv2dGrowingModule`` wraps an ``nn.Conv2d`` (weight (C_out, C, kh, kw), unfold feature order
 ``c·kh·kw + i·kw + j``, bias row last, D = C·kh·kw + b) and collects S (D, D), M (D, C_out) and
@@ -736,7 +736,7 @@ class Conv2dGrowingModule(GrowingModule):
 
 
 class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
-    """Growth "conv → centre-tap conv" (gromo_math.md §3.5).
+    """Growth "conv → centre-tap conv" (TINY, TMLR 2024).
 
     New neurons: a full kh_p×kw_p conv α in the previous layer followed, here, by a kernel that is
     non-zero only at the centre tap (ω). M₋₂ = Σ Ũ_p dAᵀ / n (D_p, C_out), P = Σ Ũ_p Uᵀ / n
@@ -928,7 +928,7 @@ class RestrictedConv2dGrowingModule(Conv2dGrowingModule):
 
 
 class FullConv2dGrowingModule(Conv2dGrowingModule):
-    """Growth "conv → full k×k conv" (gromo_math.md §3.6).
+    """Growth "conv → full k×k conv" (TINY, TMLR 2024).
 
     With B̂[i,l,e,:] the previous patch vector at the pixel read by tap e of output l:
     S₋₂ = Σ B̂B̂ᵀ / n (D_p, D_p), M₋₂[:, c·kk+e] = Σ B̂[·,e] dA_c / n (D_p, C_out·kk),

@@ -1,4 +1,4 @@
-"""GroMo's ``gromo.modules.growing_module``: the growing-layer base classes (gromo_math.md §3–9).
+"""GroMo's ``gromo.modules.growing_module``: the growing-layer base classes (TINY, TMLR 2024).
 
 ``GrowingModule`` wraps one layer (``self.layer``) and everything a growth step needs: storage of
 its input and pre-activation, the statistics (S, M, M₋₂, P, E), the natural-gradient step (optimal
@@ -79,13 +79,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import gromo_kernels as gk
-from gromo.modules._unlink import detach_neighbours as _detach_neighbours
-from gromo.modules._unlink import unlink as _unlink
-from gromo.utils._assertions import ensure
-from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.modules import _guards
 from gromo.modules._dtypes import match_pending_layer_dtypes
 from gromo.modules._transactions import atomic, merge_and_neighbours, module_and_neighbours
+from gromo.modules._unlink import detach_neighbours as _detach_neighbours
+from gromo.modules._unlink import unlink as _unlink
+from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
 from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta
 from gromo.utils.utils import ReLUDerivativeOneAtZero, compute_tensor_stats, get_correct_device
@@ -651,7 +650,7 @@ class MergeGrowingModule(nn.Module):
 
 
 class GrowingModule(nn.Module):
-    """A layer of dynamic size and everything needed to grow it (gromo_math.md §3–9).
+    """A layer of dynamic size and everything needed to grow it (TINY, TMLR 2024).
 
     Args:
         layer: the wrapped layer.

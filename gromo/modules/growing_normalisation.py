@@ -1,4 +1,4 @@
-"""Normalisation layers whose feature (channel) count can grow (gromo_math.md §10).
+"""Normalisation layers whose feature (channel) count can grow (TINY, TMLR 2024).
 
 A growing norm is an ordinary torch norm plus ``grow(k, ...)``: it appends ``k`` features whose
 affine weight is 1, bias 0, running mean 0 and running variance 1 unless values are given, so that a

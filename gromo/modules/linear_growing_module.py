@@ -1,5 +1,4 @@
-"""GroMo's ``gromo.modules.linear_growing_module``: growing fully-connected layers (gromo_math.md
-§3.3, §3.7, §5.5, §7.4).
+"""GroMo's ``gromo.modules.linear_growing_module``: growing fully-connected layers (TINY, TMLR 2024).
 
 ``LinearGrowingModule`` wraps an ``nn.Linear``; its statistics come from one
 ``gromo_kernels.layer_statistics(kind="linear", ...)`` call per batch (see

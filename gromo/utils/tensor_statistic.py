@@ -1,4 +1,4 @@
-"""Running averages of statistics over machine batches (gromo_math.md §2).
+"""Running averages of statistics over machine batches (TINY, TMLR 2024).
 
 ``TensorStatistic`` accumulates the SUM returned by its update function and the number of samples;
 calling it returns the mean. Its ``updated`` flag is the guard against double counting: a module's

@@ -1,5 +1,5 @@
 """GroMo's ``gromo.utils.tools``: thin wrappers that keep GroMo's signatures, warnings and error
-types while gromo_kernels does the linear algebra (gromo_math.md §4.1, §5.3, §5.4, §15).
+types while gromo_kernels does the linear algebra (TINY, TMLR 2024).
 
 Differences from GroMo (deliberate, all in the direction of correctness):
 * Solves run in float64 inside gromo_kernels (``dtype`` is still the precision the inputs are
@@ -179,7 +179,7 @@ def compute_optimal_added_parameters(
     ignore_singular_values: bool = False,
     matrix_covariance_loss_gradient: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """New neurons from the SVD of ``S^{-1/2} N [E^{-1/2}]`` (TINY, gromo_math.md §5.3).
+    """New neurons from the SVD of ``S^{-1/2} N [E^{-1/2}]`` (TINY, TINY, TMLR 2024).
 
     ``α = S^{-1/2} U_k √σ_k``, ``ω = √σ_k V_kᵀ [E^{-1/2}]``; keep ``σ ≥ min(statistical_threshold,
     σ_max)`` then the first ``maximum_added_neurons``; eigenvalues of S (and E) ``≤ numerical_threshold``

@@ -33,7 +33,7 @@ __all__ = [
     "compute_tensor_stats",
     "ReLUDerivativeOneAtZero",
     "set_from_conf",
-    "known_activations_zero_plus_gradient",
+    "known_activations_zero_plus_gradient",  # noqa: F822 (module __getattr__, read lazily)
     "line_search",
     "mini_batch_gradient_descent",
     "batch_gradient_descent",

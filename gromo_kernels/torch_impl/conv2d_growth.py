@@ -1,4 +1,4 @@
-"""Conv-of-conv growth statistics on the torch path (gromo_math.md §3.5, §3.6), without the masked unfold.
+"""Conv-of-conv growth statistics on the torch path (TINY, TMLR 2024), without the masked unfold.
 
 Notation: previous conv ``prev`` reads x_prev (n, C_p, H_p, W_p) and produces the current input grid
 H×W; u_p (D_p,) is its bias-extended patch vector at pixel p (D_p = C_p·kk_p + b_p). The current conv
@@ -61,10 +61,10 @@ from .._precision import round_operand
 from ..geometry import Conv2dGeometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
 from .conv2d import (
-    ShiftCorrelator,
-    ShiftTerm,
     _FLOPS_PER_FLOAT_MOVED,
     _FLOPS_PER_OP,
+    ShiftCorrelator,
+    ShiftTerm,
     _tap_offsets,
     _upper_half,
     auto_chunk,
@@ -280,7 +280,7 @@ def conv2d_restricted_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, 
                                          prev: Conv2dGeometry, cur: Conv2dGeometry, bias_prev: bool,
                                          bias: bool, precision: str, chunk: int | None,
                                          method: str = "auto") -> RestrictedGrowthStats:
-    """Restricted growth statistics (gromo_math.md §3.5): m_prev (D_p, C_out), cross_cov (D_p, D).
+    """Restricted growth statistics (TINY, TMLR 2024): m_prev (D_p, C_out), cross_cov (D_p, D).
 
     Args:
         x_prev: (n, C_p, H_p, W_p) previous layer's input; x: (n, C, H, W) this layer's input (the
@@ -522,7 +522,7 @@ def conv2d_full_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, grad: 
                                    prev: Conv2dGeometry, cur: Conv2dGeometry, bias_prev: bool,
                                    bias: bool, precision: str, chunk: int | None,
                                    method: str = "auto") -> FullGrowthStats:
-    """Full growth statistics (gromo_math.md §3.6) without the masked unfold.
+    """Full growth statistics (TINY, TMLR 2024) without the masked unfold.
 
     Args:
         x_prev: (n, C_p, H_p, W_p) previous layer's input; x: (n, C, H, W) this layer's input;
@@ -537,7 +537,7 @@ def conv2d_full_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, grad: 
     Raises:
         ValueError: grids that do not chain, or "shift" asked for a strided conv.
     """
-    strided = _check_growth_call(x_prev, x, prev, cur, method)
+    _check_growth_call(x_prev, x, prev, cur, method)
     if method == "auto":
         methods, correlators = _full_choose(x_prev, x, grad, prev, cur)
     else:

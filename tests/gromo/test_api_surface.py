@@ -1,5 +1,4 @@
-"""API surface of the ``gromo`` package against GroMo's published signatures (gromo_math.md §16,
-§2, §12 and shared/reference/gromo_*_api.txt).
+"""API surface of the ``gromo`` package against GroMo's published signatures.
 
 Every member is looked up at its documented module path; signatures are compared parameter by
 parameter (name, order, kind, default — ``**kwargs`` names are free); properties must be properties,
@@ -25,7 +24,7 @@ from gromo.modules.conv2d_growing_module import (
     FullConv2dGrowingModule,
     RestrictedConv2dGrowingModule,
 )
-from gromo.modules.growing_module import GrowingModule, MergeGrowingModule, SupportsExtendedForward
+from gromo.modules.growing_module import GrowingModule, SupportsExtendedForward
 from gromo.modules.growing_normalisation import GrowingBatchNorm1d, GrowingBatchNorm2d, GrowingLayerNorm
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
 from gromo.utils import utils

@@ -1,4 +1,4 @@
-"""Growing convolutions (gromo_math.md §3.4–3.6, §5.5, §7.4, §12): statistics against float64
+"""Growing convolutions (TINY, TMLR 2024): statistics against float64
 brute-force references after real forward/backward passes, growth packaging, surgery, caches."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from gromo_kernels import Conv2dGeometry
-from gromo_kernels import testing as ref
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
     FullConv2dGrowingModule,
     RestrictedConv2dGrowingModule,
 )
 from gromo.modules.linear_growing_module import LinearGrowingModule
+from gromo_kernels import Conv2dGeometry
+from gromo_kernels import testing as ref
 
 # (kernel, stride, padding, dilation) of the previous conv and of the current conv.
 GEOMETRIES = {
@@ -451,7 +451,7 @@ def test_float64_growth_end_to_end(generator, device):
     assert second.weight.dtype == torch.float64 and first.weight.dtype == torch.float64
 
 
-# ----- errors (gromo_math.md §12) ---------------------------------------------------------------
+# ----- errors (TINY, TMLR 2024) ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=["restricted", "full"])

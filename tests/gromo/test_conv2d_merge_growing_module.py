@@ -1,4 +1,4 @@
-"""Conv2dMergeGrowingModule (gromo_math.md §3.7): graphs Conv→ConvMerge→LinearMerge→Linear and
+"""Conv2dMergeGrowingModule (TINY, TMLR 2024): graphs Conv→ConvMerge→LinearMerge→Linear and
 Conv,Conv→ConvMerge→Conv computing optimal deltas against float64 references; sizes and errors."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from gromo_kernels import Conv2dGeometry
-from gromo_kernels import testing as ref
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
     Conv2dMergeGrowingModule,
     RestrictedConv2dGrowingModule,
 )
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
+from gromo_kernels import Conv2dGeometry
+from gromo_kernels import testing as ref
 
 
 def _randn(generator, *shape, device):

@@ -75,7 +75,12 @@ def _mlp_scenario() -> dict:
     from gromo.containers.growing_mlp import GrowingMLP
     from gromo.growth.datasets import make_synthetic
     from gromo.growth.loop import (
-        GrowthConfig, _compute_updates, _first_order_gain, accumulate_statistics, growth_step, train_epochs,
+        GrowthConfig,
+        _compute_updates,
+        _first_order_gain,
+        accumulate_statistics,
+        growth_step,
+        train_epochs,
     )
 
     comm = Communicator()

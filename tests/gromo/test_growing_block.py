@@ -1,4 +1,4 @@
-"""GrowingBlock / LinearGrowingBlock / Conv2dGrowingBlock (gromo_math.md §11, §9.2–9.3, §12):
+"""GrowingBlock / LinearGrowingBlock / Conv2dGrowingBlock (TINY, TMLR 2024):
 hidden width 0, statistics, extended forward, pairing, variance transfer with batch norms, delegations."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from gromo_kernels import Conv2dGeometry
-from gromo_kernels import testing as ref
 from gromo.containers.growing_block import (
     Conv2dGrowingBlock,
     GrowingBlock,
@@ -18,6 +16,8 @@ from gromo.containers.growing_block import (
 from gromo.modules.conv2d_growing_module import FullConv2dGrowingModule, RestrictedConv2dGrowingModule
 from gromo.modules.growing_normalisation import GrowingBatchNorm1d, GrowingBatchNorm2d
 from gromo.modules.linear_growing_module import LinearGrowingModule
+from gromo_kernels import Conv2dGeometry
+from gromo_kernels import testing as ref
 
 KINDS = ["linear", "restricted", "full"]
 

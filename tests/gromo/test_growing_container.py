@@ -1,4 +1,4 @@
-"""GrowingContainer (gromo_math.md §11, §16): statistics, selection and application of updates over
+"""GrowingContainer (TINY, TMLR 2024): statistics, selection and application of updates over
 the growable layers of a container."""
 
 from __future__ import annotations

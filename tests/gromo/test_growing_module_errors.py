@@ -1,4 +1,4 @@
-"""The remaining errors and warnings of gromo_math.md §12 for the growing / merge base classes, and
+"""The remaining errors and warnings of TINY, TMLR 2024 for the growing / merge base classes, and
 the rare paths of the solve wrappers (negative decrease retry, eigh regularisation)."""
 
 from __future__ import annotations

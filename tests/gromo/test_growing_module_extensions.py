@@ -1,5 +1,5 @@
 """Extensions: creation and initialisation, variance transfer, pairing, extended forward,
-apply_change, sub-selection, scaling, normalisation, growth bookkeeping (gromo_math.md §7–9)."""
+apply_change, sub-selection, scaling, normalisation, growth bookkeeping (TINY, TMLR 2024)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Statistics of growing modules after real forward/backward passes (gromo_math.md §2, §3).
+"""Statistics of growing modules after real forward/backward passes (TINY, TMLR 2024).
 
 Every statistic is compared with gromo_kernels' float64 brute-force references on the stored
 tensors; the loss is sum-reduced, the sample count is the batch size.

@@ -1,4 +1,4 @@
-"""Optimal delta, new neurons and first-order improvements (gromo_math.md §4, §5, §6)."""
+"""Optimal delta, new neurons and first-order improvements (TINY, TMLR 2024)."""
 
 from __future__ import annotations
 

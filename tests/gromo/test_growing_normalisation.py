@@ -1,4 +1,4 @@
-"""Growing normalisation layers (gromo_math.md §10): grow, extended_forward, get_growth_info."""
+"""Growing normalisation layers (TINY, TMLR 2024): grow, extended_forward, get_growth_info."""
 
 from __future__ import annotations
 

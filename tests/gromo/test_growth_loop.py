@@ -4,6 +4,7 @@ optimizer keeps its state, statistics use the sum-reduced cross-entropy."""
 from __future__ import annotations
 
 import re
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -34,8 +34,10 @@ def _linear_pair(device, dtype, generator):
     first = LinearGrowingModule(6, 5, post_layer_function=nn.Tanh(), device=device, name="first")
     second = LinearGrowingModule(5, 4, previous_module=first, device=device, name="second")
     first.next_module = second
-    inputs = lambda: torch.randn(32, 6, generator=generator).to(device, dtype)
-    targets = lambda: torch.randn(32, 4, generator=generator).to(device, dtype)
+    def inputs():
+        return torch.randn(32, 6, generator=generator).to(device, dtype)
+    def targets():
+        return torch.randn(32, 4, generator=generator).to(device, dtype)
     return first.to(dtype), second.to(dtype), inputs, targets
 
 
@@ -43,8 +45,10 @@ def _conv_pair(scheme, device, dtype, generator):
     first = scheme(2, 3, 3, padding=1, post_layer_function=nn.ReLU(), device=device, name="first")
     second = scheme(3, 2, 3, padding=1, previous_module=first, device=device, name="second")
     first.next_module = second
-    inputs = lambda: torch.randn(8, 2, 6, 6, generator=generator).to(device, dtype)
-    targets = lambda: torch.randn(8, 2, 6, 6, generator=generator).to(device, dtype)
+    def inputs():
+        return torch.randn(8, 2, 6, 6, generator=generator).to(device, dtype)
+    def targets():
+        return torch.randn(8, 2, 6, 6, generator=generator).to(device, dtype)
     return first.to(dtype), second.to(dtype), inputs, targets
 
 

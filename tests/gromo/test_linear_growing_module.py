@@ -1,5 +1,5 @@
 """LinearGrowingModule / LinearMergeGrowingModule specifics: sizes, surgery, safe forward, legacy
-updates, printing, merge graph (gromo_math.md §3.1, §3.3, §3.7, §7.4, §16)."""
+updates, printing, merge graph (TINY, TMLR 2024)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TensorStatistic / TensorStatiticWithEstimationError (gromo_math.md §2)."""
+"""TensorStatistic / TensorStatiticWithEstimationError (TINY, TMLR 2024)."""
 
 from __future__ import annotations
 

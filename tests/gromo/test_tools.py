@@ -1,4 +1,4 @@
-"""gromo.utils.tools: GroMo's solve wrappers and conv helpers (gromo_math.md §4.1, §5.3, §5.4, §15)."""
+"""gromo.utils.tools: GroMo's solve wrappers and conv helpers (TINY, TMLR 2024)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """optimal_delta / optimal_added_neurons: GroMo agreement, GroMo's failure cases, batching, grouping.
 
-The GroMo transcription (bench/gromo_style_solves.py, written from gromo_math.md §4.1, §5.3, §5.4) is
+The GroMo transcription (bench/gromo_style_solves.py, written from TINY, TMLR 2024) is
 the reference: run in float64 on well-conditioned inputs it must equal ours to 1e-10 (fp64) / 1e-5
 (our fp32 path); run in float32 (GroMo's default) on the failure cases it misbehaves and ours does not.
 """
