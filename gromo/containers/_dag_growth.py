@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gromo.containers._dag_expansion import Expansion, ExpansionType, InterMergeExpansion
+from gromo.utils._assertions import ensure
 from gromo.utils.utils import alphabetic_index, f1_micro
 
 
@@ -151,12 +152,12 @@ class DAGGrowthMixin:
             loss_fn(self(x), y).backward()
             self.update_computation()
             for module in next_modules:
-                assert module.pre_activity is not None and module.pre_activity.grad is not None, (
+                ensure(module.pre_activity is not None and module.pre_activity.grad is not None, lambda: (
                     f"{module.name}: the gradient of its pre-activation is missing."
-                )
+                ))
                 gradients[module._name].append(module.pre_activity.grad.detach().cpu())
             for module in node_modules:
-                assert module.activity is not None, f"{module.name}: its activity is missing."
+                ensure(module.activity is not None, f"{module.name}: its activity is missing.")
                 activities[module._name].append(module.activity.detach().cpu())
         input_b = {name: torch.cat(chunks) for name, chunks in activities.items()}
         self.compute_optimal_delta()

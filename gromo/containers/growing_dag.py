@@ -45,6 +45,7 @@ from gromo.containers._dag_parts import (
 )
 from gromo.containers.growing_container import GrowingContainer
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
+from gromo.utils._assertions import ensure
 
 __all__ = ["supported_layer_types", "GrowingDAG", "ExpansionType", "Expansion", "InterMergeExpansion"]
 
@@ -484,8 +485,7 @@ class GrowingDAG(nx.DiGraph, _dag_growth.DAGGrowthMixin, GrowingContainer):
             module = self.get_node_module(node)
             module.compute_optimal_delta(update=update, return_deltas=return_deltas,
                                          force_pseudo_inverse=force_pseudo_inverse)
-            assert module.parameter_update_decrease is not None, f"{module.name}: no parameter update decrease."
-
+            ensure(module.parameter_update_decrease is not None, f"{module.name}: no parameter update decrease.")
     def compute_optimal_updates(self, *args: Any, **kwargs: Any) -> None:
         """= ``compute_optimal_delta(*args, **kwargs)``."""
         self.compute_optimal_delta(*args, **kwargs)
@@ -524,9 +524,9 @@ class GrowingDAG(nx.DiGraph, _dag_growth.DAGGrowthMixin, GrowingContainer):
             for pred in self.predecessors(node):
                 contribution = self.get_edge_module(pred, node)(output[pred])
                 activity = contribution if activity is None else activity + contribution
-            assert activity.shape[1] == self.nodes[node]["size"], (
+            ensure(activity.shape[1] == self.nodes[node]["size"], lambda: (
                 f"{activity.shape[1]=} != {self.nodes[node]['size']=} for {node=}"
-            )
+            ))
             if verbose:
                 print(f"{node}: {tuple(activity.shape)}")
             output[node] = module(activity)

@@ -43,6 +43,7 @@ from gromo.containers._candidate_fit import CandidatePlan, fit_candidates
 from gromo.containers.growing_container import GrowingContainer
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG, InterMergeExpansion
 from gromo.modules.linear_growing_module import LinearMergeGrowingModule
+from gromo.utils._assertions import ensure
 from gromo.utils.utils import line_search, mini_batch_gradient_descent
 
 __all__ = ["GrowingGraphNetwork"]
@@ -415,7 +416,7 @@ class GrowingGraphNetwork(GrowingContainer):
         """
         self._check_inputs(bottlenecks, activities)
         edge = self.dag.get_edge_module(expansion.previous_node, expansion.next_node)
-        assert edge.use_bias, f"{edge.name}: a new edge must have a bias."
+        ensure(edge.use_bias, f"{edge.name}: a new edge must have a bias.")
         fit = self._fit(expansion, bottlenecks, activities)
         target = self.dag.get_node_module(expansion.next_node)
         expansion.metrics["block_output"] = {target._name: fit.block_output}
@@ -450,11 +451,11 @@ class GrowingGraphNetwork(GrowingContainer):
             AssertionError: a loader the options need is missing.
         """
         if amplitude_factor:
-            assert dev_dataloader is not None, "Development DataLoader should be given if amplitude_factor is True"
+            ensure(dev_dataloader is not None, "Development DataLoader should be given if amplitude_factor is True")
         if evaluate:
-            assert train_dataloader is not None, "Train DataLoader should be given if evaluate is True"
-            assert dev_dataloader is not None, "Development DataLoader should be given if evaluate is True"
-            assert val_dataloader is not None, "Validation DataLoader should be given if evaluate is True"
+            ensure(train_dataloader is not None, "Train DataLoader should be given if evaluate is True")
+            ensure(dev_dataloader is not None, "Development DataLoader should be given if evaluate is True")
+            ensure(val_dataloader is not None, "Validation DataLoader should be given if evaluate is True")
         self._check_inputs(bottleneck, input_B)
         self._check_linear(actions)  # before any candidate enters the graph
         for expansion in actions:
