@@ -2,6 +2,7 @@
 
 from . import linalg as _linalg
 from . import statistics as _statistics
+from ._backend import use_backend
 from .geometry import Conv2dGeometry
 from .linalg import *  # noqa: F401,F403
 from .results import (
@@ -17,6 +18,7 @@ from .statistics import *  # noqa: F401,F403
 __version__ = "0.1.0"
 
 __all__ = [
+    "use_backend",
     "Conv2dGeometry",
     "AddedNeurons",
     "DeltaResult",

@@ -5,14 +5,53 @@ Nothing here touches a device at import time; every query is lazy.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import torch
 
 BACKENDS = ("auto", "torch", "triton")
 ENV_BACKEND = "GROMO_KERNELS_BACKEND"
+# The backend a ``use_backend`` block forces for "auto" calls (None: no block, the environment decides).
+_FORCED_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("gromo_kernels_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Within the block, calls made with ``backend="auto"`` use ``name`` ("torch" or "triton").
+
+    ``use_backend("auto")`` restores automatic choice inside an outer block. The block takes
+    precedence over ``GROMO_KERNELS_BACKEND``; it is local to the thread / context that opened it.
+
+    Raises:
+        ValueError: unknown backend name.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    token = _FORCED_BACKEND.set(name)
+    try:
+        yield
+    finally:
+        _FORCED_BACKEND.reset(token)
+
+
+def forced_backend() -> str | None:
+    """"torch" or "triton" when a ``use_backend`` block or ``GROMO_KERNELS_BACKEND`` forces one, else None.
+
+    Raises:
+        ValueError: the environment variable names an unknown backend.
+    """
+    block = _FORCED_BACKEND.get()
+    if block is not None:
+        return None if block == "auto" else block
+    forced = os.environ.get(ENV_BACKEND, "").strip()
+    if forced and forced not in ("torch", "triton"):
+        raise ValueError(f"{ENV_BACKEND} must be 'torch' or 'triton', got {forced!r}")
+    return forced or None
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,8 +68,8 @@ def interpreter_enabled() -> bool:
 def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
     """Return ``"torch"`` or ``"triton"`` for a call on ``tensors`` (per statistic: gromo_kernels._dispatch).
 
-    ``"auto"`` takes triton for CUDA tensors when triton imports, torch otherwise; the environment
-    variable ``GROMO_KERNELS_BACKEND`` replaces ``"auto"`` for a whole run. An explicit ``"triton"``
+    ``"auto"`` takes triton for CUDA tensors when triton imports, torch otherwise; a ``use_backend``
+    block, else the environment variable ``GROMO_KERNELS_BACKEND``, replaces ``"auto"``. An explicit ``"triton"``
     that cannot run raises: nothing ever falls back silently.
 
     Raises:
@@ -40,10 +79,8 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        forced = os.environ.get(ENV_BACKEND, "").strip()
-        if forced:
-            if forced not in ("torch", "triton"):
-                raise ValueError(f"{ENV_BACKEND} must be 'torch' or 'triton', got {forced!r}")
+        forced = forced_backend()
+        if forced is not None:
             backend = forced
         else:
             on_cuda = any(t is not None and t.is_cuda for t in tensors)

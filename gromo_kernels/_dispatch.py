@@ -5,7 +5,7 @@ On CUDA, ``"auto"`` takes, for each statistic, the path expected to be fastest a
 its fused im2col gather replaces a materialised unfold (conv S, the conv-of-conv terms); where
 the product is a plain GEMM (linear statistics, E) or cuDNN's weight-gradient kernel applies (the
 M of a conv), the torch path is kept. Off CUDA, with an explicit backend or with
-``GROMO_KERNELS_BACKEND`` set, :func:`gromo_kernels._backend.resolve_backend` decides alone.
+``GROMO_KERNELS_BACKEND`` or a ``use_backend`` block forcing one, :func:`gromo_kernels._backend.resolve_backend` decides alone.
 
 Every torch-backend call runs inside :func:`torch_fp32_precision`, so cuBLAS/cuDNN use TF32 only in
 precision "tf32" (cuDNN's default would otherwise turn an "ieee" M into a TF32 one); the Triton
@@ -15,11 +15,10 @@ kernels choose their dot precision themselves.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
-from ._backend import ENV_BACKEND, resolve_backend, triton_importable
+from ._backend import forced_backend, resolve_backend, triton_importable
 from ._precision import torch_fp32_precision
 
 # Statistic -> backend that "auto" picks on CUDA (when triton imports).
@@ -55,7 +54,7 @@ def statistic_backend(op: str, backend: str, *tensors: torch.Tensor) -> str:
         ValueError / RuntimeError: as :func:`gromo_kernels._backend.resolve_backend`.
     """
     on_cuda = any(t is not None and t.is_cuda for t in tensors)
-    if backend == "auto" and on_cuda and triton_importable() and not os.environ.get(ENV_BACKEND, "").strip():
+    if backend == "auto" and on_cuda and triton_importable() and forced_backend() is None:
         return CUDA_AUTO[op]
     return resolve_backend(backend, *tensors)
 

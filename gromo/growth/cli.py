@@ -173,7 +173,6 @@ def _check_backend(backend: str, device) -> None:
             raise UsageError("backend 'triton' needs the triton package (pip install triton), or use --backend torch")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
             raise UsageError("backend 'triton' needs --device cuda (or TRITON_INTERPRET=1 to run the interpreter on CPU)")
-    os.environ["GROMO_KERNELS_BACKEND"] = backend
 
 
 def _check_writable(directory: str) -> None:

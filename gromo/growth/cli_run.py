@@ -75,19 +75,17 @@ def run_grow(args, start_time: float) -> int:
 
     threads = args.threads if args.threads is not None else 1
     previous_threads = torch.get_num_threads()
-    previous_backend = os.environ.get("GROMO_KERNELS_BACKEND")
+    from gromo_kernels import use_backend
+
     torch.set_num_threads(threads)
     handlers = _install_handlers()
     try:
-        return _run_grow(args, start_time, torch)
+        with use_backend(args.backend):
+            return _run_grow(args, start_time, torch)
     finally:
-        # main() may be called in-process (tests, notebooks): leave threads, handlers, environment as found.
+        # main() may be called in-process (tests, notebooks): leave threads and handlers as found.
         _restore_handlers(handlers)
         torch.set_num_threads(previous_threads)
-        if previous_backend is None:
-            os.environ.pop("GROMO_KERNELS_BACKEND", None)
-        else:
-            os.environ["GROMO_KERNELS_BACKEND"] = previous_backend
 
 
 def _read_growth_json(run_dir: str) -> dict:
