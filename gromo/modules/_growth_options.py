@@ -9,6 +9,7 @@ is named once per public signature and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,15 @@ class GrowthOptions:
     use_projection: bool = True
     ignore_singular_values: bool = False
     use_fisher: bool = False
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> GrowthOptions:
+        """The options named in ``arguments`` (a public method's ``locals()``), defaults for the rest.
+
+        A GroMo signature lists the options once; ``GrowthOptions.from_arguments(locals())`` as its
+        first line turns them into one value without naming each option a second time.
+        """
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls) if f.name in arguments})
 
     def replace(self, **changes: Any) -> GrowthOptions:
         """A copy with ``changes`` applied (the value itself is frozen)."""
