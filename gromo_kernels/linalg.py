@@ -61,9 +61,10 @@ from ._validation import check_flag, check_same_device_dtype, check_tensor
 from .results import AddedNeurons, DeltaResult, InvSqrtResult, SolveResult
 from .torch_impl import factor_cache as _factor_cache
 from .torch_impl import linalg as _impl
-from .torch_impl.factorization import precision_floor
+from .torch_impl.factorization import EighFallbackWarning, precision_floor
 
-__all__ = ["solve_psd", "psd_inv_sqrt", "optimal_delta", "optimal_added_neurons", "factorization_cache"]
+__all__ = ["solve_psd", "psd_inv_sqrt", "optimal_delta", "optimal_added_neurons", "factorization_cache",
+           "EighFallbackWarning"]
 
 # ----------------------------------------------------------------------------------------------
 # Reuse of factorisations across calls

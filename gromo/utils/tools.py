@@ -27,6 +27,7 @@ Differences from GroMo (deliberate, all in the direction of correctness):
 
 from __future__ import annotations
 
+import warnings
 from warnings import warn  # GroMo's name: patching gromo.utils.tools.warn intercepts the warnings
 
 import torch
@@ -144,27 +145,41 @@ def sqrt_inverse_matrix_semi_positive(
         AssertionError: not square, not symmetric (a NaN matrix fails here, as in GroMo), or NaN.
         torch.linalg.LinAlgError: the decomposition failed twice.
     Warns:
-        RuntimeWarning: the decomposition raised; as in GroMo, ``matrix`` is regularised IN PLACE
-        (``+= resolution·I``) and the decomposition retried once. This path is rare: unlike
-        GroMo's bare ``eigh``, the kernels already retry a non-converging ``eigh`` through an SVD
-        of the same (unmodified) matrix, so it only runs when that fallback failed too.
+        RuntimeWarning: GroMo's "Adding a small identity matrix …" text whenever the first
+            eigendecomposition failed. ``matrix`` is never modified: the kernels decompose the same
+            matrix through an SVD instead (the result is that decomposition's thresholded
+            pseudo-inverse square root); only if that fails too is ``matrix + resolution·I`` (a
+            copy) decomposed, as GroMo's retry.
     """
     ensure(matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], "The input matrix must be square.")
     ensure(torch.allclose(matrix, matrix.t()), lambda: "The input matrix must be symmetric." + (
         " (It contains NaN values.)" if torch.isnan(matrix).any() else ""
     ))
     ensure(not torch.isnan(matrix).any(), "The input matrix must not contain NaN values.")
-    try:
-        result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
-    except torch.linalg.LinAlgError:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", gk.EighFallbackWarning)
+        try:
+            result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
+        except torch.linalg.LinAlgError:
+            result = None
+    fell_back = False
+    for record in caught:  # anything but the fallback notice goes out as it came
+        if issubclass(record.category, gk.EighFallbackWarning):
+            fell_back = True
+        else:
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    if result is None or fell_back:
+        fallback = ("the SVD of the unmodified matrix was used" if result is not None
+                    else "the SVD failed too; retrying once on matrix + resolution·I (a copy)")
         warn(
             message="Adding a small identity matrix to make the input matrix positive definite. "
-            "(The decomposition failed; regularising the matrix in place and retrying once.)",
+            f"(The eigendecomposition failed; {fallback}.)",
             category=RuntimeWarning,
         )
+    if result is None:
         resolution = torch.finfo(matrix.dtype).resolution
-        matrix += resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-        result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
+        jittered = matrix + resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+        result = gk.psd_inv_sqrt(jittered, threshold=threshold, rtol=0.0)
     return result.r.to(matrix.dtype)
 
 

@@ -34,12 +34,13 @@ eigenvalue 0, dropped by every rule.
 **Otherwise** ``W = diag(w) Vᵀ`` from ``eigh`` with ``w = λ^{-1/2}`` on kept eigenvalues and 0
 elsewhere (negative and noise eigenvalues dropped, so ``tr(Mᵀ S⁺ M) = ‖W M‖² ≥ 0`` always). When
 eigh fails to converge each element is retried alone, then decomposed through the SVD, instead of
-perturbing the matrix.
+perturbing the matrix; that fallback warns (EighFallbackWarning), since it is slower and rare.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -47,7 +48,11 @@ from . import buffers
 from .factor_cache import active_cache
 
 __all__ = ["PsdFactor", "factor_psd_torch", "eigh_psd_torch", "precision_floor", "FLOOR_ULPS",
-           "NEGATIVE_NOISE_FACTOR"]
+           "NEGATIVE_NOISE_FACTOR", "EighFallbackWarning"]
+
+
+class EighFallbackWarning(RuntimeWarning):
+    """``torch.linalg.eigh`` did not converge on a matrix, which was decomposed through the SVD."""
 
 # Block power / inverse iteration that estimates λ_max and λ_min on the Cholesky path.
 POWER_ITERATIONS = 3
@@ -133,18 +138,28 @@ def eigh_psd_torch(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``torch.linalg.eigh`` first; if the batched call fails to converge, each element is retried
     alone and an element that still fails is decomposed through the SVD (no diagonal jitter: the
     answer stays the decomposition of the matrix that was given).
+
+    Warns:
+        EighFallbackWarning: once per call in which an element went through the SVD.
     """
     try:
         return torch.linalg.eigh(a)
     except RuntimeError:
-        lams, vecs = [], []
+        lams, vecs, failed = [], [], 0
         for element in a:
             try:
                 lam, vec = torch.linalg.eigh(element)
             except RuntimeError:
                 lam, vec = _svd_eigh(element)
+                failed += 1
             lams.append(lam)
             vecs.append(vec)
+        if failed:
+            warnings.warn(EighFallbackWarning(
+                f"torch.linalg.eigh did not converge on {failed} of {a.shape[0]} matrices of size "
+                f"{a.shape[-1]}; they were decomposed through the SVD instead (the matrices were not "
+                "modified)"
+            ), stacklevel=2)
         return torch.stack(lams), torch.stack(vecs)
 
 

@@ -103,6 +103,27 @@ def test_sqrt_inverse_keeps_eigenvalues_strictly_above_the_threshold(generator):
     torch.testing.assert_close(r @ s @ r, projector, rtol=1e-9, atol=1e-9)
 
 
+def test_sqrt_inverse_eigh_failure_warns_gromo_text_and_keeps_the_matrix(monkeypatch, generator):
+    """GroMo warns when eigh fails; here the unmodified matrix goes through the kernels' SVD fallback."""
+    spectrum = torch.tensor([3.0, 1.0, 0.5, 0.0, 0.0], dtype=torch.float64)
+    s, lam, q = random_psd(5, spectrum=spectrum, generator=generator, return_eig=True)
+    before = s.clone()
+
+    def failing(matrix, *args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    with pytest.warns(RuntimeWarning) as record:
+        r = tools.sqrt_inverse_matrix_semi_positive(s, threshold=1e-6)
+    texts = [str(w.message) for w in record]
+    assert len(texts) == 1
+    assert texts[0].startswith("Adding a small identity matrix to make the input matrix positive definite.")
+    assert "SVD" in texts[0]
+    keep = lam > 1e-6
+    torch.testing.assert_close(r, (q[:, keep] * lam[keep] ** -0.5) @ q[:, keep].T, rtol=1e-9, atol=1e-9)
+    assert torch.equal(s, before)
+
+
 def test_sqrt_inverse_errors(generator):
     with pytest.raises(AssertionError, match="square"):
         tools.sqrt_inverse_matrix_semi_positive(torch.randn(3, 4, generator=generator))
