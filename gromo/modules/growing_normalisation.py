@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from gromo.utils._assertions import ensure
+
 __all__ = [
     "NormalizationType",
     "NormKwargs",
@@ -74,22 +76,25 @@ def _check_additional(name: str, additional: int) -> None:
         raise ValueError(f"{name} must be positive, got {additional} (a positive int is expected)")
 
 
-def _check_new_values(name: str, values: torch.Tensor | None, leading: int,
-                      trailing: tuple[int, ...] = ()) -> None:
-    """Validate a user tensor of new values before anything is mutated."""
+def _check_new_values(label: str, arg_name: str, values: torch.Tensor | None, leading: int,
+                      trailing: tuple[int, ...] = (), by_count: bool = False) -> None:
+    """Validate a user tensor of new values before anything is mutated.
+
+    GroMo's texts: ``"{label} must have {leading} elements, got {n}"`` (``by_count``, the batch
+    norms) or ``"{label} must have shape {required}, got {shape}"``, where ``label`` is GroMo's
+    ``new_<parameter>`` name; the argument's own name follows when it differs.
+    """
     if values is None:
         return
     if not isinstance(values, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(values).__name__}")
-    if values.ndim == 0 or values.shape[0] != leading:
-        raise ValueError(
-            f"{name} must have first dimension {leading} (the number of added features), "
-            f"got shape {tuple(values.shape)}"
-        )
-    if tuple(values.shape[1:]) != tuple(trailing):
-        raise ValueError(
-            f"{name} must have shape {(leading, *trailing)}, got {tuple(values.shape)}"
-        )
+        raise TypeError(f"{arg_name} must be a torch.Tensor or None, got {type(values).__name__}")
+    shape = tuple(values.shape)
+    argument = "" if arg_name == label else f" (argument {arg_name})"
+    if by_count and (not shape or shape[0] != leading):
+        got = shape[0] if shape else "a 0-d tensor"
+        raise ValueError(f"{label} must have {leading} elements, got {got}{argument}; shape {shape}")
+    if shape != (leading, *trailing):
+        raise ValueError(f"{label} must have shape {(leading, *trailing)}, got {shape}{argument}")
 
 
 def _extend(module: nn.Module, param_name: str, additional: int, new_values: torch.Tensor | None,
@@ -118,6 +123,8 @@ class _GrowingNormMixin:
     """``extended_forward`` and the name shared by every growing norm."""
 
     name: str
+    # GroMo words a wrong new-values tensor by its element count for the batch norms, by shape otherwise.
+    _new_values_by_count = False
 
     def extended_forward(self, x: torch.Tensor | None,
                          x_ext: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -149,7 +156,8 @@ class _GrowingNormMixin:
         _check_additional("additional_features", additional_features)
         current = getattr(self, param_name, None)
         trailing = tuple(current.shape[1:]) if current is not None else ()
-        _check_new_values("new_values", new_values, additional_features, trailing)
+        _check_new_values(f"new_{param_name}", "new_values", new_values, additional_features, trailing,
+                          by_count=self._new_values_by_count)
         _extend(self, param_name, additional_features, new_values, default_value_fn, device, as_parameter)
 
     def get_growth_info(self) -> dict:
@@ -168,6 +176,8 @@ class GrowingBatchNorm(_GrowingNormMixin, _BatchNorm):
         eps, momentum, affine, track_running_stats, device, dtype: as ``torch.nn.BatchNorm*``.
         name: label reported by ``get_growth_info``/``extra_repr``.
     """
+
+    _new_values_by_count = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
@@ -197,12 +207,15 @@ class GrowingBatchNorm(_GrowingNormMixin, _BatchNorm):
             new_weights, new_biases, new_running_mean, new_running_var: (k,) tensors or None.
         Raises:
             ValueError: if k <= 0 or a provided tensor's first dimension is not k.
+            AssertionError: ``running_mean`` is None while ``track_running_stats`` is True.
         """
         _check_additional("additional_features", additional_features)
         for arg_name, values in (("new_weights", new_weights), ("new_biases", new_biases),
                                  ("new_running_mean", new_running_mean),
                                  ("new_running_var", new_running_var)):
-            _check_new_values(arg_name, values, additional_features)
+            _check_new_values(arg_name, arg_name, values, additional_features, by_count=True)
+        ensure(not self.track_running_stats or self.running_mean is not None,
+               "running_mean is not initialized while track_running_stats is True")
         device = self._current_device()
         if self.affine:
             _extend(self, "weight", additional_features, new_weights, torch.ones, device, True)
@@ -274,8 +287,8 @@ class GrowingLayerNorm(_GrowingNormMixin, nn.LayerNorm):
         """
         _check_additional("additional_first_dim", additional_first_dim)
         trailing = tuple(self.normalized_shape[1:])
-        _check_new_values("new_weights", new_weights, additional_first_dim, trailing)
-        _check_new_values("new_biases", new_biases, additional_first_dim, trailing)
+        _check_new_values("new_weight", "new_weights", new_weights, additional_first_dim, trailing)
+        _check_new_values("new_bias", "new_biases", new_biases, additional_first_dim, trailing)
         _extend(self, "weight", additional_first_dim, new_weights, torch.ones, None, True)
         _extend(self, "bias", additional_first_dim, new_biases, torch.zeros, None, True)
         self.normalized_shape = (self.normalized_shape[0] + additional_first_dim, *trailing)
@@ -322,8 +335,8 @@ class GrowingGroupNorm(_GrowingNormMixin, nn.GroupNorm):
                 is not divisible by the group count.
         """
         _check_additional("additional_channels", additional_channels)
-        _check_new_values("new_weights", new_weights, additional_channels)
-        _check_new_values("new_biases", new_biases, additional_channels)
+        _check_new_values("new_weight", "new_weights", new_weights, additional_channels)
+        _check_new_values("new_bias", "new_biases", new_biases, additional_channels)
         groups = self.num_groups if new_num_groups is None else new_num_groups
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
             raise ValueError(f"new_num_groups must be a positive int, got {new_num_groups!r}")

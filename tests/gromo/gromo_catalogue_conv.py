@@ -205,6 +205,22 @@ CONV_ROWS = [
     ("GrowingGroupNorm.grow divisible", "raise", ValueError,
      "After growth: num_channels (5) must be divisible by num_groups (2).",
      lambda: GrowingGroupNorm(2, 4, device=CPU).grow(1)),
+    ("GrowingBatchNorm._extend_parameter", "raise", ValueError, "new_bias must have 3 elements, got 2",
+     lambda: GrowingBatchNorm2d(3, device=CPU)._extend_parameter("bias", 3, torch.ones(2), torch.zeros, None)),
+    ("GrowingBatchNorm.grow elements", "raise", ValueError, "new_running_var must have 2 elements, got 4",
+     lambda: GrowingBatchNorm2d(3, device=CPU).grow(2, new_running_var=torch.ones(4))),
+    ("GrowingBatchNorm.grow running_mean", "raise", AssertionError,
+     "running_mean is not initialized while track_running_stats is True",
+     lambda: _without_running_mean(GrowingBatchNorm2d(3, device=CPU)).grow(1)),
+    ("GrowingLayerNorm._extend_parameter", "raise", ValueError, "new_weight must have shape (2, 4), got (2, 3)",
+     lambda: GrowingLayerNorm((3, 4), device=CPU)._extend_parameter("weight", 2, torch.ones(2, 3), torch.ones,
+                                                                   None)),
+    ("GrowingLayerNorm.grow weight", "raise", ValueError, "new_weight must have shape (2, 4), got (2,)",
+     lambda: GrowingLayerNorm((3, 4), device=CPU).grow(2, new_weights=torch.ones(2))),
+    ("GrowingLayerNorm.grow bias", "raise", ValueError, "new_bias must have shape (1,), got (3,)",
+     lambda: GrowingLayerNorm(3, device=CPU).grow(1, new_biases=torch.ones(3))),
+    ("GrowingGroupNorm._extend_parameter", "raise", ValueError, "new_weight must have shape (2,), got (3,)",
+     lambda: GrowingGroupNorm(2, 4, device=CPU).grow(2, new_weights=torch.ones(3))),
     # ----- gromo.containers.growing_block
     ("GrowingBlock.__init__", "raise", AssertionError,
      "Incompatible dimensions: in_features (3) must match out_features (4) or downsample (Identity()) must be a "
@@ -227,3 +243,9 @@ CONV_ROWS = [
      "kernel_size specified in both arguments and kwargs for conv_block, using value from kwargs.",
      _block_with_two_kernels),
 ]
+
+
+def _without_running_mean(norm):
+    """A batch norm whose running mean was dropped while it still tracks running statistics."""
+    norm.running_mean = None
+    return norm
