@@ -437,11 +437,15 @@ def _input_cov_shift(x: torch.Tensor, geometry: Conv2dGeometry, bias: bool, prec
     acc = round_operand(x[:1], precision).dtype
     itemsize = torch.finfo(acc).bits // 8
     size = auto_chunk(n, corr.canvas_bytes_per_item(c, c, itemsize) + itemsize * c * h * w, chunk)
+    squares = torch.zeros(c, h, w, dtype=acc, device=x.device)
     for start, stop in batch_chunks(n, size):
-        corr.accumulate(round_operand(x[start:stop], precision))
+        operand = round_operand(x[start:stop], precision)
+        corr.accumulate(operand)
+        squares += operand.to(acc).square().sum(0)
     d_feat = c * kk
     out = torch.empty(d_feat + int(bias), d_feat + int(bias), dtype=acc, device=x.device)
     out[:d_feat, :d_feat] = symmetric_from_blocks(corr.blocks(c, c, acc, x.device), pairs, kk)
+    _exact_diagonal(out, squares, offs, (ho, wo))
     if bias:
         img = corr.sum_a
         col = torch.stack([rect_sum(img, (o[0], o[0] + ho), (o[1], o[1] + wo)) for o in offs], 1)
@@ -449,6 +453,33 @@ def _input_cov_shift(x: torch.Tensor, geometry: Conv2dGeometry, bias: bool, prec
         out[d_feat, :d_feat] = col.reshape(-1)
         out[d_feat, d_feat] = n * ho * wo
     return out
+
+
+def _exact_diagonal(out: torch.Tensor, squares: torch.Tensor, offs: list[tuple[int, int]],
+                    out_hw: tuple[int, int]) -> None:
+    """Overwrite the diagonal of S (D, D) with direct window sums of x² and zero every row/column
+    whose window holds no signal.
+
+    The shift engine recovers a tap's window by subtracting border strips from whole-image sums, so
+    its error is ε × the channel's whole-image energy, not ε × the entry: a tap whose window misses
+    all of a channel's signal (a unit alive only on the border row) came out as ±1e-8·energy on the
+    diagonal with off-diagonal noise violating Cauchy–Schwarz, which a Jacobi-scaled solve reads as
+    a real direction. Direct sums of squares are exact to ε of the entry, and an exactly zero
+    diagonal entry of a Gram matrix forces its whole row and column to zero.
+
+    Args:
+        out: S (D, D) or (D + 1, D + 1) with the bias last, feature c·kk + e; modified in place.
+        squares: Σ_n x² per pixel (C, H, W) of the operands the GEMMs read.
+        offs: pixel offset of each tap; out_hw: output size (H_o, W_o).
+    """
+    ho, wo = out_hw
+    diagonal = torch.stack([rect_sum(squares, (o[0], o[0] + ho), (o[1], o[1] + wo)) for o in offs], 1)
+    diagonal = diagonal.reshape(-1)
+    d_feat = diagonal.numel()
+    dead = torch.nonzero(diagonal == 0).flatten()
+    out[dead, :] = 0
+    out[:, dead] = 0
+    out.diagonal()[:d_feat] = diagonal
 
 
 def unfold_rows(x: torch.Tensor, geometry: Conv2dGeometry) -> torch.Tensor:
