@@ -16,10 +16,11 @@ import torch
 
 from gromo.utils import tools
 
+from .gromo_catalogue_containers import CONTAINER_ROWS
 from .gromo_catalogue_conv import CONV_ROWS
 from .gromo_catalogue_modules import MODULE_ROWS
 
-CATALOGUE = MODULE_ROWS + CONV_ROWS
+CATALOGUE = MODULE_ROWS + CONV_ROWS + CONTAINER_ROWS
 
 
 
@@ -78,3 +79,41 @@ def test_negative_decrease_ladder_texts_go_through_tools_warn(monkeypatch):
     assert calls[1] == "Trying to use the pseudo-inverse with torch.float64."
     assert calls[-1] == "Failed to compute the optimal delta, set delta to zero."
     assert not delta.any() and float(decrease) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Printed sites of the catalogue (containers and training utilities)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_container_prints_gromo_lines(capsys):
+    """GrowingContainer.select_update(verbose), GrowingMLP.normalise(verbose) and
+    mini_batch_gradient_descent(verbose) print GroMo's lines."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gromo.containers.growing_mlp import GrowingMLP
+    from gromo.utils.training_utils import compute_statistics
+    from gromo.utils.utils import mini_batch_gradient_descent
+
+    torch.manual_seed(3)
+    model = GrowingMLP(4, 2, hidden_size=3, number_hidden_layers=2, activation=nn.ReLU(), device="cpu")
+    x, y = torch.randn(32, 4), torch.randn(32, 2)
+    compute_statistics(model, DataLoader(TensorDataset(x, y), batch_size=16))
+    model.compute_optimal_updates()
+    model.reset_computation()
+    capsys.readouterr()
+    model.select_update(0, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    first = model._growing_layers[0]
+    assert lines[0] == f"Layer 0 update: {first.first_order_improvement}"
+    assert lines[1] == f"Layer 0 parameter improvement: {first.parameter_update_decrease}"
+    assert lines[2] == f"Layer 0 eigenvalues extension: {first.eigenvalues_extension}"
+    assert lines[3].startswith("Layer 1 update: ") and "Deleting layer 1" in lines
+
+    model.normalise(verbose=True)
+    assert capsys.readouterr().out.startswith("Normalisation: [(0, ")
+
+    losses, _ = mini_batch_gradient_descent(model, nn.functional.mse_loss, x, y, lrate=1e-3, max_epochs=1,
+                                            batch_size=16, fast=True, verbose=True)
+    assert capsys.readouterr().out.splitlines()[0] == f"Epoch 0: Train loss {losses[-1]}"
