@@ -81,6 +81,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import gromo_kernels as gk
 from gromo.modules import _guards
 from gromo.modules._dtypes import match_pending_layer_dtypes
+from gromo.modules._growth_options import GrowthOptions
 from gromo.modules._transactions import atomic, merge_and_neighbours, module_and_neighbours
 from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.modules._unlink import unlink as _unlink
@@ -111,6 +112,8 @@ _KNOWN_PAIRINGS = ("vv_z_negz",)
 # resolve with typing.get_type_hints (class attributes are not in the annotations' scope).
 _KNOWN_RESCALING_STRATEGIES_TYPE = Literal["default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape"]
 _KNOWN_NEURON_PAIRINGS_TYPE = Literal["vv_z_negz"]
+# The growth options the new-neuron solver does not take (they choose its inputs).
+_NOT_SOLVER_OPTIONS = ("update_previous", "dtype", "compute_delta", "use_covariance", "use_projection", "use_fisher")
 _NORMALIZATION_TYPES = (
     "equalize_second_layer",
     "equalize_extensions",
@@ -1451,6 +1454,7 @@ class GrowingModule(nn.Module):
             NonFiniteError: a statistic the computation reads holds NaN or Inf.
         A call that raises leaves this module and its neighbours unchanged.
         """
+        options = GrowthOptions.from_arguments(locals())
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModule):
             raise NotImplementedError(
@@ -1482,17 +1486,7 @@ class GrowingModule(nn.Module):
         if previous is None:
             return None, None
         alpha_weight, alpha_bias, _, _ = self._compute_optimal_added_parameters(
-            numerical_threshold=numerical_threshold,
-            statistical_threshold=statistical_threshold,
-            maximum_added_neurons=maximum_added_neurons,
-            update_previous=update_previous,
-            dtype=dtype,
-            use_covariance=use_covariance,
-            alpha_zero=alpha_zero,
-            omega_zero=omega_zero,
-            use_projection=use_projection,
-            ignore_singular_values=ignore_singular_values,
-            use_fisher=use_fisher,
+            **options.as_kwargs(drop=("compute_delta",))
         )
         match_pending_layer_dtypes(self)
         return alpha_weight, alpha_bias
@@ -1515,6 +1509,7 @@ class GrowingModule(nn.Module):
         Raises:
             AssertionError: no previous module.
         """
+        options = GrowthOptions.from_arguments(locals())
         ensure(self.previous_module is not None,
                f"No previous module for {self.name}.Therefore neuron addition is not possible.")
         matrix_n = self.tensor_n if use_projection else -self.tensor_m_prev()
@@ -1524,13 +1519,8 @@ class GrowingModule(nn.Module):
         alpha, omega, eigenvalues = compute_optimal_added_parameters(
             matrix_s=None if matrix_s is None else matrix_s.to(dtype),
             matrix_n=matrix_n.to(dtype),
-            numerical_threshold=numerical_threshold,
-            statistical_threshold=statistical_threshold,
-            maximum_added_neurons=maximum_added_neurons,
-            alpha_zero=alpha_zero,
-            omega_zero=omega_zero,
-            ignore_singular_values=ignore_singular_values,
             matrix_covariance_loss_gradient=None if matrix_e is None else matrix_e.to(dtype),
+            **options.as_kwargs(drop=_NOT_SOLVER_OPTIONS),
         )
         self._first_order_uses_squared_singular_values = not ignore_singular_values
         return alpha.to(saved_dtype), omega.to(saved_dtype), eigenvalues.to(saved_dtype)
@@ -1549,7 +1539,21 @@ class GrowingModule(nn.Module):
         ignore_singular_values: bool = False,
         use_fisher: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Package α, ω into extension layers. Raises NotImplementedError (abstract)."""
+        """Package α, ω into extension layers: ``_added_parameters`` of these options.
+
+        GroMo's entry point (a user override of it is what ``compute_optimal_updates`` calls); layer
+        types implement :meth:`_added_parameters`.
+        """
+        return self._added_parameters(GrowthOptions.from_arguments(locals()))
+
+    def _added_parameters(
+        self, options: GrowthOptions
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The new neurons for ``options`` as extension layers: (α weight, α bias, ω, eigenvalues).
+
+        Raises:
+            NotImplementedError: abstract (each layer type implements it).
+        """
         raise NotImplementedError
 
     # ----- first-order improvements ---------------------------------------------------------

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._growth_options import GrowthOptions
 from gromo.modules.growing_module import (
     GrowingModule,
     MergeGrowingModule,
@@ -644,19 +645,11 @@ class LinearGrowingModule(GrowingModule):
             stacklevel=2,
         )
 
-    def _compute_optimal_added_parameters(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        update_previous: bool = True,
-        dtype: torch.dtype = torch.float32,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
+    # GroMo lists this override; the work is done by ``_added_parameters``.
+    _compute_optimal_added_parameters = GrowingModule._compute_optimal_added_parameters
+
+    def _added_parameters(
+        self, options: GrowthOptions
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """New neurons as layers: ``extended_input_layer`` = Linear(k → out) holding ω (zero bias),
         previous ``extended_output_layer`` = Linear(in_p → k) holding α (§5.5).
@@ -672,22 +665,13 @@ class LinearGrowingModule(GrowingModule):
             raise ValueError(
                 f"No previous module for {self.name}. Thus the optimal added parameters cannot be computed."
             )
-        if update_previous and not isinstance(previous, LinearGrowingModule):
+        if options.update_previous and not isinstance(previous, LinearGrowingModule):
             raise NotImplementedError(
                 "The computation of the optimal added parameters is not implemented yet for "
                 f"{type(previous)} as previous module."
             )
         alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
-            numerical_threshold=numerical_threshold,
-            statistical_threshold=statistical_threshold,
-            maximum_added_neurons=maximum_added_neurons,
-            dtype=dtype,
-            use_covariance=use_covariance,
-            alpha_zero=alpha_zero,
-            omega_zero=omega_zero,
-            use_projection=use_projection,
-            ignore_singular_values=ignore_singular_values,
-            use_fisher=use_fisher,
+            **options.as_kwargs(drop=("compute_delta", "update_previous"))
         )
         k = eigenvalues.shape[0]
         ensure(alpha.shape[0] == k and omega.shape[1] == k, lambda: (
@@ -709,7 +693,7 @@ class LinearGrowingModule(GrowingModule):
             bias=torch.zeros(self.out_features, device=omega.device, dtype=omega.dtype)
             if self.use_bias else None,
         )
-        if update_previous:
+        if options.update_previous:
             previous.extended_output_layer = previous.layer_of_tensor(alpha_weight, alpha_bias)
         return alpha_weight, alpha_bias, omega, eigenvalues
 
