@@ -28,11 +28,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules._growth_options import GrowthOptions
-from gromo.modules.growing_module import (
-    GrowingModule,
-    MergeGrowingModule,
-    _CachedStatistic,
-)
+from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.utils import get_correct_device
@@ -180,32 +176,6 @@ class LinearMergeGrowingModule(MergeGrowingModule):
             index += width + module.use_bias
         self._full_activity_cache = (inputs, full)
         return full
-
-    @torch.no_grad()
-    def _previous_statistic(self, key: str) -> tuple[torch.Tensor, int]:
-        """Previous S ("s") or M ("m") sums; both in one gromo_kernels call when both are pending."""
-        full = self.construct_full_activity()
-        grad = self.input.grad if self.input is not None else None
-        sources = {"s": {"x": full}, "m": {"x": full, "grad": grad}}
-        entry = self._statistics_cache.get(key)
-        if entry is not None and all(sources[key][k] is v for k, v in entry.sources.items()):
-            return entry.value, entry.samples
-        if key == "m":
-            ensure(grad is not None, f"{self.name}: the gradient of the merge input is not available.")
-        want = [key]
-        other, statistic = ("m", self.previous_tensor_m) if key == "s" else ("s", self.previous_tensor_s)
-        if (
-            statistic is not None and statistic._in_use and not statistic.updated
-            and (other == "s" or grad is not None)
-        ):
-            want.append(other)
-        results = gk.layer_statistics(
-            "linear", full, grad if "m" in want else None, want=tuple(want), bias=False
-        )
-        samples = int(full.shape[0])
-        for name in want:
-            self._statistics_cache[name] = _CachedStatistic(results[name], samples, sources[name])
-        return results[key], samples
 
     def compute_previous_s_update(self) -> tuple[torch.Tensor, int]:
         """(Σ BᵀB, n) over the full activity B (n, total)."""
