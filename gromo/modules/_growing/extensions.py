@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Literal
 
 import torch
+from torch import nn
 
 from gromo.modules import _guards
 from gromo.modules._growing.activations import rescale_batch_norms
@@ -281,30 +282,16 @@ class ExtensionsMixin:
             f"apply_neuron_pairing requires a GrowingModule as previous_module, got "
             f"{type(self.previous_module)}. ({self.name}: pairing needs a GrowingModule previous module.)"
         ))
-        output_layer = self.previous_module.extended_output_layer
-        if output_layer is None:
-            raise RuntimeError(
-                "Cannot apply neuron pairing: previous module has no extended_output_layer. "
-                f"({self.name}: the previous module has no output extension to pair.)"
-            )
-        output_size = dh = int(output_layer.weight.shape[0])
-        if output_size % 2 != 0:
-            raise ValueError(
-                f"apply_neuron_pairing requires an even-sized output extension, got dh={dh}. "
-                "(The output extension has an odd size: cannot pair.)"
-            )
-        input_layer = self.extended_input_layer
-        if input_layer is None:
-            raise RuntimeError(
-                "Cannot apply neuron pairing: current module has no extended_input_layer. "
-                f"({self.name}: there is no input extension to pair.)"
-            )
-        input_size = dh_in = int(input_layer.weight.shape[1])
-        if input_size % 2 != 0:
-            raise ValueError(
-                f"apply_neuron_pairing requires an even-sized input extension, got dh_in={dh_in}. "
-                "(The input extension has an odd size: cannot pair.)"
-            )
+        output_layer = self._pairable_extension(
+            self.previous_module.extended_output_layer, 0, "previous module has no extended_output_layer",
+            "the previous module has no output extension to pair", "output", "dh",
+        )
+        input_layer = self._pairable_extension(
+            self.extended_input_layer, 1, "current module has no extended_input_layer",
+            "there is no input extension to pair", "input", "dh_in",
+        )
+        output_size = int(output_layer.weight.shape[0])
+        input_size = int(input_layer.weight.shape[1])
         half = output_size // 2
         output_layer.weight[half:] = output_layer.weight[:half]
         if output_layer.bias is not None:
@@ -315,6 +302,25 @@ class ExtensionsMixin:
             weight = input_layer.weight
             std = weight.std() if weight.numel() > 1 else torch.zeros((), dtype=weight.dtype)
             weight += torch.randn_like(weight) * noise_ratio * std
+
+    def _pairable_extension(
+        self, layer: nn.Module | None, axis: int, missing: str, missing_detail: str, side: str, size_name: str
+    ) -> nn.Module:
+        """``layer`` when it exists and its new neurons (weight dimension ``axis``) are even in number.
+
+        Raises:
+            RuntimeError: no layer.
+            ValueError: an odd number of new neurons.
+        """
+        if layer is None:
+            raise RuntimeError(f"Cannot apply neuron pairing: {missing}. ({self.name}: {missing_detail}.)")
+        size = int(layer.weight.shape[axis])
+        if size % 2 != 0:
+            raise ValueError(
+                f"apply_neuron_pairing requires an even-sized {side} extension, got {size_name}={size}. "
+                f"(The {side} extension has an odd size: cannot pair.)"
+            )
+        return layer
 
     # ----- growth bookkeeping ---------------------------------------------------------------
 

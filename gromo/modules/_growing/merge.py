@@ -12,6 +12,8 @@ from torch import nn
 
 from gromo.modules import _guards
 from gromo.modules._dtypes import match_pending_layer_dtypes
+from gromo.modules._growing.abstract import abstract_property
+from gromo.modules._growing.description import describe
 from gromo.modules._growing.markers import MergeGrowingModuleBase
 from gromo.modules._growing.module import GrowingModule
 from gromo.modules._growing.statistics import LayerStatistics
@@ -105,15 +107,8 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         """Number of previous modules."""
         return len(self.previous_modules)
 
-    @property
-    def input_volume(self) -> int:
-        """Expected input volume. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    @property
-    def output_volume(self) -> int:
-        """Expected output volume. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    input_volume = abstract_property("Expected input volume.")
+    output_volume = abstract_property("Expected output volume.")
 
     @property
     def pre_activity(self) -> torch.Tensor | None:
@@ -443,27 +438,30 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         Raises:
             ValueError: ``verbose < 0``.
         """
-        if verbose < 0:
-            raise ValueError(f"verbose={verbose} is not a valid value.")
         kind = self.__class__.__name__
-        if verbose == 0:
-            return f"{kind} module."
-        if verbose == 1:
+
+        def neighbour_counts() -> str:
             previous = len(self.previous_modules) or "no"
             following = len(self.next_modules) or "no"
             return f"{kind} module with {previous} previous modules and {following} next modules."
-        return "\n".join([
-            f"{kind} module.",
-            f"\tPrevious modules: {self.previous_modules}",
-            f"\tNext modules: {self.next_modules}",
-            f"\tPost merge function: {self.post_merge_function}",
-            f"\tAllow growing: {self._allow_growing}",
-            f"\tStore input: {self.store_input}",
-            f"\tStore activity: {self.store_activity}",
-            f"\tTensor S: {self.tensor_s}",
-            f"\tPrevious tensor S: {self.previous_tensor_s}",
-            f"\tPrevious tensor M: {self.previous_tensor_m}",
-        ])
+
+        return describe(
+            verbose,
+            brief=lambda: f"{kind} module.",
+            one_line=neighbour_counts,
+            header=lambda: f"{kind} module.",
+            fields=lambda: [
+                ("Previous modules", self.previous_modules),
+                ("Next modules", self.next_modules),
+                ("Post merge function", self.post_merge_function),
+                ("Allow growing", self._allow_growing),
+                ("Store input", self.store_input),
+                ("Store activity", self.store_activity),
+                ("Tensor S", self.tensor_s),
+                ("Previous tensor S", self.previous_tensor_s),
+                ("Previous tensor M", self.previous_tensor_m),
+            ],
+        )
 
     def __repr__(self) -> str:
         """GroMo's ``__str__()`` (not torch's module tree)."""

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from gromo.modules import _guards
+from gromo.modules._growing.abstract import abstract_property
 from gromo.modules._growing.activations import derivative_at_zero_plus
+from gromo.modules._growing.description import describe
 from gromo.modules._growing.extensions import (
     _KNOWN_NEURON_PAIRINGS_TYPE,
     _KNOWN_RESCALING_STRATEGIES_TYPE,
@@ -265,30 +267,11 @@ class GrowingModule(
 
     # ----- sizes (abstract) ----------------------------------------------------------------
 
-    @property
-    def in_neurons(self) -> int:
-        """Number of input neurons. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    @property
-    def in_features(self) -> int:
-        """Fan-in size. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    @property
-    def out_features(self) -> int:
-        """Fan-out size. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    @property
-    def input_volume(self) -> int:
-        """Expected input volume. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    @property
-    def output_volume(self) -> int:
-        """Expected output volume. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    in_neurons = abstract_property("Number of input neurons.")
+    in_features = abstract_property("Fan-in size.")
+    out_features = abstract_property("Fan-out size.")
+    input_volume = abstract_property("Expected input volume.")
+    output_volume = abstract_property("Expected output volume.")
 
     @property
     def weight(self) -> torch.Tensor:
@@ -371,31 +354,30 @@ class GrowingModule(
         Raises:
             ValueError: ``verbose < 0``.
         """
-        if verbose < 0:
-            raise ValueError(f"verbose={verbose} is not a valid value.")
-        if verbose == 0:
-            return self.name
-        if verbose == 1:
-            return (
+        return describe(
+            verbose,
+            brief=lambda: self.name,
+            one_line=lambda: (
                 f"{self.name} module with {self.number_of_parameters()} parameters "
                 f"({self._allow_growing=}, {self.store_input=}, {self.store_pre_activity=})."
-            )
-        return "\n".join([
-            f"{self.name} module with {self.number_of_parameters()} parameters.",
-            f"\tLayer: {self.layer}",
-            f"\tPost layer function: {self.post_layer_function}",
-            f"\tAllow growing: {self._allow_growing}",
-            f"\tStore input: {self.store_input}",
-            f"\t{self._internal_store_input=}",
-            f"\tStore pre-activity: {self.store_pre_activity}",
-            f"\t{self._internal_store_pre_activity=}",
-            f"\tTensor S (internal): {self._tensor_s}",
-            f"\tTensor S: {self.tensor_s}",
-            f"\tTensor M: {self.tensor_m}",
-            f"\tOptimal delta layer: {self.optimal_delta_layer}",
-            f"\tExtended input layer: {self.extended_input_layer}",
-            f"\tExtended output layer: {self.extended_output_layer}",
-        ])
+            ),
+            header=lambda: f"{self.name} module with {self.number_of_parameters()} parameters.",
+            fields=lambda: [
+                ("Layer", self.layer),
+                ("Post layer function", self.post_layer_function),
+                ("Allow growing", self._allow_growing),
+                ("Store input", self.store_input),
+                ("", f"{self._internal_store_input=}"),
+                ("Store pre-activity", self.store_pre_activity),
+                ("", f"{self._internal_store_pre_activity=}"),
+                ("Tensor S (internal)", self._tensor_s),
+                ("Tensor S", self.tensor_s),
+                ("Tensor M", self.tensor_m),
+                ("Optimal delta layer", self.optimal_delta_layer),
+                ("Extended input layer", self.extended_input_layer),
+                ("Extended output layer", self.extended_output_layer),
+            ],
+        )
 
     def __repr__(self) -> str:
         """GroMo's one-line ``__str__`` (not torch's module tree)."""

@@ -27,6 +27,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules import _guards
+from gromo.modules._growing.abstract import abstract_property
 from gromo.modules._growing.markers import GrowingModuleBase, MergeGrowingModuleBase
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
@@ -212,10 +213,7 @@ class StatisticsMixin:
             "module's tensor_s."
         )
 
-    @property
-    def tensor_n(self) -> torch.Tensor:
-        """N = −M₋₂ + P δᵀ. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    tensor_n = abstract_property("N = −M₋₂ + P δᵀ.")
 
     # ----- statistics: fused computation (hooks for subclasses) ------------------------------
 
