@@ -25,6 +25,19 @@ _KNOWN_RESCALING_STRATEGIES_TYPE = Literal["default_vt", "vt_constraint_old_shap
 _KNOWN_NEURON_PAIRINGS_TYPE = Literal["vv_z_negz"]
 
 
+def _requested(value: str | None, known: tuple[str, ...], what: str, argument: str) -> bool:
+    """True when ``value`` names one of ``known``; False for None / "none".
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if value is None or value == "none":
+        return False
+    if value not in known:
+        raise ValueError(f"Unknown {what} '{value}'. Available: {known}. ({argument} may also be None)")
+    return True
+
+
 class ExtensionsMixin:
     """GrowingModule's ``create_layer_extensions``, initialisations, rescaling, pairing and
     ``complete_growth``."""
@@ -97,25 +110,11 @@ class ExtensionsMixin:
     @staticmethod
     def _check_pairing(neuron_pairing: str | None) -> bool:
         """True when a pairing is requested; ValueError for unknown names."""
-        if neuron_pairing is None or neuron_pairing == "none":
-            return False
-        if neuron_pairing not in _KNOWN_PAIRINGS:
-            raise ValueError(
-                f"Unknown neuron pairing '{neuron_pairing}'. Available: {_KNOWN_PAIRINGS}. "
-                "(neuron_pairing may also be None)"
-            )
-        return True
+        return _requested(neuron_pairing, _KNOWN_PAIRINGS, "neuron pairing", "neuron_pairing")
 
     @staticmethod
     def _check_rescaling(rescaling: str | None) -> bool:
-        if rescaling is None or rescaling == "none":
-            return False
-        if rescaling not in _KNOWN_RESCALINGS:
-            raise ValueError(
-                f"Unknown rescaling strategy '{rescaling}'. Available: {_KNOWN_RESCALINGS}. "
-                "(rescaling may also be None)"
-            )
-        return True
+        return _requested(rescaling, _KNOWN_RESCALINGS, "rescaling strategy", "rescaling")
 
     @atomic(module_and_neighbours, copy_data=True)
     def create_layer_extensions(

@@ -16,7 +16,7 @@ from gromo.modules._growing.abstract import abstract_property
 from gromo.modules._growing.description import describe
 from gromo.modules._growing.markers import MergeGrowingModuleBase
 from gromo.modules._growing.module import GrowingModule
-from gromo.modules._growing.statistics import LayerStatistics
+from gromo.modules._growing.statistics import LayerStatistics, new_statistic
 from gromo.modules._transactions import atomic, merge_and_neighbours
 from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.utils._assertions import ensure
@@ -78,10 +78,7 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         self.store_activity = 0
         self.activity: torch.Tensor | None = None
 
-        self.tensor_s = TensorStatistic(
-            tensor_s_shape, update_function=self.compute_s_update, device=self.device,
-            name=f"S({self.name})",
-        )
+        self.tensor_s = new_statistic(self, tensor_s_shape, self.compute_s_update, "S")
         self.previous_tensor_s: TensorStatistic | None = None
         self.previous_tensor_m: TensorStatistic | None = None
         self.parameter_update_decrease: torch.Tensor | None = None
@@ -187,14 +184,8 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         """Previous S (total, total) and M (total, in_features); None without growing predecessors."""
         total = self.total_in_features
         if total > 0:
-            self.previous_tensor_s = TensorStatistic(
-                (total, total), update_function=self.compute_previous_s_update, device=self.device,
-                name=f"S[-1]({self.name})",
-            )
-            self.previous_tensor_m = TensorStatistic(
-                (total, self.in_features), update_function=self.compute_previous_m_update,
-                device=self.device, name=f"M[-1]({self.name})",
-            )
+            self.previous_tensor_s = new_statistic(self, (total, total), self.compute_previous_s_update, "S[-1]")
+            self.previous_tensor_m = new_statistic(self, (total, self.in_features), self.compute_previous_m_update, "M[-1]")
         else:
             self.previous_tensor_s = None
             self.previous_tensor_m = None
@@ -207,10 +198,7 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         """
         self.total_in_features = self.sum_in_features(with_bias=True)
         if self.tensor_s._shape != (s_width, s_width):
-            self.tensor_s = TensorStatistic(
-                (s_width, s_width), update_function=self.compute_s_update, device=self.device,
-                name=f"S({self.name})",
-            )
+            self.tensor_s = new_statistic(self, (s_width, s_width), self.compute_s_update, "S")
         total = self.total_in_features
         if (
             total <= 0

@@ -24,12 +24,11 @@ from gromo.modules._growing.extensions import (
 from gromo.modules._growing.forward import ForwardMixin
 from gromo.modules._growing.markers import GrowingModuleBase, MergeGrowingModuleBase
 from gromo.modules._growing.scaling import ScalingMixin
-from gromo.modules._growing.statistics import LayerStatistics, StatisticsMixin
+from gromo.modules._growing.statistics import LayerStatistics, StatisticsMixin, new_statistic
 from gromo.modules._growing.surgery import SurgeryMixin
 from gromo.modules._growing.updates import UpdatesMixin
 from gromo.modules._unlink import unlink as _unlink
 from gromo.utils._assertions import ensure
-from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.utils import compute_tensor_stats, get_correct_device
 
 __all__ = ["GrowingModule"]
@@ -138,26 +137,11 @@ class GrowingModule(
         self._input_size: tuple[int, ...] | None = None
         self._statistics = LayerStatistics(self._statistics_kind, self._fused_statistics, type(self).__name__)
 
-        self._tensor_s = TensorStatistic(
-            tensor_s_shape, update_function=self.compute_s_update, device=self.device,
-            name=f"S({self.name})",
-        )
-        self.tensor_m = TensorStatistic(
-            tensor_m_shape, update_function=self.compute_m_update, device=self.device,
-            name=f"M({self.name})",
-        )
-        self.tensor_m_prev = TensorStatistic(
-            None, update_function=self.compute_m_prev_update, device=self.device,
-            name=f"M_prev({self.name})",
-        )
-        self.cross_covariance = TensorStatistic(
-            None, update_function=self.compute_cross_covariance_update, device=self.device,
-            name=f"C({self.name})",
-        )
-        self.covariance_loss_gradient = TensorStatistic(
-            None, update_function=self.compute_covariance_loss_gradient_update,
-            device=self.device, name=f"E({self.name})",
-        )
+        self._tensor_s = new_statistic(self, tensor_s_shape, self.compute_s_update, "S")
+        self.tensor_m = new_statistic(self, tensor_m_shape, self.compute_m_update, "M")
+        self.tensor_m_prev = new_statistic(self, None, self.compute_m_prev_update, "M_prev")
+        self.cross_covariance = new_statistic(self, None, self.compute_cross_covariance_update, "C")
+        self.covariance_loss_gradient = new_statistic(self, None, self.compute_covariance_loss_gradient_update, "E")
 
         self.optimal_delta_layer: nn.Module | None = None
         self.extended_input_layer: nn.Module | None = None

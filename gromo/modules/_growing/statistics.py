@@ -32,11 +32,19 @@ from gromo.modules._growing.markers import GrowingModuleBase, MergeGrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
 
-__all__ = ["CachedStatistic", "LayerStatistics", "StatisticsMixin"]
+__all__ = ["CachedStatistic", "LayerStatistics", "StatisticsMixin", "new_statistic"]
 
 #: the sources a statistic may read: this layer's input, the pre-activation gradient, the
 #: previous layer's input (the order also picks the tensor whose first dimension counts samples)
 _SOURCE_NAMES = ("x", "grad", "x_prev")
+
+
+def new_statistic(
+    owner: nn.Module, shape: tuple[int, ...] | None, update_function: Callable[..., tuple[torch.Tensor, int]],
+    label: str,
+) -> TensorStatistic:
+    """An empty statistic of ``owner`` (on its device), printed as ``label(owner name)``."""
+    return TensorStatistic(shape, update_function=update_function, device=owner.device, name=f"{label}({owner.name})")
 
 
 class CachedStatistic(NamedTuple):

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._growing.statistics import new_statistic
 from gromo.modules._growth_options import GrowthOptions
 from gromo.modules._linear.markers import LinearMergeGrowingModuleBase
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils._assertions import ensure
-from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.utils import get_correct_device
 
 __all__ = ["LinearGrowingModule"]
@@ -377,14 +377,8 @@ class LinearGrowingModule(GrowingModule):
     def _recreate_statistics(self, tensor_s: bool) -> None:
         width = self.in_features + self.use_bias
         if tensor_s:
-            self._tensor_s = TensorStatistic(
-                (width, width), update_function=self.compute_s_update, device=self.device,
-                name=f"S({self.name})",
-            )
-        self.tensor_m = TensorStatistic(
-            (width, self.out_features), update_function=self.compute_m_update, device=self.device,
-            name=f"M({self.name})",
-        )
+            self._tensor_s = new_statistic(self, (width, width), self.compute_s_update, "S")
+        self.tensor_m = new_statistic(self, (width, self.out_features), self.compute_m_update, "M")
         self._clear_statistics_cache()
 
     def add_parameters(
