@@ -2,7 +2,7 @@
 
 ``LinearGrowingModule`` wraps an ``nn.Linear``; its statistics come from one
 ``gromo_kernels.layer_statistics(kind="linear", ...)`` call per batch (see
-:mod:`gromo.modules.growing_module`). Inputs may carry extra token dimensions ``(n, …, d)``: sums run
+:mod:`gromo.modules._growing.statistics`). Inputs may carry extra token dimensions ``(n, …, d)``: sums run
 over every token, the sample count is the batch size ``n`` only (GroMo's convention).
 
 Deliberate differences from GroMo:

@@ -12,7 +12,7 @@ from torch import nn
 
 from gromo.modules import _guards
 from gromo.modules._dtypes import match_pending_layer_dtypes
-from gromo.modules._growing.abstract import abstract_property
+from gromo.modules._growing.abstract import abstract_property, abstract_update
 from gromo.modules._growing.description import describe
 from gromo.modules._growing.markers import MergeGrowingModuleBase
 from gromo.modules._growing.module import GrowingModule
@@ -263,17 +263,9 @@ class MergeGrowingModule(MergeGrowingModuleBase):
                 total = total + module._sum_of_optimal_delta_outputs()
         return total
 
-    def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """S of the activity. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    def compute_previous_s_update(self) -> tuple[torch.Tensor, int]:
-        """S of the concatenated predecessor inputs. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    def compute_previous_m_update(self) -> tuple[torch.Tensor, int]:
-        """M of the concatenated predecessor inputs. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    compute_s_update = abstract_update("S of the activity.")
+    compute_previous_s_update = abstract_update("S of the concatenated predecessor inputs.")
+    compute_previous_m_update = abstract_update("M of the concatenated predecessor inputs.")
 
     def _previous_statistic_sources(self) -> dict[str, torch.Tensor]:
         """``{"x": B, "grad": dA}``: the full activity (the subclass's ``construct_full_activity``)

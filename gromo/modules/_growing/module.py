@@ -124,7 +124,7 @@ class GrowingModule(
             extended_post_layer_function = extended_post_layer_function.to(self.device)
         self.extended_post_layer_function = extended_post_layer_function
 
-        # Plain references (never registered as sub-modules), see the module docstring.
+        # Plain references (never registered as sub-modules): see gromo.modules.growing_module.
         self.previous_module = previous_module
         self.next_module = next_module
 

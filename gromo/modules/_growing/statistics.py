@@ -27,7 +27,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.modules import _guards
-from gromo.modules._growing.abstract import abstract_property
+from gromo.modules._growing.abstract import abstract_property, abstract_update
 from gromo.modules._growing.markers import GrowingModuleBase, MergeGrowingModuleBase
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
@@ -291,9 +291,7 @@ class StatisticsMixin:
 
     # ----- statistics: update functions (abstract) --------------------------------------------
 
-    def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ x̃x̃ᵀ, n). Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    compute_s_update = abstract_update("(Σ x̃x̃ᵀ, n).")
 
     def compute_m_update(self, desired_activation: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """(Σ x̃ dAᵀ, n). Raises NotImplementedError (abstract)."""
@@ -305,17 +303,9 @@ class StatisticsMixin:
         """(Σ x̃₋₂ dAᵀ, n). Raises NotImplementedError (abstract)."""
         raise NotImplementedError
 
-    def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ x̃₋₂ x̃ᵀ, n). Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    def compute_n_update(self) -> tuple[torch.Tensor, int]:
-        """Legacy N update. Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
-
-    def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ dA dAᵀ, n). Raises NotImplementedError (abstract)."""
-        raise NotImplementedError
+    compute_cross_covariance_update = abstract_update("(Σ x̃₋₂ x̃ᵀ, n).")
+    compute_n_update = abstract_update("Legacy N update.")
+    compute_covariance_loss_gradient_update = abstract_update("(Σ dA dAᵀ, n).")
 
     def projected_v_goal(self, input_vector: torch.Tensor) -> torch.Tensor:
         """``dA − δ(x)``: the pre-activation gradient left after the optimal delta.
