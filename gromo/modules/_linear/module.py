@@ -190,9 +190,7 @@ class LinearGrowingModule(GrowingModule):
             ValueError: no previous module.
             NotImplementedError: previous module neither linear nor a linear merge.
         """
-        previous = self.previous_module
-        if previous is None:
-            raise ValueError(f"No previous module for {self.name}. Thus M_{{-2}} is not defined.")
+        previous = self._growth_predecessor("M_{-2}")
         if isinstance(previous, LinearGrowingModule):
             gradient = self._gradient(desired_activation)
             if desired_activation is not None:
@@ -210,13 +208,10 @@ class LinearGrowingModule(GrowingModule):
                     UserWarning,
                     stacklevel=2,
                 )
-            gradient = self._gradient(desired_activation)
-            with torch.no_grad():
-                full = previous.construct_full_activity()
-                return gk.linear_input_grad(full, gradient, bias=False), int(gradient.shape[0])
-        raise NotImplementedError(
-            f"The computation of M_{{-2}} is not implemented yet for {type(previous)} as previous module."
-        )
+        gradient = self._gradient(desired_activation)
+        with torch.no_grad():
+            full = previous.construct_full_activity()
+            return gk.linear_input_grad(full, gradient, bias=False), int(gradient.shape[0])
 
     def compute_cross_covariance_update(self) -> tuple[torch.Tensor, int]:
         """(Σ x̃₋₂ x̃ᵀ, n): (in_p+b_p, in+b).
@@ -229,23 +224,30 @@ class LinearGrowingModule(GrowingModule):
             ValueError: no previous module.
             NotImplementedError: previous module neither linear nor a linear merge.
         """
-        previous = self.previous_module
-        if previous is None:
-            raise ValueError(f"No previous module for {self.name}. Thus P is not defined.")
+        previous = self._growth_predecessor("P")
         if isinstance(previous, LinearGrowingModule):
             self.input
             return self._layer_statistic("cross_cov")
-        if isinstance(previous, LinearMergeGrowingModuleBase):
-            x = self.input
-            with torch.no_grad():
-                full = previous.construct_full_activity()
-                return (
-                    gk.linear_cross_cov(full, x, bias_prev=False, bias=self.use_bias),
-                    int(x.shape[0]),
-                )
-        raise NotImplementedError(
-            f"The computation of P is not implemented yet for {type(previous)} as previous module."
-        )
+        x = self.input
+        with torch.no_grad():
+            full = previous.construct_full_activity()
+            return gk.linear_cross_cov(full, x, bias_prev=False, bias=self.use_bias), int(x.shape[0])
+
+    def _growth_predecessor(self, symbol: str) -> GrowingModule | MergeGrowingModule:
+        """The previous module, linear or a linear merge, for the growth statistic ``symbol``.
+
+        Raises:
+            ValueError: no previous module.
+            NotImplementedError: previous module neither linear nor a linear merge.
+        """
+        previous = self.previous_module
+        if previous is None:
+            raise ValueError(f"No previous module for {self.name}. Thus {symbol} is not defined.")
+        if not isinstance(previous, (LinearGrowingModule, LinearMergeGrowingModuleBase)):
+            raise NotImplementedError(
+                f"The computation of {symbol} is not implemented yet for {type(previous)} as previous module."
+            )
+        return previous
 
     def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
         """(Σ dA dAᵀ, n): (out, out).
