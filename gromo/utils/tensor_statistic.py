@@ -6,9 +6,9 @@ forward sets it to False, the first ``update()`` after that forward consumes it.
 
 Differences from GroMo (deliberate):
 * ``init()`` marks the statistic as *in use* and ``reset()`` clears that mark (otherwise both do
-  the same thing, as in GroMo). The mark is only a hint: the owning module computes every in-use
-  statistic that is waiting for this forward in ONE gromo_kernels call, instead of one pass per
-  statistic. Statistics that were never ``init()``-ed still update correctly when asked.
+  the same thing, as in GroMo). The mark is only a hint: the owning module computes every
+  ``pending`` statistic (in use and waiting for this forward) in ONE gromo_kernels call, instead
+  of one pass per statistic. Statistics that were never ``init()``-ed still update correctly when asked.
 * ``TensorStatiticWithEstimationError`` keeps its trace estimate as Python floats.
 * A batch update holding NaN or Inf is refused (:class:`~gromo.utils._nonfinite.NonFiniteError`
   naming the statistic) and nothing is accumulated; :func:`update_together` refuses a batch for a
@@ -68,6 +68,11 @@ class TensorStatistic:
 
     def __str__(self) -> str:
         return f"{self.name} tensor of shape {self._shape} with {self.samples} samples"
+
+    @property
+    def pending(self) -> bool:
+        """In use (``init()``-ed) and still waiting for the update of the last forward's batch."""
+        return self._in_use and not self.updated
 
     @torch.no_grad()
     def update(self, **kwargs: Any) -> tuple[torch.Tensor, int] | None:

@@ -417,13 +417,26 @@ def test_annotations_resolve(module_path, owner_name):
     """typing.get_type_hints (Sphinx, IDEs, validators) must resolve every annotation of the API."""
     module = importlib.import_module(module_path)
     owner = module if owner_name is None else getattr(module, owner_name)
-    functions = [member for member in vars(owner).values() if inspect.isfunction(member)]
-    for member in vars(owner).values():
-        if isinstance(member, (staticmethod, classmethod)):
-            functions.append(member.__func__)
-        elif isinstance(member, property):
-            functions.extend(f for f in (member.fget, member.fset) if f is not None)
-    functions = [f for f in functions if f.__module__ == module_path]
+    # A public class may be composed of mixins living in private modules: walk its MRO and keep the
+    # functions defined at the public path or in a private gromo module (a "_" path component).
+    namespaces = [vars(owner)] if owner_name is None else [vars(c) for c in inspect.getmro(owner)]
+    functions = []
+    for namespace in namespaces:
+        for member in namespace.values():
+            if inspect.isfunction(member):
+                functions.append(member)
+            elif isinstance(member, (staticmethod, classmethod)):
+                functions.append(member.__func__)
+            elif isinstance(member, property):
+                functions.extend(f for f in (member.fget, member.fset) if f is not None)
+
+    def composed_here(function) -> bool:
+        path = function.__module__ or ""
+        return path == module_path or (
+            path.startswith("gromo.") and any(part.startswith("_") for part in path.split("."))
+        )
+
+    functions = [f for f in functions if composed_here(f)]
     assert functions
     for function in functions:
         typing.get_type_hints(function)

@@ -1,0 +1,246 @@
+"""GrowingModule's growth solves: the optimal delta (natural-gradient step), the optimal new
+neurons (TINY / GradMax) and the first-order improvements they promise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gromo.modules import _guards
+from gromo.modules._dtypes import match_pending_layer_dtypes
+from gromo.modules._growing.markers import GrowingModuleBase
+from gromo.modules._growth_options import GrowthOptions
+from gromo.modules._transactions import atomic, module_and_neighbours
+from gromo.utils._assertions import ensure
+from gromo.utils.tools import optimal_delta
+
+__all__ = ["UpdatesMixin"]
+
+# The growth options the new-neuron solver does not take (they choose its inputs).
+_NOT_SOLVER_OPTIONS = ("update_previous", "dtype", "compute_delta", "use_covariance", "use_projection", "use_fisher")
+
+
+def _solve_new_neurons(**arguments: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``compute_optimal_added_parameters`` as found at the public path when called: GroMo's module
+    namespace (``gromo.modules.growing_module``) is where the solver is replaced."""
+    from gromo.modules import growing_module
+
+    return growing_module.compute_optimal_added_parameters(**arguments)
+
+
+class UpdatesMixin:
+    """GrowingModule's ``compute_optimal_delta``, ``compute_optimal_updates`` and their hops."""
+
+    # ----- optimal delta ------------------------------------------------------------------
+
+    @atomic(module_and_neighbours, copy_data=False)
+    def compute_optimal_delta(
+        self,
+        update: bool = True,
+        dtype: torch.dtype = torch.float32,
+        force_pseudo_inverse: bool = False,
+        use_fisher: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | float]:
+        """Natural-gradient step ``δ = E⁻¹ (S⁺ M)ᵀ`` (o, D) and its first-order decrease (§4.2).
+
+        ``delta_raw`` is always stored; with ``update`` also ``optimal_delta_layer`` (whose
+        parameters share storage with ``delta_raw``) and ``parameter_update_decrease``.
+
+        Args:
+            update: set ``optimal_delta_layer`` and ``parameter_update_decrease``.
+            dtype: precision of the solve's inputs.
+            force_pseudo_inverse: always use the pseudo-inverse of S.
+            use_fisher: precondition the output side with E = E[dA dAᵀ].
+        Returns:
+            (ΔW shaped like the weight, Δb or None, decrease).
+        Raises:
+            NonFiniteError: S, M (or E) holds NaN or Inf.
+        """
+        _guards.check_statistics_finite(
+            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
+        )
+        tensor_s = self.tensor_s()
+        tensor_m = self.tensor_m()
+        fisher = self.covariance_loss_gradient() if use_fisher else None
+        self.delta_raw, decrease = optimal_delta(
+            tensor_s, tensor_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse,
+            tensor_covariance_loss_gradient=fisher,
+        )
+        if self.use_bias:
+            delta_weight = self.delta_raw[:, :-1]
+            delta_bias = self.delta_raw[:, -1]
+        else:
+            delta_weight = self.delta_raw
+            delta_bias = None
+        delta_weight = delta_weight.reshape(self.weight.shape)
+        if update:
+            self.optimal_delta_layer = self.layer_of_tensor(delta_weight, delta_bias)
+            self.parameter_update_decrease = decrease
+            match_pending_layer_dtypes(self, include_previous=False)
+        return delta_weight, delta_bias, decrease
+
+    # ----- new neurons ----------------------------------------------------------------------
+
+    @atomic(module_and_neighbours, copy_data=False)
+    def compute_optimal_updates(
+        self,
+        numerical_threshold: float = 1e-6,
+        statistical_threshold: float = 1e-3,
+        maximum_added_neurons: int | None = None,
+        update_previous: bool = True,
+        dtype: torch.dtype = torch.float32,
+        compute_delta: bool = True,
+        use_covariance: bool = True,
+        alpha_zero: bool = False,
+        omega_zero: bool = False,
+        use_projection: bool = True,
+        ignore_singular_values: bool = False,
+        use_fisher: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Optimal delta and optimal new neurons (§5.1).
+
+        Presets: TINY = ``compute_delta=False, use_covariance=True, alpha_zero=False,
+        omega_zero=False, use_projection=True, ignore_singular_values=False``; GradMax =
+        ``compute_delta=False, use_covariance=False, alpha_zero=True, omega_zero=False,
+        use_projection=False, ignore_singular_values=True``.
+
+        Returns:
+            (alpha weight, alpha bias) of the new neurons, or (None, None) without previous module.
+        Raises:
+            NotImplementedError: previous module is a merge or not growing (raised before any
+                change, GroMo computes the delta first).
+            TypeError, ValueError: a threshold not a finite number ≥ 0, ``maximum_added_neurons``
+                not None or an int ≥ 0.
+            NonFiniteError: a statistic the computation reads holds NaN or Inf.
+        A call that raises leaves this module and its neighbours unchanged.
+        """
+        options = GrowthOptions.from_arguments(locals())
+        previous = self.previous_module
+        if previous is not None and not isinstance(previous, GrowingModuleBase):
+            raise NotImplementedError(
+                "The computation of the optimal added parameters is not implemented yet for "
+                f"{type(previous)} as previous module."
+            )
+        _guards.check_optimal_updates_arguments(
+            self, numerical_threshold, statistical_threshold, maximum_added_neurons
+        )
+        if previous is not None:  # what the delta and the growth solve will read, checked first
+            reads_delta = compute_delta or use_projection
+            _guards.check_statistics_finite(self, (
+                self.tensor_s if reads_delta else None, self.tensor_m if reads_delta else None,
+                self.tensor_m_prev, self.cross_covariance if use_projection else None,
+                self.tensor_s_growth if use_covariance else None,
+                self.covariance_loss_gradient if use_fisher else None,
+            ))
+        if compute_delta:
+            self.compute_optimal_delta(update=True, dtype=dtype, use_fisher=use_fisher)
+        else:
+            self.optimal_delta_layer = None
+            self.parameter_update_decrease = torch.tensor(
+                0.0, dtype=self.weight.dtype, device=self.weight.device
+            )
+            if use_projection and previous is not None:
+                self.compute_optimal_delta(update=False, dtype=dtype, use_fisher=use_fisher)
+            else:
+                self.delta_raw = None
+        if previous is None:
+            return None, None
+        alpha_weight, alpha_bias, _, _ = self._compute_optimal_added_parameters(
+            **options.as_kwargs(drop=("compute_delta",))
+        )
+        match_pending_layer_dtypes(self)
+        return alpha_weight, alpha_bias
+
+    def _auxiliary_compute_alpha_omega(
+        self,
+        numerical_threshold: float = 1e-6,
+        statistical_threshold: float = 1e-3,
+        maximum_added_neurons: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        use_covariance: bool = True,
+        alpha_zero: bool = False,
+        omega_zero: bool = False,
+        use_projection: bool = True,
+        ignore_singular_values: bool = False,
+        use_fisher: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """α (k, s), ω (t, k), σ (k,) from N (or −M₋₂), S₋₂ and optionally E (§5.2).
+
+        Raises:
+            AssertionError: no previous module.
+        """
+        options = GrowthOptions.from_arguments(locals())
+        ensure(self.previous_module is not None,
+               f"No previous module for {self.name}.Therefore neuron addition is not possible.")
+        matrix_n = self.tensor_n if use_projection else -self.tensor_m_prev()
+        matrix_s = self.tensor_s_growth() if use_covariance else None
+        matrix_e = self.covariance_loss_gradient() if use_fisher else None
+        saved_dtype = matrix_n.dtype
+        alpha, omega, eigenvalues = _solve_new_neurons(
+            matrix_s=None if matrix_s is None else matrix_s.to(dtype),
+            matrix_n=matrix_n.to(dtype),
+            matrix_covariance_loss_gradient=None if matrix_e is None else matrix_e.to(dtype),
+            **options.as_kwargs(drop=_NOT_SOLVER_OPTIONS),
+        )
+        self._first_order_uses_squared_singular_values = not ignore_singular_values
+        return alpha.to(saved_dtype), omega.to(saved_dtype), eigenvalues.to(saved_dtype)
+
+    def _compute_optimal_added_parameters(
+        self,
+        numerical_threshold: float = 1e-6,
+        statistical_threshold: float = 1e-3,
+        maximum_added_neurons: int | None = None,
+        update_previous: bool = True,
+        dtype: torch.dtype = torch.float32,
+        use_covariance: bool = True,
+        alpha_zero: bool = False,
+        omega_zero: bool = False,
+        use_projection: bool = True,
+        ignore_singular_values: bool = False,
+        use_fisher: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Package α, ω into extension layers: ``_added_parameters`` of these options.
+
+        GroMo's entry point (a user override of it is what ``compute_optimal_updates`` calls); layer
+        types implement :meth:`_added_parameters`.
+        """
+        return self._added_parameters(GrowthOptions.from_arguments(locals()))
+
+    def _added_parameters(
+        self, options: GrowthOptions
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The new neurons for ``options`` as extension layers: (α weight, α bias, ω, eigenvalues).
+
+        Raises:
+            NotImplementedError: abstract (each layer type implements it).
+        """
+        raise NotImplementedError
+
+    # ----- first-order improvements ---------------------------------------------------------
+
+    @property
+    def new_neurons_fo_improvement(self) -> torch.Tensor:
+        """σ'(0⁺)·Σλ² (σ'(0⁺)·Σλ when the singular values were ignored); 0 without extension."""
+        if self.eigenvalues_extension is None:
+            return torch.tensor(0.0, dtype=self.weight.dtype, device=self.weight.device)
+        if self._first_order_uses_squared_singular_values:
+            total = (self.eigenvalues_extension**2).sum()
+        else:
+            total = self.eigenvalues_extension.sum()
+        return self.activation_gradient.to(total.device) * total
+
+    @property
+    def first_order_improvement(self) -> torch.Tensor:
+        """``parameter_update_decrease + new_neurons_fo_improvement``.
+
+        Raises:
+            AssertionError: the delta has not been computed.
+        """
+        ensure(self.parameter_update_decrease is not None, (
+            "The first order improvement is not computed. Use compute_optimal_delta before. "
+            f"(error in {self.name})"
+        ))
+        return self.parameter_update_decrease + self.new_neurons_fo_improvement
+

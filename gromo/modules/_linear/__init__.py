@@ -1,0 +1,1 @@
+"""Growing fully-connected layers, split by job (the public path is ``gromo.modules.linear_growing_module``)."""
