@@ -146,10 +146,10 @@ def sqrt_inverse_matrix_semi_positive(
         torch.linalg.LinAlgError: the decomposition failed twice.
     Warns:
         RuntimeWarning: GroMo's "Adding a small identity matrix …" text whenever the first
-            eigendecomposition failed. ``matrix`` is never modified: the kernels decompose the same
-            matrix through an SVD instead (the result is that decomposition's thresholded
-            pseudo-inverse square root); only if that fails too is ``matrix + resolution·I`` (a
-            copy) decomposed, as GroMo's retry.
+            eigendecomposition failed. The kernels then decompose the same, unmodified matrix
+            through an SVD (the result is that decomposition's thresholded pseudo-inverse square
+            root); only if that fails too does GroMo's retry run: ``matrix += resolution·I`` in
+            place, decomposed once more.
     """
     ensure(matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], "The input matrix must be square.")
     ensure(torch.allclose(matrix, matrix.t()), lambda: "The input matrix must be symmetric." + (
@@ -170,7 +170,7 @@ def sqrt_inverse_matrix_semi_positive(
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     if result is None or fell_back:
         fallback = ("the SVD of the unmodified matrix was used" if result is not None
-                    else "the SVD failed too; retrying once on matrix + resolution·I (a copy)")
+                    else "the SVD failed too; regularising the matrix in place and retrying once")
         warn(
             message="Adding a small identity matrix to make the input matrix positive definite. "
             f"(The eigendecomposition failed; {fallback}.)",
@@ -178,8 +178,8 @@ def sqrt_inverse_matrix_semi_positive(
         )
     if result is None:
         resolution = torch.finfo(matrix.dtype).resolution
-        jittered = matrix + resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-        result = gk.psd_inv_sqrt(jittered, threshold=threshold, rtol=0.0)
+        matrix += resolution * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+        result = gk.psd_inv_sqrt(matrix, threshold=threshold, rtol=0.0)
     return result.r.to(matrix.dtype)
 
 
