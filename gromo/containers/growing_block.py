@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from gromo.containers.growing_container import GrowingContainer
+from gromo.modules._growth_options import GrowthOptions
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule
@@ -281,29 +282,18 @@ class GrowingBlock(GrowingContainer):
         Returns:
             (α weight, α bias) of the new neurons.
         """
+        # No update_previous argument here: a block always extends its first layer (the default).
+        options = GrowthOptions.from_arguments(locals())
         second = self.second_layer
-        options = dict(
-            numerical_threshold=numerical_threshold,
-            statistical_threshold=statistical_threshold,
-            maximum_added_neurons=maximum_added_neurons,
-            dtype=dtype,
-            use_covariance=use_covariance,
-            alpha_zero=alpha_zero,
-            omega_zero=omega_zero,
-            ignore_singular_values=ignore_singular_values,
-            use_fisher=use_fisher,
-        )
         if self.hidden_neurons == 0:
             second.optimal_delta_layer = None
             second.delta_raw = None
             self.parameter_update_decrease = 0.0
             alpha_weight, alpha_bias, _, _ = second._compute_optimal_added_parameters(
-                update_previous=True, use_projection=False, **options
+                **options.replace(use_projection=False).as_kwargs(drop=("compute_delta",))
             )
             return alpha_weight, alpha_bias
-        return second.compute_optimal_updates(
-            update_previous=True, compute_delta=compute_delta, use_projection=use_projection, **options
-        )
+        return second.compute_optimal_updates(**options.as_kwargs())
 
     def apply_change(self, extension_size: int | None = None, scaling_factor: float | torch.Tensor | None = None,
                      apply_delta: bool = True, apply_extension: bool = True) -> None:
