@@ -153,15 +153,10 @@ class GrowingResidualMLP(SequentialGrowingModel):
         Returns:
             layer_index.
         """
-        for index, layer in enumerate(self._growing_layers):
-            if verbose:
-                print(f"Block {index} improvement: {layer.first_order_improvement}")
-                print(f"Block {index} parameter improvement: {layer.parameter_update_decrease}")
-                print(f"Block {index} eigenvalues extension: {layer.eigenvalues_extension}")
-            if index != layer_index:
-                if verbose:
-                    print(f"Deleting block {index}")
-                layer.delete_update()
+        self._delete_other_updates(
+            layer_index, verbose, label="Block", improvement_label="improvement",
+            improvement_of=lambda layer: layer.first_order_improvement,
+        )
         self.currently_updated_layer_index = layer_index
         return layer_index
 
