@@ -24,6 +24,7 @@ silently do nothing.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Literal
 
@@ -310,14 +311,12 @@ def init_full_resnet_structure(
     skip_first_downsample = small_inputs if skip_first_downsample is None else skip_first_downsample
     blocks = _blocks_per_stage(number_of_blocks_per_stage, nb_stages)
     widths = _hidden_widths(hidden_channels, blocks, inplanes, reduction_factor)
-    network = ResNetBasicBlock(
-        in_features=in_features, out_features=out_features, device=device, activation=activation,
-        dropout_rate=dropout_rate, input_block_kernel_size=input_block_kernel_size,
-        output_block_kernel_size=output_block_kernel_size, hidden_channels=tuple(stage[0] for stage in widths),
-        small_inputs=small_inputs, skip_first_downsample=skip_first_downsample, inplanes=inplanes,
-        use_preactivation=use_preactivation, normalization=normalization, normalization_kwargs=normalization_kwargs,
-        growing_conv_type=growing_conv_type,
-    )
+    # The network takes this builder's arguments of the same name (now resolved), except the widths.
+    arguments = locals()
+    network = ResNetBasicBlock(**{
+        **{name: arguments[name] for name in inspect.signature(ResNetBasicBlock).parameters},
+        "hidden_channels": tuple(stage[0] for stage in widths),
+    })
     for stage, stage_widths in enumerate(widths):
         for hidden in stage_widths[1:]:
             network.append_block(stage_index=stage, input_block_kernel_size=input_block_kernel_size,
