@@ -19,7 +19,7 @@ Deliberate differences from GroMo, kept because code relies on them:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -32,6 +32,19 @@ from gromo.utils._assertions import ensure
 from gromo.utils.utils import get_correct_device
 
 __all__ = ["GrowingContainer", "GrowingModel"]
+
+
+def forward_through_blocks(x: torch.Tensor, stem: nn.Module, blocks: Iterable[nn.Module], head: nn.Module,
+                           extended: bool = False) -> torch.Tensor:
+    """``head(block_k(… block_1(stem(x))))``: a network whose growable blocks sit in one chain.
+
+    With ``extended`` each block runs its ``extended_forward`` (its pending update at its current
+    scaling); ``stem`` and ``head`` never grow.
+    """
+    x = stem(x)
+    for block in blocks:
+        x = block.extended_forward(x) if extended else block(x)
+    return head(x)
 
 
 class GrowingContainer(nn.Module):

@@ -33,6 +33,7 @@ from torch import nn
 
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm, norm
 from gromo.containers.growing_block import Conv2dGrowingBlock, GrowingBlock
+from gromo.containers.growing_container import forward_through_blocks
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
@@ -215,10 +216,7 @@ class ResNetBasicBlock(SequentialGrowingModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """logits = post_net(stages(pre_net(x))): (n, C, H, W) → (n, out)."""
-        x = self.pre_net(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.post_net(x)
+        return forward_through_blocks(x, self.pre_net, self.stages, self.post_net)
 
     def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
         """Forward with every block's pending update at its current scaling: (n, C, H, W) → (n, out).
