@@ -23,18 +23,25 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from gromo.containers.growing_container import GrowingContainer
+from gromo.modules._growth_options import GrowthOptions
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule
 from gromo.utils._assertions import ensure
 
 __all__ = ["GrowingBlock", "LinearGrowingBlock", "Conv2dGrowingBlock", "RestrictedConv2dGrowingBlock"]
+
+# The constructor arguments that ``GrowingBlock.set_default_values`` completes.
+_DEFAULTED_ARGUMENTS = (
+    "activation", "pre_activation", "mid_activation", "kwargs_layer", "kwargs_first_layer", "kwargs_second_layer",
+)
 
 
 class GrowingBlock(GrowingContainer):
@@ -67,6 +74,46 @@ class GrowingBlock(GrowingContainer):
             second_layer.previous_module = first_layer
         self.downsample = downsample.to(self.device)
         self.activation_derivative = 1.0
+
+    def _init_layers(self, layer_type: type, sizes: tuple[Any, Any, Any], target: dict[str, Any],
+                     arguments: Mapping[str, Any],
+                     complete_layer_kwargs: Callable[[dict, dict], tuple[dict, dict]] | None = None) -> None:
+        """Build the two layers of a subclass and initialise the block (the subclasses' constructor).
+
+        The first layer maps in → hidden (post ``mid_activation``), the second hidden → out (post
+        ``pre_addition_function``, growing after the first); ``target`` names the second layer's
+        target hidden width in its layer type's words.
+
+        Args:
+            layer_type: the growing module class of both layers.
+            sizes: (in, hidden, out).
+            target: the second layer's target keyword and value.
+            arguments: the subclass constructor's ``locals()``: GroMo's block arguments
+                ``activation``, ``pre_activation``, ``mid_activation``, ``pre_addition_function``,
+                ``name``, ``kwargs_layer``, ``kwargs_first_layer``, ``kwargs_second_layer``,
+                ``downsample`` and ``device``.
+            complete_layer_kwargs: turns the defaulted (first, second) layer kwargs into the ones used.
+        """
+        pre_activation, mid_activation, kwargs_first_layer, kwargs_second_layer = self.set_default_values(
+            **{key: arguments[key] for key in _DEFAULTED_ARGUMENTS}
+        )
+        if complete_layer_kwargs is not None:
+            kwargs_first_layer, kwargs_second_layer = complete_layer_kwargs(kwargs_first_layer, kwargs_second_layer)
+        in_size, hidden_size, out_size = sizes
+        name, device = arguments["name"], arguments["device"]
+        first_layer = layer_type(
+            in_size, hidden_size, post_layer_function=mid_activation,
+            name=f"{name}(first_layer)", device=device, **kwargs_first_layer,
+        )
+        second_layer = layer_type(
+            hidden_size, out_size, post_layer_function=arguments["pre_addition_function"],
+            previous_module=first_layer, allow_growing=True, name=f"{name}(second_layer)", device=device,
+            **target, **kwargs_second_layer,
+        )
+        GrowingBlock.__init__(
+            self, first_layer, second_layer, in_features=in_size, out_features=out_size,
+            pre_activation=pre_activation, name=name, downsample=arguments["downsample"], device=device,
+        )
 
     def __setattr__(self, key: str, value: Any) -> None:
         # The pending update lives in the second layer (GroMo redirects this attribute).
@@ -281,29 +328,18 @@ class GrowingBlock(GrowingContainer):
         Returns:
             (α weight, α bias) of the new neurons.
         """
+        # No update_previous argument here: a block always extends its first layer (the default).
+        options = GrowthOptions.from_arguments(locals())
         second = self.second_layer
-        options = dict(
-            numerical_threshold=numerical_threshold,
-            statistical_threshold=statistical_threshold,
-            maximum_added_neurons=maximum_added_neurons,
-            dtype=dtype,
-            use_covariance=use_covariance,
-            alpha_zero=alpha_zero,
-            omega_zero=omega_zero,
-            ignore_singular_values=ignore_singular_values,
-            use_fisher=use_fisher,
-        )
         if self.hidden_neurons == 0:
             second.optimal_delta_layer = None
             second.delta_raw = None
             self.parameter_update_decrease = 0.0
             alpha_weight, alpha_bias, _, _ = second._compute_optimal_added_parameters(
-                update_previous=True, use_projection=False, **options
+                **options.replace(use_projection=False).as_kwargs(drop=("compute_delta",))
             )
             return alpha_weight, alpha_bias
-        return second.compute_optimal_updates(
-            update_previous=True, compute_delta=compute_delta, use_projection=use_projection, **options
-        )
+        return second.compute_optimal_updates(**options.as_kwargs())
 
     def apply_change(self, extension_size: int | None = None, scaling_factor: float | torch.Tensor | None = None,
                      apply_delta: bool = True, apply_extension: bool = True) -> None:
@@ -424,23 +460,9 @@ class LinearGrowingBlock(GrowingBlock):
                  kwargs_layer: dict | None = None, kwargs_first_layer: dict | None = None,
                  kwargs_second_layer: dict | None = None, downsample: nn.Module = nn.Identity(),
                  device: torch.device | str | None = None) -> None:
-        pre_activation, mid_activation, kwargs_first_layer, kwargs_second_layer = self.set_default_values(
-            activation=activation, pre_activation=pre_activation, mid_activation=mid_activation,
-            kwargs_layer=kwargs_layer, kwargs_first_layer=kwargs_first_layer,
-            kwargs_second_layer=kwargs_second_layer,
-        )
-        first_layer = LinearGrowingModule(
-            in_features, hidden_features, post_layer_function=mid_activation,
-            name=f"{name}(first_layer)", device=device, **kwargs_first_layer,
-        )
-        second_layer = LinearGrowingModule(
-            hidden_features, out_features, post_layer_function=pre_addition_function,
-            previous_module=first_layer, allow_growing=True, name=f"{name}(second_layer)", device=device,
-            target_in_features=target_hidden_features, **kwargs_second_layer,
-        )
-        super().__init__(
-            first_layer, second_layer, in_features=in_features, out_features=out_features,
-            pre_activation=pre_activation, name=name, downsample=downsample, device=device,
+        self._init_layers(
+            LinearGrowingModule, (in_features, hidden_features, out_features),
+            {"target_in_features": target_hidden_features}, locals(),
         )
 
 
@@ -470,42 +492,31 @@ class Conv2dGrowingBlock(GrowingBlock):
                  downsample: nn.Module = nn.Identity(),
                  growing_conv_type: type = RestrictedConv2dGrowingModule,
                  device: torch.device | str | None = None) -> None:
-        pre_activation, mid_activation, kwargs_first_layer, kwargs_second_layer = self.set_default_values(
-            activation=activation, pre_activation=pre_activation, mid_activation=mid_activation,
-            kwargs_layer=kwargs_layer, kwargs_first_layer=kwargs_first_layer,
-            kwargs_second_layer=kwargs_second_layer,
-        )
-        kwargs_first_layer = dict(kwargs_first_layer)
-        kwargs_second_layer = dict(kwargs_second_layer)
-        for label, kwargs in (("kwargs_first_layer", kwargs_first_layer),
-                              ("kwargs_second_layer", kwargs_second_layer)):
-            if "kernel_size" in kwargs:
-                if kernel_size is not None:
-                    warnings.warn(
-                        f"kernel_size specified in both arguments and kwargs for {name}, using value from "
-                        f"kwargs. ({label})",
-                        UserWarning,
-                        stacklevel=2,
+        def complete_layer_kwargs(kwargs_first_layer: dict, kwargs_second_layer: dict) -> tuple[dict, dict]:
+            kwargs_first_layer = dict(kwargs_first_layer)
+            kwargs_second_layer = dict(kwargs_second_layer)
+            for label, kwargs in (("kwargs_first_layer", kwargs_first_layer),
+                                  ("kwargs_second_layer", kwargs_second_layer)):
+                if "kernel_size" in kwargs:
+                    if kernel_size is not None:
+                        warnings.warn(
+                            f"kernel_size specified in both arguments and kwargs for {name}, using value from "
+                            f"kwargs. ({label})",
+                            UserWarning,
+                            stacklevel=4,  # the caller of this constructor (through _init_layers)
+                        )
+                elif kernel_size is not None:
+                    kwargs["kernel_size"] = kernel_size
+                else:
+                    raise ValueError(
+                        f"kernel_size must be specified for {name}. (As an argument or in {label} / "
+                        "kwargs_layer.)"
                     )
-            elif kernel_size is not None:
-                kwargs["kernel_size"] = kernel_size
-            else:
-                raise ValueError(
-                    f"kernel_size must be specified for {name}. (As an argument or in {label} / "
-                    "kwargs_layer.)"
-                )
-        first_layer = growing_conv_type(
-            in_channels, hidden_channels, post_layer_function=mid_activation,
-            name=f"{name}(first_layer)", device=device, **kwargs_first_layer,
-        )
-        second_layer = growing_conv_type(
-            hidden_channels, out_channels, post_layer_function=pre_addition_function,
-            previous_module=first_layer, allow_growing=True, name=f"{name}(second_layer)", device=device,
-            target_in_channels=target_hidden_channels, **kwargs_second_layer,
-        )
-        super().__init__(
-            first_layer, second_layer, in_features=in_channels, out_features=out_channels,
-            pre_activation=pre_activation, name=name, downsample=downsample, device=device,
+            return kwargs_first_layer, kwargs_second_layer
+
+        self._init_layers(
+            growing_conv_type, (in_channels, hidden_channels, out_channels),
+            {"target_in_channels": target_hidden_channels}, locals(), complete_layer_kwargs,
         )
 
 

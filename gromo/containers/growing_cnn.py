@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gromo.containers.growing_block import Conv2dGrowingBlock
-from gromo.containers.growing_container import GrowingContainer
+from gromo.containers.growing_container import GrowingContainer, forward_through_blocks
 
 __all__ = ["GrowingCNN"]
 
@@ -87,17 +87,11 @@ class GrowingCNN(GrowingContainer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """logits (n, classes) of images x (n, C_in, H, W)."""
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
+        return forward_through_blocks(x, self.stem, self.blocks, self.head)
 
     def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
         """Forward with every block's pending update at its current scaling factor."""
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block.extended_forward(x)
-        return self.head(x)
+        return forward_through_blocks(x, self.stem, self.blocks, self.head, extended=True)
 
     @property
     def hidden_widths(self) -> list[int]:

@@ -19,6 +19,7 @@ Deliberate differences from GroMo, kept because code relies on them:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -31,6 +32,19 @@ from gromo.utils._assertions import ensure
 from gromo.utils.utils import get_correct_device
 
 __all__ = ["GrowingContainer", "GrowingModel"]
+
+
+def forward_through_blocks(x: torch.Tensor, stem: nn.Module, blocks: Iterable[nn.Module], head: nn.Module,
+                           extended: bool = False) -> torch.Tensor:
+    """``head(block_k(… block_1(stem(x))))``: a network whose growable blocks sit in one chain.
+
+    With ``extended`` each block runs its ``extended_forward`` (its pending update at its current
+    scaling); ``stem`` and ``head`` never grow.
+    """
+    x = stem(x)
+    for block in blocks:
+        x = block.extended_forward(x) if extended else block(x)
+    return head(x)
 
 
 class GrowingContainer(nn.Module):
@@ -158,21 +172,35 @@ class GrowingContainer(nn.Module):
                 f"layer_index {layer_index} is out of range for {len(self._growing_layers)} growable layers"
             )
         self.currently_updated_layer_index = layer_index
-        for index, layer in enumerate(self._growing_layers):
-            if verbose:
-                # GroMo reads first_order_improvement, which fails once the update was deleted.
-                improvement = layer.first_order_improvement if layer.parameter_update_decrease is not None else None
-                print(f"Layer {index} update: {improvement}")
-                print(f"Layer {index} parameter improvement: {layer.parameter_update_decrease}")
-                print(f"Layer {index} eigenvalues extension: {layer.eigenvalues_extension}")
-            if index != layer_index:
-                if verbose:
-                    print(f"Deleting layer {index}")
-                layer.delete_update()
+        # GroMo reads first_order_improvement, which fails once the update was deleted.
+        self._delete_other_updates(
+            layer_index, verbose, label="Layer", improvement_label="update",
+            improvement_of=lambda layer: (
+                layer.first_order_improvement if layer.parameter_update_decrease is not None else None
+            ),
+        )
         if verbose:
             chosen = self._growing_layers[layer_index]
             print(f"{self.name}: selected layer {layer_index} ({getattr(chosen, 'name', type(chosen).__name__)})")
         return layer_index
+
+    def _delete_other_updates(self, layer_index: int, verbose: bool, label: str, improvement_label: str,
+                              improvement_of: Callable[[nn.Module], Any]) -> None:
+        """Delete the update of every growable layer but ``layer_index``.
+
+        With ``verbose`` prints GroMo's lines per layer ``i``: ``{label} {i} {improvement_label}:
+        {improvement_of(layer)}``, ``{label} {i} parameter improvement: …``, ``{label} {i}
+        eigenvalues extension: …`` and, for the others, ``Deleting {label.lower()} {i}``.
+        """
+        for index, layer in enumerate(self._growing_layers):
+            if verbose:
+                print(f"{label} {index} {improvement_label}: {improvement_of(layer)}")
+                print(f"{label} {index} parameter improvement: {layer.parameter_update_decrease}")
+                print(f"{label} {index} eigenvalues extension: {layer.eigenvalues_extension}")
+            if index != layer_index:
+                if verbose:
+                    print(f"Deleting {label.lower()} {index}")
+                layer.delete_update()
 
     def dummy_select_update(self, **_: Any) -> int:
         """Select the first growable layer and keep every update (GroMo's testing helper).

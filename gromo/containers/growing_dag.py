@@ -56,6 +56,11 @@ for _cls in (ExpansionType, Expansion, InterMergeExpansion):
     _cls.__module__ = __name__
 
 
+def _graph_view(view_type: type, label: str) -> property:
+    """A read-only property: a new networkx ``view_type`` of the graph at each access."""
+    return property(lambda graph: view_type(graph), doc=f"networkx's {label} view.")
+
+
 def _per_edge(edge_attributes: dict) -> bool:
     """Whether ``edge_attributes`` maps ``str((u, v))`` to dicts (else it is shared by all edges)."""
     return any(isinstance(value, dict) for value in edge_attributes.values())
@@ -171,35 +176,12 @@ class GrowingDAG(nx.DiGraph, _dag_growth.DAGGrowthMixin, GrowingContainer):
 
     # ----- views and getters --------------------------------------------------------------
 
-    @property
-    def nodes(self):
-        """networkx's node view."""
-        return reportviews.NodeView(self)
-
-    @property
-    def edges(self):
-        """networkx's edge view."""
-        return reportviews.OutEdgeView(self)
-
-    @property
-    def out_edges(self):
-        """networkx's out-edge view."""
-        return reportviews.OutEdgeView(self)
-
-    @property
-    def in_edges(self):
-        """networkx's in-edge view."""
-        return reportviews.InEdgeView(self)
-
-    @property
-    def in_degree(self):
-        """networkx's in-degree view."""
-        return reportviews.InDegreeView(self)
-
-    @property
-    def out_degree(self):
-        """networkx's out-degree view."""
-        return reportviews.OutDegreeView(self)
+    nodes = _graph_view(reportviews.NodeView, "node")
+    edges = _graph_view(reportviews.OutEdgeView, "edge")
+    out_edges = _graph_view(reportviews.OutEdgeView, "out-edge")
+    in_edges = _graph_view(reportviews.InEdgeView, "in-edge")
+    in_degree = _graph_view(reportviews.InDegreeView, "in-degree")
+    out_degree = _graph_view(reportviews.OutDegreeView, "out-degree")
 
     def get_edge_module(self, prev_node: str, next_node: str) -> GrowingModule:
         """The growing layer of edge ``(prev_node, next_node)``."""

@@ -16,6 +16,7 @@ while the mixers resolve theirs; this keeps the resolved device everywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -109,7 +110,54 @@ class GrowingMLPBlock(GrowingContainer):
         }
 
 
-class GrowingTokenMixer(GrowingContainer):
+class _ResidualMixer(GrowingContainer):
+    """``x + mix(LayerNorm(x))`` on tokens (n, P, F), ``mix`` an MLP over one axis of the tokens.
+
+    The subclasses say which axis in ``_mix``; the MLP's growing layers are the mixer's.
+
+    Args:
+        mlp_features: the size of the mixed axis (the MLP's input and output width).
+        num_features: F.
+        hidden_features: initial hidden width of the MLP.
+        dropout: dropout rate.
+        name: name.
+        device: device.
+    """
+
+    def __init__(self, mlp_features: int, num_features: int, hidden_features: int, dropout: float,
+                 name: str | None, device: torch.device | str | None) -> None:
+        super().__init__(in_features=num_features, out_features=num_features, device=device)
+        self.name = name
+        self.norm = nn.LayerNorm(num_features, device=self.device)
+        self.mlp = GrowingMLPBlock(mlp_features, hidden_features, dropout, kwargs_layer={"device": self.device})
+        self.set_growing_layers()
+
+    def _mix(self, x: torch.Tensor, mlp_forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``mlp_forward`` applied along the mixed axis of ``x`` (n, P, F) → (n, P, F)."""
+        raise NotImplementedError
+
+    def set_growing_layers(self) -> None:
+        """The MLP's growing layers (the same list)."""
+        self._growing_layers = self.mlp._growing_layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, P, F) → (n, P, F)."""
+        return x + self._mix(self.norm(x), self.mlp)
+
+    def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
+        """Forward with the pending update: (n, P, F) → (n, P, F)."""
+        return x + self._mix(self.norm(x), self.mlp.extended_forward)
+
+    def weights_statistics(self) -> dict[int, dict[str, Any]]:
+        """The MLP's."""
+        return self.mlp.weights_statistics()
+
+    def update_information(self) -> dict[str, Any]:
+        """The MLP's."""
+        return self.mlp.update_information()
+
+
+class GrowingTokenMixer(_ResidualMixer):
     """Token mixing ``x + mlp(LayerNorm(x)ᵀ)ᵀ`` on tokens (n, P, F), the MLP over the P tokens.
 
     Args:
@@ -123,34 +171,13 @@ class GrowingTokenMixer(GrowingContainer):
 
     def __init__(self, num_patches: int, num_features: int, hidden_features: int, dropout: float,
                  name: str | None = None, device: torch.device | str | None = None) -> None:
-        super().__init__(in_features=num_features, out_features=num_features, device=device)
-        self.name = name
-        self.norm = nn.LayerNorm(num_features, device=self.device)
-        self.mlp = GrowingMLPBlock(num_patches, hidden_features, dropout, kwargs_layer={"device": self.device})
-        self.set_growing_layers()
+        super().__init__(num_patches, num_features, hidden_features, dropout, name, device)
 
-    def set_growing_layers(self) -> None:
-        """The MLP's growing layers (the same list)."""
-        self._growing_layers = self.mlp._growing_layers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, P, F) → (n, P, F)."""
-        return x + self.mlp(self.norm(x).transpose(1, 2)).transpose(1, 2)
-
-    def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
-        """Forward with the pending update: (n, P, F) → (n, P, F)."""
-        return x + self.mlp.extended_forward(self.norm(x).transpose(1, 2)).transpose(1, 2)
-
-    def weights_statistics(self) -> dict[int, dict[str, Any]]:
-        """The MLP's."""
-        return self.mlp.weights_statistics()
-
-    def update_information(self) -> dict[str, Any]:
-        """The MLP's."""
-        return self.mlp.update_information()
+    def _mix(self, x: torch.Tensor, mlp_forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return mlp_forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-class GrowingChannelMixer(GrowingContainer):
+class GrowingChannelMixer(_ResidualMixer):
     """Channel mixing ``x + mlp(LayerNorm(x))`` on tokens (n, P, F), the MLP over the F features.
 
     Args:
@@ -163,31 +190,10 @@ class GrowingChannelMixer(GrowingContainer):
 
     def __init__(self, num_features: int, hidden_features: int, dropout: float, name: str | None = None,
                  device: torch.device | str | None = None) -> None:
-        super().__init__(in_features=num_features, out_features=num_features, device=device)
-        self.name = name
-        self.norm = nn.LayerNorm(num_features, device=self.device)
-        self.mlp = GrowingMLPBlock(num_features, hidden_features, dropout, kwargs_layer={"device": self.device})
-        self.set_growing_layers()
+        super().__init__(num_features, num_features, hidden_features, dropout, name, device)
 
-    def set_growing_layers(self) -> None:
-        """The MLP's growing layers (the same list)."""
-        self._growing_layers = self.mlp._growing_layers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, P, F) → (n, P, F)."""
-        return x + self.mlp(self.norm(x))
-
-    def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
-        """Forward with the pending update: (n, P, F) → (n, P, F)."""
-        return x + self.mlp.extended_forward(self.norm(x))
-
-    def weights_statistics(self) -> dict[int, dict[str, Any]]:
-        """The MLP's."""
-        return self.mlp.weights_statistics()
-
-    def update_information(self) -> dict[str, Any]:
-        """The MLP's."""
-        return self.mlp.update_information()
+    def _mix(self, x: torch.Tensor, mlp_forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return mlp_forward(x)
 
 
 class GrowingMixerLayer(GrowingContainer):

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gromo.containers.growing_container import GrowingContainer
+from gromo.containers.growing_container import GrowingContainer, forward_through_blocks
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.linear_growing_module import LinearGrowingModule
 from gromo.utils._assertions import ensure
@@ -131,17 +131,11 @@ class GrowingResidualMLP(SequentialGrowingModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, *in) → (n, out)."""
-        x = self.embedding(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.projection(x)
+        return forward_through_blocks(x, self.embedding, self.blocks, self.projection)
 
     def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
         """Forward with every pending update at its current scaling: (n, *in) → (n, out)."""
-        x = self.embedding(x)
-        for block in self.blocks:
-            x = block.extended_forward(x)
-        return self.projection(x)
+        return forward_through_blocks(x, self.embedding, self.blocks, self.projection, extended=True)
 
     def select_update(self, layer_index: int, verbose: bool = False) -> int:
         """Keep the update of growing layer ``layer_index``, delete the others' (no range check).
@@ -153,15 +147,10 @@ class GrowingResidualMLP(SequentialGrowingModel):
         Returns:
             layer_index.
         """
-        for index, layer in enumerate(self._growing_layers):
-            if verbose:
-                print(f"Block {index} improvement: {layer.first_order_improvement}")
-                print(f"Block {index} parameter improvement: {layer.parameter_update_decrease}")
-                print(f"Block {index} eigenvalues extension: {layer.eigenvalues_extension}")
-            if index != layer_index:
-                if verbose:
-                    print(f"Deleting block {index}")
-                layer.delete_update()
+        self._delete_other_updates(
+            layer_index, verbose, label="Block", improvement_label="improvement",
+            improvement_of=lambda layer: layer.first_order_improvement,
+        )
         self.currently_updated_layer_index = layer_index
         return layer_index
 

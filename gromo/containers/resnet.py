@@ -24,6 +24,7 @@ silently do nothing.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Literal
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm, norm
 from gromo.containers.growing_block import Conv2dGrowingBlock, GrowingBlock
+from gromo.containers.growing_container import forward_through_blocks
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
@@ -214,10 +216,7 @@ class ResNetBasicBlock(SequentialGrowingModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """logits = post_net(stages(pre_net(x))): (n, C, H, W) → (n, out)."""
-        x = self.pre_net(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.post_net(x)
+        return forward_through_blocks(x, self.pre_net, self.stages, self.post_net)
 
     def extended_forward(self, x: torch.Tensor, mask: dict | None = None) -> torch.Tensor:
         """Forward with every block's pending update at its current scaling: (n, C, H, W) → (n, out).
@@ -310,14 +309,12 @@ def init_full_resnet_structure(
     skip_first_downsample = small_inputs if skip_first_downsample is None else skip_first_downsample
     blocks = _blocks_per_stage(number_of_blocks_per_stage, nb_stages)
     widths = _hidden_widths(hidden_channels, blocks, inplanes, reduction_factor)
-    network = ResNetBasicBlock(
-        in_features=in_features, out_features=out_features, device=device, activation=activation,
-        dropout_rate=dropout_rate, input_block_kernel_size=input_block_kernel_size,
-        output_block_kernel_size=output_block_kernel_size, hidden_channels=tuple(stage[0] for stage in widths),
-        small_inputs=small_inputs, skip_first_downsample=skip_first_downsample, inplanes=inplanes,
-        use_preactivation=use_preactivation, normalization=normalization, normalization_kwargs=normalization_kwargs,
-        growing_conv_type=growing_conv_type,
-    )
+    # The network takes this builder's arguments of the same name (now resolved), except the widths.
+    arguments = locals()
+    network = ResNetBasicBlock(**{
+        **{name: arguments[name] for name in inspect.signature(ResNetBasicBlock).parameters},
+        "hidden_channels": tuple(stage[0] for stage in widths),
+    })
     for stage, stage_widths in enumerate(widths):
         for hidden in stage_widths[1:]:
             network.append_block(stage_index=stage, input_block_kernel_size=input_block_kernel_size,

@@ -23,6 +23,8 @@ import warnings
 import torch
 from torch import nn
 
+from gromo.modules._growth_options import GrowthOptions
+
 
 class CandidateError(RuntimeError):
     """A growable layer's candidate update could not be computed (the message names the layer)."""
@@ -76,10 +78,12 @@ def _compute_updates(model: nn.Module, config) -> dict[int, dict]:
             try:
                 lam_max = _largest_eigenvalue(_growth_covariance(layer))
                 numerical = config.relative_numerical_threshold * lam_max if lam_max else 0.0
-                layer.compute_optimal_updates(
+                options = GrowthOptions(
                     numerical_threshold=numerical, statistical_threshold=0.0, maximum_added_neurons=None,
                     compute_delta=config.compute_delta, use_projection=config.use_projection,
                 )
+                # A block's signature has no update_previous (it always extends its first layer).
+                layer.compute_optimal_updates(**options.as_kwargs(drop=("update_previous",)))
             except Exception as error:
                 name = getattr(layer, "name", f"layer {index}")
                 raise CandidateError(f"candidate {name!r}: {type(error).__name__}: {error}") from error

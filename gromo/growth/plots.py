@@ -34,6 +34,25 @@ def _series(records: list[StepRecord], key: str):
     return [p for p, _ in points], [v for _, v in points]
 
 
+def _save(plt, fig, path: str) -> str:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _finish_step_plot(plt, fig, ax, path: str, ylabel: str, title: str, grid_which: str = "both",
+                      legend_loc: str = "best", margins: tuple[float, float] = (0.13, 0.97)) -> str:
+    """Label a plot over growth steps (x), title it, fix its (left, right) ``margins`` and save it."""
+    ax.set_xlabel("growth step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which=grid_which, alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.set_title(title)
+    left, right = margins
+    fig.subplots_adjust(left=left, right=right, bottom=0.13, top=0.9)
+    return _save(plt, fig, path)
+
+
 def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "", baseline: dict | None = None) -> str:
     """Accuracy and mean loss vs number of parameters, one point per step; the model chosen on
     validation is circled and a ``baseline`` (fixed network, see :mod:`gromo.growth.baseline`) is a star."""
@@ -78,9 +97,7 @@ def plot_accuracy_loss(records: list[StepRecord], path: str, title: str = "", ba
     fig.suptitle(title or "accuracy and loss vs parameters")
     # Fixed margins: tight_layout re-measures every tick label and doubles the rendering time.
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_widths(records: list[StepRecord], layer_names: list[str], path: str, title: str = "") -> str:
@@ -91,18 +108,11 @@ def plot_widths(records: list[StepRecord], layer_names: list[str], path: str, ti
     for index, name in enumerate(layer_names):
         widths = [r.widths[index] if index < len(r.widths) else None for r in records]
         ax.step(steps, widths, where="post", marker="o", markersize=3, label=name)
-    ax.set_xlabel("growth step")
-    ax.set_ylabel("width (neurons / channels)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
     twin = ax.twinx()
     twin.plot(steps, [r.parameters for r in records], "k:", lw=1, label="parameters")
     twin.set_ylabel("parameters (dotted)")
-    ax.set_title(title or "layer widths per step")
-    fig.subplots_adjust(left=0.1, right=0.86, bottom=0.13, top=0.9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_step_plot(plt, fig, ax, path, "width (neurons / channels)", title or "layer widths per step",
+                             grid_which="major", legend_loc="upper left", margins=(0.1, 0.86))
 
 
 def plot_first_order_gain(records: list[StepRecord], path: str, title: str = "") -> str:
@@ -121,15 +131,8 @@ def plot_first_order_gain(records: list[StepRecord], path: str, title: str = "")
         ax.plot([s for s, _ in chosen], [g for _, g in chosen], "k*", markersize=9, label="chosen", zorder=5)
     if names:
         ax.set_yscale("log")
-    ax.set_xlabel("growth step")
-    ax.set_ylabel("first-order gain (loss decrease per unit scale²)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "first-order gain per candidate layer")
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_step_plot(plt, fig, ax, path, "first-order gain (loss decrease per unit scale²)",
+                             title or "first-order gain per candidate layer")
 
 
 def plot_singular_values(records: list[StepRecord], path: str, title: str = "") -> str:
@@ -150,15 +153,8 @@ def plot_singular_values(records: list[StepRecord], path: str, title: str = "") 
         ax.scatter(kept_x, kept_y, s=16, color="tab:blue", label="added neurons")
     if kept_x or cut_x:
         ax.set_yscale("log")
-    ax.set_xlabel("growth step")
-    ax.set_ylabel(r"singular value $\sigma$ of $S^{-1/2}N$")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "singular values behind each added group")
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_step_plot(plt, fig, ax, path, r"singular value $\sigma$ of $S^{-1/2}N$",
+                             title or "singular values behind each added group")
 
 
 def plot_all(records: list[StepRecord], layer_names: list[str], directory: str, title: str = "",

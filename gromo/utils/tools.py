@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._growth_options import GrowthOptions
 from gromo.utils._assertions import ensure
 
 __all__ = [
@@ -183,6 +184,17 @@ def sqrt_inverse_matrix_semi_positive(
     return result.r.to(matrix.dtype)
 
 
+# The growth options the new-neuron solve reads, and their gromo_kernels names.
+_SOLVE_OPTION_NAMES = {
+    "numerical_threshold": "numerical_threshold",
+    "statistical_threshold": "statistical_threshold",
+    "maximum_added_neurons": "max_neurons",
+    "ignore_singular_values": "ignore_singular_values",
+    "alpha_zero": "alpha_zero",
+    "omega_zero": "omega_zero",
+}
+
+
 def compute_optimal_added_parameters(
     matrix_s: torch.Tensor | None,
     matrix_n: torch.Tensor,
@@ -217,6 +229,7 @@ def compute_optimal_added_parameters(
     Warns:
         UserWarning: S not symmetric (it is symmetrised).
     """
+    options = GrowthOptions.from_arguments(locals())
     s_dim, t_dim = matrix_n.shape
     if matrix_s is not None:
         ensure(not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values.")
@@ -244,17 +257,8 @@ def compute_optimal_added_parameters(
         ))
         if not torch.allclose(matrix_e, matrix_e.t()):
             matrix_e = (matrix_e + matrix_e.t()) / 2
-    result = _added_neurons_reporting_svd_failure(
-        matrix_s,
-        matrix_n,
-        E=matrix_e,
-        numerical_threshold=numerical_threshold,
-        statistical_threshold=statistical_threshold,
-        max_neurons=maximum_added_neurons,
-        ignore_singular_values=ignore_singular_values,
-        alpha_zero=alpha_zero,
-        omega_zero=omega_zero,
-    )
+    solve_options = {kernel_name: getattr(options, name) for name, kernel_name in _SOLVE_OPTION_NAMES.items()}
+    result = _added_neurons_reporting_svd_failure(matrix_s, matrix_n, E=matrix_e, **solve_options)
     dtype = matrix_n.dtype
     return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)
 

@@ -12,22 +12,7 @@ from torch import nn
 from gromo.containers.growing_dag import GrowingDAG, supported_layer_types
 from gromo.modules.growing_normalisation import GrowingLayerNorm
 from gromo.modules.linear_growing_module import LinearGrowingModule, LinearMergeGrowingModule
-
-NODE = {"type": "linear", "size": 4, "activation": "selu"}
-
-
-def chain(name: str = "", in_features: int = 5, out_features: int = 3, **kwargs) -> GrowingDAG:
-    """start → 1@ → end plus start → end."""
-    dag = GrowingDAG(in_features, out_features, 10, True, False, name=name, **kwargs)
-    dag.add_node_with_two_edges(dag.root, f"1@{name}", dag.end, dict(NODE))
-    return dag
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+from tests.gromo.dag_graphs import chain, quiet_user_warnings  # noqa: F401 (an autouse fixture)
 
 
 def test_default_dag_is_one_layer_with_gromo_names():

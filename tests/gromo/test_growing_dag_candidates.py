@@ -6,32 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
 
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG, InterMergeExpansion
 from gromo.modules.linear_growing_module import LinearGrowingModule
-
-NODE = {"type": "linear", "size": 4, "activation": "selu"}
-
-
-def diamond() -> GrowingDAG:
-    """start → 1@ → end, start → 2@ → end, 1@ → 2@ (no start → end)."""
-    dag = GrowingDAG(3, 2, 5, True, False)
-    dag.add_node_with_two_edges("start@", "1@", "end@", dict(NODE))
-    dag.add_node_with_two_edges("start@", "2@", "end@", dict(NODE))
-    dag.add_direct_edge("1@", "2@")
-    dag.remove_edge("start@", "end@")
-    return dag
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+from tests.gromo.dag_graphs import build_dag, diamond, quiet_user_warnings  # noqa: F401 (an autouse fixture)
 
 
 def test_ancestors_of_a_diamond():
@@ -46,9 +27,7 @@ def test_ancestors_of_a_diamond():
 
 
 def test_candidates_of_a_chain_are_gromo_s_example():
-    dag = GrowingDAG(3, 2, 5, True, False)
-    dag.add_node_with_two_edges("start@", "1@", "end@", dict(NODE))
-    dag.remove_edge("start@", "end@")
+    dag = build_dag(3, 2, 5, nodes=("1",), remove_direct=True)
     direct, one_hop = dag.find_possible_extensions()
     assert [(c["previous_node"], c["next_node"]) for c in direct] == [("start@", "end@")]
     assert [(c["previous_node"], c["new_node"], c["next_node"]) for c in one_hop] == [

@@ -3,8 +3,6 @@ squares; candidate fitting is linear-only and says so."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,13 +11,7 @@ from torch import nn
 from gromo.containers.growing_dag import Expansion, ExpansionType, GrowingDAG
 from gromo.containers.growing_graph_network import GrowingGraphNetwork
 from gromo.modules.conv2d_growing_module import Conv2dMergeGrowingModule, FullConv2dGrowingModule
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+from tests.gromo.dag_graphs import quiet_user_warnings  # noqa: F401 (an autouse fixture)
 
 
 def test_conv_dag_forward_and_bottleneck_match_float64(generator):
