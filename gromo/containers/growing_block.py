@@ -251,7 +251,9 @@ class GrowingBlock(GrowingContainer):
             second_layer = second
             ensure(out_extension is None, f"The output of layer 2 {second_layer.name} should not be extended.")
             return out + identity
-        if first.extended_output_layer is not None and second.extended_input_layer is not None:
+        if first.extended_output_layer is not None:
+            ensure(second.extended_input_layer is not None,
+                   f"Second layer {second.name} should have an extended input layer.")
             extension = first.output_extension_scaling * first.extended_output_layer(self.pre_activation(x))
             if first.extended_post_layer_function is not None:
                 extension = first.extended_post_layer_function(extension)

@@ -4,6 +4,7 @@ the printed ones are pinned in test_gromo_messages.py): (site, kind, type, GroMo
 import torch
 from torch import nn
 
+from gromo.containers.growing_block import LinearGrowingBlock
 from gromo.containers.growing_mlp import GrowingMLP
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.utils.utils import mini_batch_gradient_descent
@@ -14,6 +15,14 @@ def _mlp() -> GrowingMLP:
     return GrowingMLP(4, 2, hidden_size=3, number_hidden_layers=2, device="cpu")
 
 
+def _block_with(width: int, layer: str, attribute: str, extension: nn.Module) -> LinearGrowingBlock:
+    """A 3→3 block of hidden ``width`` with ``extension`` set as ``<layer>.<attribute>``."""
+    torch.manual_seed(0)
+    block = LinearGrowingBlock(3, 3, hidden_features=width, name="block")
+    setattr(getattr(block, layer), attribute, extension)
+    return block
+
+
 def _descent(x, y, model=None, parameters=None):
     return mini_batch_gradient_descent(
         model if model is not None else nn.Linear(3, 2), nn.functional.mse_loss, x, y, lrate=1e-2,
@@ -21,6 +30,14 @@ def _descent(x, y, model=None, parameters=None):
 
 
 CONTAINER_ROWS = [
+    ("GrowingBlock.extended_forward output", "raise", AssertionError,
+     "The output of layer 2 LinearGrowingModule(block(second_layer)) should not be extended.",
+     lambda: _block_with(2, "second_layer", "extended_output_layer", nn.Linear(2, 1)).extended_forward(
+         torch.randn(4, 3))),
+    ("GrowingBlock.extended_forward input", "raise", AssertionError,
+     "Second layer LinearGrowingModule(block(second_layer)) should have an extended input layer.",
+     lambda: _block_with(0, "first_layer", "extended_output_layer", nn.Linear(3, 2)).extended_forward(
+         torch.randn(4, 3))),
     ("SequentialGrowingModel.set_growing_layers", "raise", ValueError,
      "Invalid scheduling method: bogus. Supported methods are 'sequential' and 'all'.",
      lambda: _mlp().set_growing_layers("bogus")),
