@@ -31,8 +31,25 @@ import torch
 from ._backend import resolve_backend
 from ._dispatch import layer_backends, statistic_backend, with_precision
 from ._precision import accumulate_dtype, check_precision
+from ._validation import (
+    GROWTH_NAMES,
+    LAYER_KINDS,
+    NEEDS_GRAD,
+    STATISTIC_NAMES,
+    check_channel_dim,
+    check_flag,
+    check_grad_grid,
+    check_image,
+    check_kind,
+    check_prev_grid,
+    check_rows,
+    check_same_device_dtype,
+    check_same_leading,
+    check_statistic_names,
+    check_tensor,
+    output_grid,
+)
 from ._validation import check_finite as _check_finite_values
-from ._validation import check_flag, check_same_device_dtype, check_tensor
 from .geometry import Conv2dGeometry, as_geometry
 from .results import FullGrowthStats, RestrictedGrowthStats
 
@@ -50,10 +67,6 @@ __all__ = [
     "STATISTIC_NAMES",
 ]
 
-LAYER_KINDS = ("linear", "conv2d", "conv2d_restricted", "conv2d_full")
-STATISTIC_NAMES = ("s", "m", "e", "s_growth", "m_prev", "cross_cov")
-_GROWTH_NAMES = ("s_growth", "m_prev", "cross_cov")
-_NEEDS_GRAD = ("m", "e", "m_prev")
 
 _ONE_BY_ONE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
 
@@ -136,84 +149,6 @@ def _conv_geometry(kernel_size, stride, padding, dilation) -> Conv2dGeometry:
         return Conv2dGeometry(kernel_size, stride, padding, dilation).normalized()
     except (TypeError, ValueError) as err:
         raise type(err)(f"conv geometry: {err}") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation (messages name the argument and the expected shape)
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_rows(name: str, t, *, what: str) -> torch.Tensor:
-    check_tensor(name, t, min_ndim=1, shape_hint=f"(..., {what})")
-    return t.detach()
-
-
-def _check_same_leading(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, what: str) -> None:
-    if tuple(t.shape[:-1]) != tuple(ref.shape[:-1]):
-        expected = (*ref.shape[:-1], what)
-        raise ValueError(
-            f"{name} has leading (batch) dimensions {tuple(t.shape[:-1])} but {ref_name} has "
-            f"{tuple(ref.shape[:-1])}; expected {name} of shape {expected}"
-        )
-
-
-def _check_image(name: str, t, what: str) -> torch.Tensor:
-    check_tensor(name, t, ndim=4, shape_hint=f"({what})")
-    if t.shape[2] == 0 or t.shape[3] == 0:
-        raise ValueError(f"{name} must have a non-empty spatial grid ({what}), got shape {tuple(t.shape)}")
-    return t.detach()
-
-
-def _output_grid(name: str, x: torch.Tensor, geometry: Conv2dGeometry, geometry_name: str) -> tuple[int, int]:
-    ho, wo = geometry.output_size(x.shape[2], x.shape[3])
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"{name} of spatial size {tuple(x.shape[2:])} is too small for {geometry_name} "
-            f"(kernel {geometry.kernel_size}, stride {geometry.stride}, padding {geometry.padding}, "
-            f"dilation {geometry.dilation}): output grid would be ({ho}, {wo})"
-        )
-    return ho, wo
-
-
-def _check_batch(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, expected: str) -> None:
-    if t.shape[0] != ref.shape[0]:
-        raise ValueError(
-            f"{name} has batch {t.shape[0]} but {ref_name} has batch {ref.shape[0]}; "
-            f"expected {name} of shape {expected}"
-        )
-
-
-def _check_grad_grid(grad: torch.Tensor, x: torch.Tensor, x_name: str, grid: tuple[int, int],
-                     geometry_name: str) -> None:
-    expected = f"({x.shape[0]}, C_out, {grid[0]}, {grid[1]})"
-    _check_batch("grad", grad, x_name, x, expected)
-    if tuple(grad.shape[2:]) != grid:
-        raise ValueError(
-            f"grad has output grid {tuple(grad.shape[2:])} but {geometry_name} maps {x_name}'s grid "
-            f"{tuple(x.shape[2:])} to {grid}; expected grad of shape {expected}"
-        )
-
-
-def _check_prev_grid(x_prev: torch.Tensor, prev: Conv2dGeometry, x: torch.Tensor) -> None:
-    grid = _output_grid("x_prev", x_prev, prev, "prev")
-    expected = f"({x_prev.shape[0]}, C, {grid[0]}, {grid[1]})"
-    _check_batch("x", x, "x_prev", x_prev, expected)
-    if tuple(x.shape[2:]) != grid:
-        raise ValueError(
-            f"x has grid {tuple(x.shape[2:])} but the previous conv (prev) maps x_prev's grid "
-            f"{tuple(x_prev.shape[2:])} to {grid}; expected x of shape {expected}"
-        )
-
-
-def _channel_dim(grad: torch.Tensor, channel_dim) -> int:
-    if not isinstance(channel_dim, int) or isinstance(channel_dim, bool):
-        raise TypeError(f"channel_dim must be an int, got {type(channel_dim).__name__}")
-    if not -grad.ndim <= channel_dim < grad.ndim:
-        raise ValueError(
-            f"channel_dim={channel_dim} is out of range for grad of shape {tuple(grad.shape)} "
-            f"({grad.ndim} dimensions)"
-        )
-    return channel_dim
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,7 +345,7 @@ def linear_input_cov(x: torch.Tensor, *, bias: bool = True, backend: str = "auto
     """
     opts = _options(backend, precision, None, check_finite)
     bias = check_flag("bias", bias)
-    x = _check_rows("x", x, what="d")
+    x = check_rows("x", x, what="d")
     _finite(opts, x=x)
     name = _resolve(opts, "linear_input_cov", x)
     return _linear_input_cov(_as_rows(x), bias, opts, name)
@@ -432,10 +367,10 @@ def linear_input_grad(x: torch.Tensor, grad: torch.Tensor, *, bias: bool = True,
     """
     opts = _options(backend, precision, None, check_finite)
     bias = check_flag("bias", bias)
-    x = _check_rows("x", x, what="d")
-    grad = _check_rows("grad", grad, what="o")
+    x = check_rows("x", x, what="d")
+    grad = check_rows("grad", grad, what="o")
     check_same_device_dtype(x=x, grad=grad)
-    _check_same_leading("grad", grad, "x", x, "o")
+    check_same_leading("grad", grad, "x", x, "o")
     _finite(opts, x=x, grad=grad)
     name = _resolve(opts, "linear_input_grad", x, grad)
     return _linear_input_grad(_as_rows(x), _as_rows(grad), bias,
@@ -459,10 +394,10 @@ def linear_cross_cov(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool =
     opts = _options(backend, precision, None, check_finite)
     bias_prev = check_flag("bias_prev", bias_prev)
     bias = check_flag("bias", bias)
-    x_prev = _check_rows("x_prev", x_prev, what="dp")
-    x = _check_rows("x", x, what="d")
+    x_prev = check_rows("x_prev", x_prev, what="dp")
+    x = check_rows("x", x, what="d")
     check_same_device_dtype(x_prev=x_prev, x=x)
-    _check_same_leading("x", x, "x_prev", x_prev, "d")
+    check_same_leading("x", x, "x_prev", x_prev, "d")
     _finite(opts, x_prev=x_prev, x=x)
     name = _resolve(opts, "linear_cross_cov", x_prev, x)
     return _linear_cross_cov(_as_rows(x_prev), _as_rows(x),
@@ -485,7 +420,7 @@ def grad_cov(grad: torch.Tensor, *, channel_dim: int = -1, backend: str = "auto"
     """
     opts = _options(backend, precision, None, check_finite)
     check_tensor("grad", grad, min_ndim=1, shape_hint="(..., o, ...) with channels at channel_dim")
-    dim = _channel_dim(grad, channel_dim)
+    dim = check_channel_dim(grad, channel_dim)
     grad = grad.detach()
     _finite(opts, grad=grad)
     name = _resolve(opts, "grad_cov", grad)
@@ -517,8 +452,8 @@ def conv2d_input_cov(x: torch.Tensor, kernel_size, *, stride=1, padding=0, dilat
     opts = _options(backend, precision, chunk, check_finite)
     bias = check_flag("bias", bias)
     geometry = _conv_geometry(kernel_size, stride, padding, dilation)
-    x = _check_image("x", x, "n, C, H, W")
-    _output_grid("x", x, geometry, "the convolution")
+    x = check_image("x", x, "n, C, H, W")
+    output_grid("x", x.shape[2:], geometry, "the convolution")
     _finite(opts, x=x)
     name = _resolve(opts, "conv2d_input_cov", x)
     return _conv2d_input_cov(x, geometry, bias, opts, name)
@@ -544,11 +479,11 @@ def conv2d_input_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size, *, strid
     opts = _options(backend, precision, chunk, check_finite)
     bias = check_flag("bias", bias)
     geometry = _conv_geometry(kernel_size, stride, padding, dilation)
-    x = _check_image("x", x, "n, C, H, W")
-    grad = _check_image("grad", grad, "n, C_out, H_o, W_o")
+    x = check_image("x", x, "n, C, H, W")
+    grad = check_image("grad", grad, "n, C_out, H_o, W_o")
     check_same_device_dtype(x=x, grad=grad)
-    grid = _output_grid("x", x, geometry, "the convolution")
-    _check_grad_grid(grad, x, "x", grid, "the convolution")
+    grid = output_grid("x", x.shape[2:], geometry, "the convolution")
+    check_grad_grid(grad, x.shape[0], "x", x.shape[2:], grid, "the convolution")
     _finite(opts, x=x, grad=grad)
     name = _resolve(opts, "conv2d_input_grad", x, grad)
     return _conv2d_input_grad(x, grad, geometry, bias, opts, name)
@@ -557,13 +492,13 @@ def conv2d_input_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size, *, strid
 def _validate_conv_pair(x_prev, x, grad, prev, cur):
     prev = _geometry("prev", prev)
     cur = _geometry("cur", cur)
-    x_prev = _check_image("x_prev", x_prev, "n, C_p, H_p, W_p")
-    x = _check_image("x", x, "n, C, H, W")
-    grad = _check_image("grad", grad, "n, C_out, H_o, W_o")
+    x_prev = check_image("x_prev", x_prev, "n, C_p, H_p, W_p")
+    x = check_image("x", x, "n, C, H, W")
+    grad = check_image("grad", grad, "n, C_out, H_o, W_o")
     check_same_device_dtype(x_prev=x_prev, x=x, grad=grad)
-    _check_prev_grid(x_prev, prev, x)
-    grid = _output_grid("x", x, cur, "cur")
-    _check_grad_grid(grad, x, "x", grid, "cur")
+    check_prev_grid(x_prev, prev, x.shape[0], x.shape[2:])
+    grid = output_grid("x", x.shape[2:], cur, "cur")
+    check_grad_grid(grad, x.shape[0], "x", x.shape[2:], grid, "cur")
     return x_prev, x, grad, prev, cur
 
 
@@ -629,46 +564,35 @@ def conv2d_full_growth_stats(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.
 # ----------------------------------------------------------------------------------------------
 
 
-def _available(kind: str, grad, x_prev) -> tuple[str, ...]:
+def _available(kind: str, x, grad, x_prev) -> tuple[str, ...]:
     growth = x_prev is not None and kind != "conv2d"
     has = {
-        "s": True,
-        "m": grad is not None,
+        "s": x is not None,
+        "m": x is not None and grad is not None,
         "e": grad is not None,
         "s_growth": growth,
         "m_prev": growth and grad is not None,
-        "cross_cov": growth,
+        "cross_cov": growth and x is not None,
     }
     return tuple(name for name in STATISTIC_NAMES if has[name])
 
 
-def _check_want(kind: str, want, grad, x_prev) -> tuple[str, ...]:
+def _check_want(kind: str, want, x, grad, x_prev) -> tuple[str, ...]:
     if want is None:
-        return _available(kind, grad, x_prev)
+        return _available(kind, x, grad, x_prev)
     if isinstance(want, str):
         want = (want,)
     try:
         names = tuple(want)
     except TypeError:
         raise TypeError(f"want must be a sequence of statistic names, got {type(want).__name__}") from None
-    for key in names:
-        if key not in STATISTIC_NAMES:
-            raise ValueError(f"want: unknown statistic {key!r}; known: {STATISTIC_NAMES}")
-        if key in _GROWTH_NAMES and kind == "conv2d":
-            raise ValueError(
-                f"want: {key!r} needs a growth scheme; use kind='conv2d_restricted' or 'conv2d_full'"
-            )
-        if key in _GROWTH_NAMES and x_prev is None:
-            raise ValueError(f"want: {key!r} needs x_prev (the previous layer's input)")
-        if key in _NEEDS_GRAD and grad is None:
-            raise ValueError(f"want: {key!r} needs grad")
-    return tuple(dict.fromkeys(names))
+    return check_statistic_names("want", kind, names, x=x, grad=grad, x_prev=x_prev)
 
 
-def layer_statistics(kind: str, x: torch.Tensor, grad: torch.Tensor | None, *, x_prev: torch.Tensor | None = None,
-                     prev=None, cur=None, want=None, bias: bool = True, bias_prev: bool = True,
-                     backend: str = "auto", precision=None, chunk: int | None = None,
-                     check_finite: bool = False) -> dict[str, torch.Tensor]:
+def layer_statistics(kind: str, x: torch.Tensor | None, grad: torch.Tensor | None, *,
+                     x_prev: torch.Tensor | None = None, prev=None, cur=None, want=None,
+                     bias: bool = True, bias_prev: bool = True, backend: str = "auto", precision=None,
+                     chunk: int | None = None, check_finite: bool = False) -> dict[str, torch.Tensor]:
     """Every statistic a layer needs, each computed once: dict name -> sum.
 
     Names: "s" = S (D, D), "m" = M (D, o), "e" = E = Σ dA dAᵀ (o, o); with ``x_prev``:
@@ -677,7 +601,8 @@ def layer_statistics(kind: str, x: torch.Tensor, grad: torch.Tensor | None, *, x
 
     Args:
         kind: "linear", "conv2d", "conv2d_restricted" or "conv2d_full".
-        x: layer input, (..., d) for linear, (n, C, H, W) for conv.
+        x: layer input, (..., d) for linear, (n, C, H, W) for conv; or None when no wanted statistic
+            reads it ("e", "s_growth", "m_prev": a conv's input grid then comes from x_prev and prev).
         grad: gradient w.r.t. the layer output ((..., o) / (n, C_out, H_o, W_o)), or None when
             only input statistics are wanted.
         x_prev: input of the previous layer (growth statistics), or None.
@@ -690,21 +615,18 @@ def layer_statistics(kind: str, x: torch.Tensor, grad: torch.Tensor | None, *, x
         dict with exactly the names of ``want``.
     Raises:
         TypeError / ValueError / RuntimeError: as the individual functions; unknown kind or name,
-        a name the arguments cannot provide, geometries given to a linear kind.
+        a name the arguments cannot provide (e.g. "s" with x=None), geometries given to a linear kind.
     """
-    if kind not in LAYER_KINDS:
-        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
+    check_kind(kind)
     if kind == "conv2d" and x_prev is not None:
         raise ValueError("x_prev: kind='conv2d' has no growth statistics")
     opts = _options(backend, precision, chunk, check_finite)
     bias = check_flag("bias", bias)
     bias_prev = check_flag("bias_prev", bias_prev)
-    names = _check_want(kind, want, grad, x_prev)
-    need_grad = any(k in _NEEDS_GRAD for k in names)
-    need_prev = any(k in _GROWTH_NAMES for k in names)
-    if not need_grad:
+    names = _check_want(kind, want, x, grad, x_prev)
+    if not any(k in NEEDS_GRAD for k in names):
         grad = None
-    if not need_prev:
+    if not any(k in GROWTH_NAMES for k in names):
         x_prev = None
 
     if kind == "linear":
@@ -726,30 +648,44 @@ def _by_backend(names, backends: dict[str, str], compute) -> dict[str, torch.Ten
     return {n: out[n] for n in names}
 
 
-def _linear_layer(names, x, grad, x_prev, bias, bias_prev, opts) -> dict[str, torch.Tensor]:
-    x = _check_rows("x", x, what="d")
-    if grad is not None:
-        grad = _check_rows("grad", grad, what="o")
-    if x_prev is not None:
-        x_prev = _check_rows("x_prev", x_prev, what="dp")
-    check_same_device_dtype(x=x, grad=grad, x_prev=x_prev)
-    if grad is not None:
-        _check_same_leading("grad", grad, "x", x, "o")
-    if x_prev is not None:
-        _check_same_leading("x_prev", x_prev, "x", x, "dp")
-    _finite(opts, x=x, grad=grad, x_prev=x_prev)
-    backends = layer_backends("linear", names, opts.backend, *(t for t in (x, grad, x_prev) if t is not None))
+def _layer_backend(kind, names, opts, compute, *tensors) -> tuple[str | None, dict | None]:
+    """The one backend of this call, or (None, the statistics computed per backend group)."""
+    present = [t for t in tensors if t is not None]
+    backends = layer_backends(kind, names, opts.backend, *present)
     if len(set(backends.values())) > 1:
-        return _by_backend(names, backends, lambda group, be: _linear_layer(
-            group, x, grad, x_prev, bias, bias_prev, opts._replace(backend=be)))
-    backend = next(iter(backends.values()), None) or resolve_backend(opts.backend, x)
+        return None, _by_backend(names, backends, compute)
+    return next(iter(backends.values()), None) or resolve_backend(opts.backend, *present), None
 
-    x2 = _as_rows(x)
-    g2 = _as_rows(grad) if grad is not None else None
-    p2 = _as_rows(x_prev) if x_prev is not None else None
+
+def _fusable(*tensors) -> bool:
+    """Non-empty batch and widths: the fused path's domain (the per-statistic path handles the rest)."""
+    present = [t for t in tensors if t is not None]
+    return bool(present) and present[0].shape[0] > 0 and all(t.shape[1] > 0 for t in present)
+
+
+def _linear_layer(names, x, grad, x_prev, bias, bias_prev, opts) -> dict[str, torch.Tensor]:
+    if x is not None:
+        x = check_rows("x", x, what="d")
+    if grad is not None:
+        grad = check_rows("grad", grad, what="o")
+    if x_prev is not None:
+        x_prev = check_rows("x_prev", x_prev, what="dp")
+    check_same_device_dtype(x=x, grad=grad, x_prev=x_prev)
+    # Leading (row) dimensions agree with x's, or with grad's when x is not given.
+    lead_name, lead = ("x", x) if x is not None else ("grad", grad)
+    if grad is not None and x is not None:
+        check_same_leading("grad", grad, "x", x, "o")
+    if x_prev is not None and lead is not None:
+        check_same_leading("x_prev", x_prev, lead_name, lead, "dp")
+    _finite(opts, x=x, grad=grad, x_prev=x_prev)
+    backend, mixed = _layer_backend("linear", names, opts, lambda group, be: _linear_layer(
+        group, x, grad, x_prev, bias, bias_prev, opts._replace(backend=be)), x, grad, x_prev)
+    if mixed is not None:
+        return mixed
+
+    x2, g2, p2 = (_as_rows(t) if t is not None else None for t in (x, grad, x_prev))
     fused = _fused_impl(backend)
-    operands = [t for t in (x2, g2, p2) if t is not None]
-    if fused is not None and x2.shape[0] > 0 and all(t.shape[1] > 0 for t in operands):
+    if fused is not None and _fusable(x2, g2, p2):
         return fused("linear", x2, g2, x_prev=p2, names=names, bias=bias, bias_prev=bias_prev,
                      precision=opts.precision, chunk=opts.chunk)
     out: dict[str, torch.Tensor] = {}
@@ -769,30 +705,50 @@ def _linear_layer(names, x, grad, x_prev, bias, bias_prev, opts) -> dict[str, to
     return out
 
 
+def _conv_grids(x, grad, x_prev, prev, cur, grid) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """x's grid and the current output ``grid`` (x's, when given), checked against the operands.
+
+    Without x, x's grid is the previous conv's output grid on x_prev; with neither (only "e"
+    wanted) nothing constrains grad's grid: (None, None).
+    """
+    if x is not None:
+        x_grid = tuple(x.shape[2:])
+        if x_prev is not None:
+            check_prev_grid(x_prev, prev, x.shape[0], x.shape[2:])
+        ref_name, ref = "x", x
+    elif x_prev is not None:
+        x_grid = output_grid("x_prev", x_prev.shape[2:], prev, "prev")
+        grid = output_grid("x (the previous conv's output on x_prev)", x_grid, cur, "cur")
+        ref_name, ref = "x_prev", x_prev
+    else:
+        return None, None
+    if grad is not None:
+        check_grad_grid(grad, ref.shape[0], ref_name, x_grid, grid, "cur")
+    return x_grid, grid
+
+
 def _conv_layer(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, opts) -> dict[str, torch.Tensor]:
     cur = _geometry("cur", cur)
-    x = _check_image("x", x, "n, C, H, W")
-    grid = _output_grid("x", x, cur, "cur")
+    grid = None
+    if x is not None:
+        x = check_image("x", x, "n, C, H, W")
+        grid = output_grid("x", x.shape[2:], cur, "cur")
     if grad is not None:
-        grad = _check_image("grad", grad, "n, C_out, H_o, W_o")
+        grad = check_image("grad", grad, "n, C_out, H_o, W_o")
     if x_prev is not None:
         prev = _geometry("prev", prev)
-        x_prev = _check_image("x_prev", x_prev, "n, C_p, H_p, W_p")
+        x_prev = check_image("x_prev", x_prev, "n, C_p, H_p, W_p")
     check_same_device_dtype(x_prev=x_prev, x=x, grad=grad)
-    if x_prev is not None:
-        _check_prev_grid(x_prev, prev, x)
-    if grad is not None:
-        _check_grad_grid(grad, x, "x", grid, "cur")
+    x_grid, grid = _conv_grids(x, grad, x_prev, prev, cur, grid)
     _finite(opts, x_prev=x_prev, x=x, grad=grad)
-    backends = layer_backends(kind, names, opts.backend, *(t for t in (x_prev, x, grad) if t is not None))
-    if len(set(backends.values())) > 1:
-        return _by_backend(names, backends, lambda group, be: _conv_layer(
-            kind, group, x, grad, x_prev, prev, cur, bias, bias_prev, opts._replace(backend=be)))
-    backend = next(iter(backends.values()), None) or resolve_backend(opts.backend, x)
+    backend, mixed = _layer_backend(kind, names, opts, lambda group, be: _conv_layer(
+        kind, group, x, grad, x_prev, prev, cur, bias, bias_prev, opts._replace(backend=be)),
+        x_prev, x, grad)
+    if mixed is not None:
+        return mixed
 
     fused = _fused_impl(backend)
-    operands = [t for t in (x_prev, x, grad) if t is not None]
-    if fused is not None and x.shape[0] > 0 and all(t.shape[1] > 0 for t in operands):
+    if fused is not None and _fusable(x_prev, x, grad):
         # Empty batches and zero widths take the per-statistic path below, which handles them.
         return fused(kind, x, grad, x_prev=x_prev, prev=prev if x_prev is not None else None, cur=cur,
                      names=names, bias=bias, bias_prev=bias_prev, precision=opts.precision,
@@ -805,7 +761,10 @@ def _conv_layer(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, opts) 
     if "e" in names:
         rows = grad.movedim(1, -1)
         out["e"] = _grad_cov(_as_rows(rows), opts, backend)
-    growth = [k for k in names if k in _GROWTH_NAMES]
+    growth = [k for k in names if k in GROWTH_NAMES]
+    if growth and x is None:
+        # No x and no cross_cov wanted: a 0-channel x (the zero-width path) stands for it.
+        x = x_prev.new_empty(x_prev.shape[0], 0, *x_grid)
     if kind == "conv2d_restricted" and growth:
         if "s_growth" in growth:
             out["s_growth"] = _conv2d_input_cov(x_prev, prev, bias_prev, opts, backend)

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .._precision import round_operand
+from .._validation import check_prev_grid
 from ..geometry import Conv2dGeometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
 from .conv2d import (
@@ -94,20 +95,11 @@ def _check_growth_call(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeomet
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    _check_grids(x_prev, x, prev)
+    check_prev_grid(x_prev, prev, x.shape[0], tuple(x.shape[-2:]))
     strided = _is_strided(prev, cur)
     if method == "shift" and strided:
         raise ValueError(f"method='shift' needs stride 1 in prev and cur, got {prev.stride}, {cur.stride}")
     return strided
-
-
-def _check_grids(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry) -> None:
-    """The previous conv's output grid must be the current input grid."""
-    hp, wp = prev.output_size(*x_prev.shape[-2:])
-    if (hp, wp) != tuple(x.shape[-2:]):
-        raise ValueError(
-            f"x_prev of spatial size {tuple(x_prev.shape[-2:])} gives a {hp}x{wp} grid through prev, "
-            f"but x is {tuple(x.shape[-2:])}")
 
 
 def _acc_info(t: torch.Tensor, precision: str) -> tuple[torch.dtype, int]:

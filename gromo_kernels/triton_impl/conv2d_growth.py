@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from .._validation import check_grad_grid, check_prev_grid, output_grid
 from ..geometry import as_geometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
-from .conv2d import check_grad, image, output_grid
+from .conv2d import image
 from .gram import Patches, Taps, check_launch, gram_triton
 from .linear import POINTWISE
 
@@ -35,12 +36,10 @@ def _operands(op, x_prev, x, grad, prev, cur, bias_prev, bias):
     prev = as_geometry("prev", prev)
     cur = as_geometry("cur", cur)
     x_prev, x, grad = image("x_prev", x_prev), image("x", x), image("grad", grad)
-    grid = output_grid("x_prev", x_prev, prev)
-    if grid != tuple(x.shape[2:]) or x_prev.shape[0] != x.shape[0]:
-        raise ValueError(f"x_prev: the previous conv's output grid {grid} (batch {x_prev.shape[0]}) "
-                         f"must be x's grid {tuple(x.shape[2:])} (batch {x.shape[0]})")
-    out_grid = output_grid("x", x, cur)
-    check_grad(grad, x.shape[0], out_grid)
+    grid = tuple(x.shape[2:])
+    check_prev_grid(x_prev, prev, x.shape[0], grid)
+    out_grid = output_grid("x", grid, cur, "cur")
+    check_grad_grid(grad, x.shape[0], "x", grid, out_grid, "cur")
     segs = (Patches(x_prev, prev, bias_prev), Patches(x, cur, bias), Patches(grad, POINTWISE, False))
     return segs, cur, grid, out_grid
 

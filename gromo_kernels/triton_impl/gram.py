@@ -66,6 +66,7 @@ import triton.language as tl
 
 from .._backend import interpreter_enabled
 from .._precision import accumulate_dtype, check_precision
+from .._validation import check_floating
 from ..geometry import Conv2dGeometry
 from .configs import auto_split, gram_configs, prune_configs
 from .images import kernel_image, tap_counts
@@ -73,7 +74,6 @@ from .images import kernel_image, tap_counts
 __all__ = ["Patches", "Taps", "gram_triton", "check_launch", "MODES"]
 
 MODES = {"ieee": 0, "tf32x3": 1, "tf32": 2, "bf16": 3}
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Rows per split are a multiple of this, so split boundaries fall on BLOCK_R boundaries.
 _ROW_ALIGN = 128
@@ -441,15 +441,19 @@ def check_launch(op: str, **tensors: torch.Tensor) -> None:
         RuntimeError: a CPU tensor without TRITON_INTERPRET=1 (names it).
     """
     for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        check_floating(f"{op}: {name}", t)
         if not t.is_cuda and not interpreter_enabled():
             raise RuntimeError(
                 f"{op}: {name} is on {t.device}; the triton backend needs CUDA tensors, or "
                 "TRITON_INTERPRET=1 set before triton is imported to run on CPU"
             )
+
+
+def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernel reads it (unit stride along the last dimension): copied only when needed."""
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        t = t.contiguous()
+    return t
 
 
 def _next_pow2(v: int) -> int:
