@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import Conv2dGeometry
+from .geometry import Conv2dGeometry, as_geometry
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -82,6 +82,35 @@ def check_flag(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometries
+# ----------------------------------------------------------------------------------------------
+
+
+def check_geometry(name: str, value) -> Conv2dGeometry:
+    """as_geometry with the argument name in every message."""
+    try:
+        return as_geometry(name, value)
+    except (TypeError, ValueError) as err:
+        msg = str(err)
+        raise type(err)(msg if msg.startswith(name) else f"{name}: {msg}") from None
+
+
+def conv_geometry(kernel_size, stride, padding, dilation) -> Conv2dGeometry:
+    """The geometry of a conv given as a kernel size and its options, or as one Conv2dGeometry."""
+    if isinstance(kernel_size, Conv2dGeometry):
+        if (stride, padding, dilation) != (1, 0, 1):
+            raise ValueError(
+                "kernel_size is a Conv2dGeometry: give stride, padding and dilation inside it, "
+                "not as separate arguments"
+            )
+        return check_geometry("kernel_size", kernel_size)
+    try:
+        return Conv2dGeometry(kernel_size, stride, padding, dilation).normalized()
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"conv geometry: {err}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,6 +204,12 @@ def check_channel_dim(grad: torch.Tensor, channel_dim) -> int:
 # ----------------------------------------------------------------------------------------------
 # Layer kinds and statistic names
 # ----------------------------------------------------------------------------------------------
+
+
+def require_prev(prev) -> None:
+    """A conv growth call with x_prev names the previous conv's geometry."""
+    if prev is None:
+        raise ValueError("prev (the Conv2dGeometry of the previous conv) is required with x_prev")
 
 
 def check_kind(kind) -> str:

@@ -23,6 +23,7 @@ from .._validation import (
     check_same_leading,
     check_statistic_names,
     output_grid,
+    require_prev,
 )
 from ..geometry import as_geometry
 from .conv2d import image
@@ -149,8 +150,7 @@ def _conv(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, precision, s
     cur = as_geometry("cur", cur)
     growth = [name for name in names if _BLOCKS[name][0] == 0]
     if growth:
-        if prev is None:
-            raise ValueError("prev (the Conv2dGeometry of the previous conv) is required with x_prev")
+        require_prev(prev)
         prev = as_geometry("prev", prev)
         x_prev = image("x_prev", x_prev)
     if x is not None:
