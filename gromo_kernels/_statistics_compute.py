@@ -14,10 +14,8 @@ import torch
 
 from ._contract import Options, implementation
 from ._precision import accumulate_dtype
-from .geometry import Conv2dGeometry
+from .geometry import POINTWISE, Conv2dGeometry
 from .results import FullGrowthStats, RestrictedGrowthStats
-
-_ONE_BY_ONE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
 
 
 def zeros(shape, like: torch.Tensor) -> torch.Tensor:
@@ -142,7 +140,7 @@ def _growth_inputs(x_prev, x, grad, prev, cur, bias_prev, bias) -> _GrowthInputs
     kk = cur.kernel_area
     keep_prev, keep_cur = slice(None), slice(None)
     if cp == 0:
-        x_prev, prev = ones_image(n, x.shape[2:], x_prev), _ONE_BY_ONE
+        x_prev, prev = ones_image(n, x.shape[2:], x_prev), POINTWISE
         keep_prev = slice(0, 1) if bias_prev else slice(0, 0)
         bias_prev = False
     if c == 0:

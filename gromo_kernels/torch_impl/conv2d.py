@@ -180,7 +180,7 @@ def _input_cov_costs(x_shape, geometry: Conv2dGeometry) -> tuple[float, float, S
     rows = n * ho * wo
     unfold = (d_feat * d_feat * rows * 0.75 * 2
               + FLOPS_PER_FLOAT_MOVED * 3 * d_feat * rows + FLOPS_PER_OP * n)
-    if geometry.stride != (1, 1):
+    if not geometry.has_unit_stride:
         return math.inf, unfold, None
     offs = tap_offsets(geometry)
     window = ((0, ho), (0, wo))
@@ -217,7 +217,7 @@ def conv2d_input_cov_torch(x: torch.Tensor, geometry: Conv2dGeometry, *, bias: b
     if ho <= 0 or wo <= 0 or c == 0:
         # No patches, or only the bias feature: the unfold path's bookkeeping covers both.
         method = "unfold"
-    if method == "shift" and geometry.stride != (1, 1):
+    if method == "shift" and not geometry.has_unit_stride:
         raise ValueError(f"method='shift' needs stride 1, got geometry stride {geometry.stride}")
     corr = None
     if method == "auto":

@@ -81,7 +81,7 @@ _METHODS = ("auto", "shift", "general")
 
 def _is_strided(prev: Conv2dGeometry, cur: Conv2dGeometry) -> bool:
     """The shift engine needs stride 1 in both convs."""
-    return prev.stride != (1, 1) or cur.stride != (1, 1)
+    return not (prev.has_unit_stride and cur.has_unit_stride)
 
 
 def _check_growth_call(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry,
@@ -145,10 +145,10 @@ def _cur_unfold_image(x: torch.Tensor, cur: Conv2dGeometry, bias: bool,
 
 def _restricted_geometry(x: torch.Tensor, grad: torch.Tensor, cur: Conv2dGeometry):
     """Centre-tap pixel of output o: q = o·s + start; valid outputs [o0, o1) per axis."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = cur
+    sh, sw = cur.stride
     h, w = x.shape[-2:]
     ho, wo = grad.shape[-2:]
-    start = ((kh // 2) * dh - ph, (kw // 2) * dw - pw)
+    start = cur.centre_offset
     rows = _valid_range(ho, sh, start[0], h)
     cols = _valid_range(wo, sw, start[1], w)
     return start, rows, cols

@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_grad_grid, check_ndim, output_grid
-from ..geometry import as_geometry
+from ..geometry import POINTWISE, as_geometry
 from .gram import Patches, check_launch, gram_triton, last_dim_contiguous
-from .linear import POINTWISE
 
 __all__ = ["conv2d_input_cov_triton", "conv2d_input_grad_triton", "image"]
 

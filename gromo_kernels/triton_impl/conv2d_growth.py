@@ -21,11 +21,10 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_grad_grid, check_prev_grid, output_grid
-from ..geometry import as_geometry
+from ..geometry import POINTWISE, as_geometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
 from .conv2d import image
 from .gram import Patches, Taps, check_launch, gram_triton
-from .linear import POINTWISE
 
 __all__ = ["conv2d_restricted_growth_stats_triton", "conv2d_full_growth_stats_triton"]
 
@@ -64,9 +63,8 @@ def conv2d_restricted_growth_stats_triton(x_prev: torch.Tensor, x: torch.Tensor,
     """
     segs, cur, grid, out_grid = _operands("conv2d_restricted_growth_stats", x_prev, x, grad, prev, cur,
                                           bias_prev, bias)
-    (kh, kw) = cur.kernel_size
     dp, d, c_out = segs[0].width, segs[1].width, segs[2].width
-    taps = Taps(cur, grid, first=(kh // 2) * kw + kw // 2, count=1)
+    taps = Taps(cur, grid, first=cur.centre_tap, count=1)
     out = gram_triton(segs, (x.shape[0], *out_grid), (0, dp), (dp, d + c_out), taps=taps,
                       precision=precision, split_k=split_k)[0]
     return RestrictedGrowthStats(out[:, d:].contiguous(), out[:, :d].contiguous())

@@ -25,10 +25,10 @@ from .._validation import (
     output_grid,
     require_prev,
 )
-from ..geometry import as_geometry
+from ..geometry import POINTWISE, as_geometry
 from .conv2d import image
 from .gram import Patches, Taps, check_launch, gram_triton
-from .linear import POINTWISE, rows_as_image
+from .linear import rows_as_image
 
 __all__ = ["layer_statistics_triton"]
 
@@ -217,8 +217,7 @@ def _conv_growth(kind, growth, x_prev, x, grad, prev, cur, bias_prev, bias, prec
         b_segments.append(("m_prev", Patches(grad, POINTWISE, False)))
     segments = [prev_patches] + [seg for _, seg in b_segments]
     segments += [None] * (3 - len(segments))
-    kh, kw = cur.kernel_size
-    taps = Taps(cur, grid, (kh // 2) * kw + kw // 2, 1) if kind == "conv2d_restricted" else \
+    taps = Taps(cur, grid, cur.centre_tap, 1) if kind == "conv2d_restricted" else \
         Taps(cur, grid, 0, kk)
     dp = prev_patches.width
     width_b = sum(seg.width for _, seg in b_segments)

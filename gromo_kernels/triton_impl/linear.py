@@ -12,13 +12,12 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_ndim, check_same_device_dtype, check_same_leading
-from ..geometry import Conv2dGeometry
+from ..geometry import POINTWISE
 from .gram import Patches, check_launch, gram_triton, last_dim_contiguous
 
 __all__ = ["linear_input_cov_triton", "linear_input_grad_triton", "linear_cross_cov_triton",
            "grad_cov_triton", "rows_as_image", "POINTWISE"]
 
-POINTWISE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
 
 
 def rows_as_image(name: str, t: torch.Tensor) -> torch.Tensor:
