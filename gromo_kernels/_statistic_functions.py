@@ -64,6 +64,17 @@ def linear_input_cov(x: torch.Tensor, *, bias: bool = True, backend: str = "auto
     return compute.linear_input_cov(compute.as_rows(x), bias, opts, name)
 
 
+def _row_operands(opts, first, second):
+    """Two (name, tensor, width letter) row operands checked; the second has the first's rows."""
+    (a_name, a, a_what), (b_name, b, b_what) = first, second
+    a = check_rows(a_name, a, what=a_what)
+    b = check_rows(b_name, b, what=b_what)
+    check_same_device_dtype(**{a_name: a, b_name: b})
+    check_same_leading(b_name, b, a_name, a, b_what)
+    finite(opts, **{a_name: a, b_name: b})
+    return a, b
+
+
 def linear_input_grad(x: torch.Tensor, grad: torch.Tensor, *, bias: bool = True, backend: str = "auto",
                       precision=None, check_finite: bool = False) -> torch.Tensor:
     """M = Σ_rows x̃ dAᵀ for x (..., d), grad (..., o) -> (d+b, o).
@@ -80,14 +91,9 @@ def linear_input_grad(x: torch.Tensor, grad: torch.Tensor, *, bias: bool = True,
     """
     opts = options(backend, precision, None, check_finite)
     bias = check_flag("bias", bias)
-    x = check_rows("x", x, what="d")
-    grad = check_rows("grad", grad, what="o")
-    check_same_device_dtype(x=x, grad=grad)
-    check_same_leading("grad", grad, "x", x, "o")
-    finite(opts, x=x, grad=grad)
+    x, grad = _row_operands(opts, ("x", x, "d"), ("grad", grad, "o"))
     name = resolve(opts, "linear_input_grad", x, grad)
-    return compute.linear_input_grad(compute.as_rows(x), compute.as_rows(grad), bias,
-                              opts, name)
+    return compute.linear_input_grad(compute.as_rows(x), compute.as_rows(grad), bias, opts, name)
 
 
 def linear_cross_cov(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool = True, bias: bool = True,
@@ -107,14 +113,10 @@ def linear_cross_cov(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool =
     opts = options(backend, precision, None, check_finite)
     bias_prev = check_flag("bias_prev", bias_prev)
     bias = check_flag("bias", bias)
-    x_prev = check_rows("x_prev", x_prev, what="dp")
-    x = check_rows("x", x, what="d")
-    check_same_device_dtype(x_prev=x_prev, x=x)
-    check_same_leading("x", x, "x_prev", x_prev, "d")
-    finite(opts, x_prev=x_prev, x=x)
+    x_prev, x = _row_operands(opts, ("x_prev", x_prev, "dp"), ("x", x, "d"))
     name = resolve(opts, "linear_cross_cov", x_prev, x)
-    return compute.linear_cross_cov(compute.as_rows(x_prev), compute.as_rows(x),
-                             bias_prev, bias, opts, name)
+    return compute.linear_cross_cov(compute.as_rows(x_prev), compute.as_rows(x), bias_prev, bias, opts,
+                                    name)
 
 
 def grad_cov(grad: torch.Tensor, *, channel_dim: int = -1, backend: str = "auto", precision=None,

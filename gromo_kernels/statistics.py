@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import torch
 
+from . import _statistic_functions
 from . import _statistics_compute as compute
 from ._backend import resolve_backend
 from ._contract import finite, fused_implementation, options
 from ._dispatch import layer_backends
-from ._statistic_functions import (
+from ._statistic_functions import (  # noqa: F401  (re-exported: the per-statistic public functions)
     conv2d_full_growth_stats,
     conv2d_input_cov,
     conv2d_input_grad,
@@ -58,19 +59,7 @@ from ._validation import (
     require_prev,
 )
 
-__all__ = [
-    "linear_input_cov",
-    "linear_input_grad",
-    "linear_cross_cov",
-    "grad_cov",
-    "conv2d_input_cov",
-    "conv2d_input_grad",
-    "conv2d_restricted_growth_stats",
-    "conv2d_full_growth_stats",
-    "layer_statistics",
-    "LAYER_KINDS",
-    "STATISTIC_NAMES",
-]
+__all__ = [*_statistic_functions.__all__, "layer_statistics", "LAYER_KINDS", "STATISTIC_NAMES"]
 
 
 def _available(kind: str, x, grad, x_prev) -> tuple[str, ...]:
