@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from ._precision import accumulate_dtype
-from ._validation import check_same_device_dtype, check_tensor
+from ._validation import FLOAT_DTYPES, check_same_device_dtype, check_tensor
 from .torch_impl import linalg as _impl
 
 _WORK_DTYPES = (torch.float32, torch.float64)
@@ -42,7 +42,7 @@ def nonneg_number(name: str, value, *, allow_none: bool = True):
     if value is None and allow_none:
         return None
     if isinstance(value, torch.Tensor):
-        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float or a floating tensor, got {value.dtype}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import (
+    GROWTH_NAMES,
     check_grad_grid,
     check_kind,
     check_prev_grid,
@@ -167,7 +168,7 @@ def _conv(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, precision, s
         check_grad_grid(grad, n, "x", x_grid or out_grid, out_grid, "cur")
     out: dict[str, torch.Tensor] = {}
 
-    main = [name for name in names if name in ("s", "m", "e")]
+    main = [name for name in names if name not in GROWTH_NAMES]
     if main:
         segments = [None, Patches(x, cur, bias) if x is not None else None,
                     Patches(grad, POINTWISE, False) if grad is not None else None]
