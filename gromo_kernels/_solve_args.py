@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from ._precision import accumulate_dtype
-from ._validation import check_tensor
+from ._validation import FLOAT_DTYPES, check_same_device_dtype, check_tensor
 from .torch_impl import linalg as _impl
 
 _WORK_DTYPES = (torch.float32, torch.float64)
@@ -42,7 +42,7 @@ def nonneg_number(name: str, value, *, allow_none: bool = True):
     if value is None and allow_none:
         return None
     if isinstance(value, torch.Tensor):
-        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float or a floating tensor, got {value.dtype}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -202,12 +202,27 @@ def stack_group(tensors: list, idx: list[int]):
 
 
 def check_list_item(kind: str, i: int, S, M, E) -> None:
-    """Type checks for one layer of a list call (shapes are checked by the batched call)."""
+    """Type, device and dtype checks for one layer of a list call (the caller checks its shapes)."""
     names = ("S", "M" if kind == "delta" else "N", "E")
     for name, t in zip(names, (S, M, E)):
         if t is None and name != names[1]:
             continue
         check_tensor(f"{name}[{i}]", t, ndim=2, shape_hint="(one layer)")
+    # Device/dtype agreement is reported against the solve's main operand (S for delta, N for added).
+    order = (0, 1, 2) if kind == "delta" else (1, 0, 2)
+    check_same_device_dtype(**{f"{names[k]}[{i}]": (S, M, E)[k] for k in order})
+
+
+def per_group(lists: list[list], batched) -> list:
+    """One ``batched(stacked_lists, element_name)`` call per group of layers with equal shapes, dtype
+    and device; its per-element results put back in layer order."""
+    n = len(lists[0])
+    results: list = [None] * n
+    for idx in groups([tuple(key(values[i]) for values in lists) for i in range(n)]).values():
+        out = batched([stack_group(values, idx) for values in lists], indexed_name(idx))
+        for j, i in enumerate(idx):
+            results[i] = out[j]
+    return results
 
 
 def indexed_name(idx: list[int]):

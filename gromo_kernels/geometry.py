@@ -50,6 +50,35 @@ class Conv2dGeometry(NamedTuple):
         kh, kw = self.normalized().kernel_size
         return kh * kw
 
+    @property
+    def is_pointwise(self) -> bool:
+        """1×1 kernel, stride 1, no padding, dilation 1: each output position reads its own pixel."""
+        return self.normalized() == POINTWISE
+
+    @property
+    def has_unit_stride(self) -> bool:
+        """Stride 1 along both axes (output positions step one pixel at a time)."""
+        return self.normalized().stride == (1, 1)
+
+    @property
+    def centre_tap_position(self) -> tuple[int, int]:
+        """(kh // 2, kw // 2): the kernel tap at the centre (for even sizes, the lower-right one)."""
+        kh, kw = self.normalized().kernel_size
+        return (kh // 2, kw // 2)
+
+    @property
+    def centre_tap(self) -> int:
+        """Flat index e₀ = (kh // 2)·kw + kw // 2 of the centre tap (unfold order e = i·kw + j)."""
+        i, j = self.centre_tap_position
+        return i * self.normalized().kernel_size[1] + j
+
+    @property
+    def centre_offset(self) -> tuple[int, int]:
+        """Pixel read by the centre tap of output (0, 0): (i₀·d_h − p_h, j₀·d_w − p_w)."""
+        g = self.normalized()
+        (i, j), (dh, dw), (ph, pw) = self.centre_tap_position, g.dilation, g.padding
+        return (i * dh - ph, j * dw - pw)
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Output grid ``⌊(h + 2p − d(k−1) − 1)/s⌋ + 1`` per dimension (may be <= 0 when too small)."""
         g = self.normalized()
@@ -57,6 +86,10 @@ class Conv2dGeometry(NamedTuple):
         for size, k, s, p, d in zip((height, width), g.kernel_size, g.stride, g.padding, g.dilation):
             out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
         return (out[0], out[1])
+
+
+POINTWISE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
+"""The 1×1 conv of stride 1: a dense layer applied at every pixel (rows as (R, d, 1, 1) images)."""
 
 
 def as_geometry(name: str, value) -> Conv2dGeometry:

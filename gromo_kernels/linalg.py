@@ -307,7 +307,6 @@ def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite)
     E = _args.as_list("E", E, n, allow_none_entries=True)
     for i in range(n):
         _args.check_list_item("delta", i, S[i], M[i], E[i])
-        check_same_device_dtype(**{f"S[{i}]": S[i], f"M[{i}]": M[i], f"E[{i}]": E[i]})
         dim = _args.square(f"S[{i}]", S[i], "(D, D)")
         if M[i].shape[0] != dim:
             raise ValueError(f"M[{i}] must have D = {dim} rows, got shape {tuple(M[i].shape)}")
@@ -319,14 +318,12 @@ def _optimal_delta_list(S, M, *, E, force_pinv, dtype, rtol, atol, check_finite)
     rtol, atol = _args.nonneg_number("rtol", rtol), _args.nonneg_number("atol", atol)
     if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
         raise TypeError("rtol and atol must be floats (or None) when S is a list of layers")
-    results: list = [None] * n
-    for idx in _args.groups([(_args.key(S[i]), _args.key(M[i]), _args.key(E[i])) for i in range(n)]).values():
-        out = _optimal_delta_batched(
-            _args.stack_group(S, idx), _args.stack_group(M, idx), _args.stack_group(E, idx), force_pinv=force_pinv,
-            work=work, rtol=rtol, atol=atol, check_finite=check_finite, element_name=_args.indexed_name(idx))
-        for j, i in enumerate(idx):
-            results[i] = DeltaResult(out.delta[j], out.decrease[j], out.used_pinv[j])
-    return results
+    def batched(stacked, element_name):
+        out = _optimal_delta_batched(*stacked, force_pinv=force_pinv, work=work, rtol=rtol, atol=atol,
+                                     check_finite=check_finite, element_name=element_name)
+        return [DeltaResult(out.delta[j], out.decrease[j], out.used_pinv[j]) for j in range(out.delta.shape[0])]
+
+    return _args.per_group([S, M, E], batched)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,19 +405,16 @@ def optimal_added_neurons(S, N, *, E=None, numerical_threshold=1e-6, statistical
 
 
 def _check_added_shapes(S, N, E, s_name, n_name, e_name) -> None:
-    s_dim, t_dim = N.shape[-2], N.shape[-1]
-    if S is not None:
-        _args.square(s_name, S, "(..., s, s)")
-        if S.shape[-1] != s_dim:
-            raise ValueError(f"{s_name} must be ({s_dim}, {s_dim}) to match {n_name}'s {s_dim} rows, "
-                             f"got shape {tuple(S.shape)}")
-        _args.same_batch(s_name, S, n_name, N)
-    if E is not None:
-        _args.square(e_name, E, "(..., t, t)")
-        if E.shape[-1] != t_dim:
-            raise ValueError(f"{e_name} must be ({t_dim}, {t_dim}) to match {n_name}'s {t_dim} columns, "
-                             f"got shape {tuple(E.shape)}")
-        _args.same_batch(e_name, E, n_name, N)
+    # S matches N's rows (s), E its columns (t).
+    for name, t, dim, hint, side in ((s_name, S, N.shape[-2], "(..., s, s)", "rows"),
+                                     (e_name, E, N.shape[-1], "(..., t, t)", "columns")):
+        if t is None:
+            continue
+        _args.square(name, t, hint)
+        if t.shape[-1] != dim:
+            raise ValueError(f"{name} must be ({dim}, {dim}) to match {n_name}'s {dim} {side}, "
+                             f"got shape {tuple(t.shape)}")
+        _args.same_batch(name, t, n_name, N)
 
 
 def _added_batched(S, N, E, options, *, element_name) -> list:
@@ -461,12 +455,6 @@ def _added_list(S, N, E, options) -> list:
     E = _args.as_list("E", E, n, allow_none_entries=True)
     for i in range(n):
         _args.check_list_item("added", i, S[i], N[i], E[i])
-        check_same_device_dtype(**{f"N[{i}]": N[i], f"S[{i}]": S[i], f"E[{i}]": E[i]})
         _check_added_shapes(S[i], N[i], E[i], f"S[{i}]", f"N[{i}]", f"E[{i}]")
-    results: list = [None] * n
-    for idx in _args.groups([(_args.key(S[i]), _args.key(N[i]), _args.key(E[i])) for i in range(n)]).values():
-        out = _added_batched(_args.stack_group(S, idx), _args.stack_group(N, idx), _args.stack_group(E, idx), options,
-                             element_name=_args.indexed_name(idx))
-        for j, i in enumerate(idx):
-            results[i] = out[j]
-    return results
+    return _args.per_group([S, N, E], lambda stacked, element_name: _added_batched(
+        *stacked, options, element_name=element_name))

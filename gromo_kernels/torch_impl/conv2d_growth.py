@@ -24,7 +24,7 @@ the path accepts:
   current unfold; s_growth is a per-pixel weighted Gram of the previous unfold. Chunked over the batch.
 * ``"shift"`` (both convs stride 1, any padding/dilation): x_prev pixel and x pixel of one term are
   both o + constant, so each block is a windowed shifted cross-correlation of x_prev with x (or dA, or
-  itself) and the :class:`~gromo_kernels.torch_impl.conv2d.ShiftCorrelator` evaluates all blocks
+  itself) and the :class:`~gromo_kernels.torch_impl.shift.ShiftCorrelator` evaluates all blocks
   from one GEMM per distinct shift plus border strips: Restricted cross_cov (k_p + k − 1)² shifts
   instead of kk_p·kk blocks, Full s_growth (2k_p − 1)²/2 instead of kk·kk_p²/2, Full m_prev
   (k + k_p − 1)² instead of kk·kk_p, Full cross_cov (2k + k_p − 2)² instead of kk²·kk_p.
@@ -58,22 +58,21 @@ import torch
 import torch.nn.functional as F
 
 from .._precision import round_operand
+from .._validation import check_prev_grid
 from ..geometry import Conv2dGeometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
-from .conv2d import (
-    _FLOPS_PER_FLOAT_MOVED,
-    _FLOPS_PER_OP,
+from .conv2d import auto_chunk, batch_chunks, conv_weight_grad
+from .linear import sym_gram_rows
+from .shift import (
+    FLOPS_PER_FLOAT_MOVED,
     ShiftCorrelator,
     ShiftTerm,
-    _tap_offsets,
-    _upper_half,
-    auto_chunk,
-    batch_chunks,
-    conv_weight_grad,
     rect_sum,
+    shift_cost,
     symmetric_from_blocks,
+    symmetric_pairs,
+    tap_offsets,
 )
-from .linear import sym_gram_rows
 
 __all__ = ["conv2d_restricted_growth_stats_torch", "conv2d_full_growth_stats_torch"]
 
@@ -82,7 +81,7 @@ _METHODS = ("auto", "shift", "general")
 
 def _is_strided(prev: Conv2dGeometry, cur: Conv2dGeometry) -> bool:
     """The shift engine needs stride 1 in both convs."""
-    return prev.stride != (1, 1) or cur.stride != (1, 1)
+    return not (prev.has_unit_stride and cur.has_unit_stride)
 
 
 def _check_growth_call(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry,
@@ -94,20 +93,11 @@ def _check_growth_call(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeomet
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    _check_grids(x_prev, x, prev)
+    check_prev_grid(x_prev, prev, x.shape[0], tuple(x.shape[-2:]))
     strided = _is_strided(prev, cur)
     if method == "shift" and strided:
         raise ValueError(f"method='shift' needs stride 1 in prev and cur, got {prev.stride}, {cur.stride}")
     return strided
-
-
-def _check_grids(x_prev: torch.Tensor, x: torch.Tensor, prev: Conv2dGeometry) -> None:
-    """The previous conv's output grid must be the current input grid."""
-    hp, wp = prev.output_size(*x_prev.shape[-2:])
-    if (hp, wp) != tuple(x.shape[-2:]):
-        raise ValueError(
-            f"x_prev of spatial size {tuple(x_prev.shape[-2:])} gives a {hp}x{wp} grid through prev, "
-            f"but x is {tuple(x.shape[-2:])}")
 
 
 def _acc_info(t: torch.Tensor, precision: str) -> tuple[torch.dtype, int]:
@@ -155,10 +145,10 @@ def _cur_unfold_image(x: torch.Tensor, cur: Conv2dGeometry, bias: bool,
 
 def _restricted_geometry(x: torch.Tensor, grad: torch.Tensor, cur: Conv2dGeometry):
     """Centre-tap pixel of output o: q = o·s + start; valid outputs [o0, o1) per axis."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = cur
+    sh, sw = cur.stride
     h, w = x.shape[-2:]
     ho, wo = grad.shape[-2:]
-    start = ((kh // 2) * dh - ph, (kw // 2) * dw - pw)
+    start = cur.centre_offset
     rows = _valid_range(ho, sh, start[0], h)
     cols = _valid_range(wo, sw, start[1], w)
     return start, rows, cols
@@ -236,8 +226,8 @@ def _restricted_cross_terms(x_prev, x, grad, prev, cur):
     """Shift terms of Restricted cross_cov: block (e_p, e) for A = x_prev, B = x."""
     start, rows, cols = _restricted_geometry(x, grad, cur)
     window = (rows, cols)
-    prev_offs = _tap_offsets(prev)
-    cur_offs = _tap_offsets(cur)
+    prev_offs = tap_offsets(prev)
+    cur_offs = tap_offsets(cur)
     a_offs = [(start[0] + po[0], start[1] + po[1]) for po in prev_offs]
     terms = [[ShiftTerm(a, b, window)] for a in a_offs for b in cur_offs]
     return window, a_offs, cur_offs, terms
@@ -305,20 +295,12 @@ def conv2d_restricted_growth_stats_torch(x_prev: torch.Tensor, x: torch.Tensor, 
             c = x.shape[1]
             h, w = x.shape[-2:]
             general = 2.0 * n * h * w * (c * cur.kernel_area + 1) * cp * prev.kernel_area \
-                + _FLOPS_PER_FLOAT_MOVED * 3 * n * h * w * (c * cur.kernel_area + 1)
-            if _shift_cost(corr, n, cp, c, len(terms)) < general:
+                + FLOPS_PER_FLOAT_MOVED * 3 * n * h * w * (c * cur.kernel_area + 1)
+            if shift_cost(corr, n, cp, c, len(terms)) < general:
                 method = "shift"
     if method == "shift":
         return _restricted_shift(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk, corr)
     return _restricted_general(x_prev, x, grad, prev, cur, bias_prev, bias, precision, chunk)
-
-
-def _shift_cost(corr: ShiftCorrelator, n: int, ca: int, cb: int, n_blocks: int) -> float:
-    """Estimated flop-equivalents of a ShiftCorrelator run (GEMMs, strips, canvas traffic)."""
-    canvas = n * corr.hc * corr.wc
-    return (corr.num_shifts * (2.0 * ca * cb * canvas + _FLOPS_PER_FLOAT_MOVED * (ca + cb) * canvas)
-            + n * corr.strip_pixels() * (2.0 * ca * cb + _FLOPS_PER_FLOAT_MOVED * 2 * (ca + cb))
-            + _FLOPS_PER_OP * (4 * corr.num_shifts + n_blocks))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +362,7 @@ def _full_windows(x, grad, cur):
     """Per current tap e: its pixel offset and the window of outputs whose pixel is real."""
     h, w = x.shape[-2:]
     ho, wo = grad.shape[-2:]
-    offs = _tap_offsets(cur)
+    offs = tap_offsets(cur)
     wins = [(_valid_range(ho, 1, o[0], h), _valid_range(wo, 1, o[1], w)) for o in offs]
     return offs, wins
 
@@ -388,7 +370,7 @@ def _full_windows(x, grad, cur):
 def _full_plans(x_prev, x, grad, prev, cur, want):
     """Shift terms of the Full statistics: s_growth (symmetric), m_prev and cross_cov blocks."""
     offs, wins = _full_windows(x, grad, cur)
-    prev_offs = _tap_offsets(prev)
+    prev_offs = tap_offsets(prev)
     kk, kkp = len(offs), len(prev_offs)
 
     def a_off(e, ep):
@@ -396,13 +378,9 @@ def _full_plans(x_prev, x, grad, prev, cur, want):
 
     plans = {}
     if "s" in want:
-        pairs, terms = [], []
-        for ep in range(kkp):
-            for fp in range(ep, kkp):
-                d = (prev_offs[fp][0] - prev_offs[ep][0], prev_offs[fp][1] - prev_offs[ep][1])
-                first, second = (ep, fp) if _upper_half(d) else (fp, ep)
-                pairs.append((first, second))
-                terms.append([ShiftTerm(a_off(e, first), a_off(e, second), wins[e]) for e in range(kk)])
+        pairs = symmetric_pairs(prev_offs)
+        terms = [[ShiftTerm(a_off(e, first), a_off(e, second), wins[e]) for e in range(kk)]
+                 for first, second in pairs]
         plans["s"] = (pairs, terms)
     if "m" in want:
         terms = [[ShiftTerm(a_off(e, ep), (0, 0), wins[e])] for ep in range(kkp) for e in range(kk)]
@@ -497,9 +475,9 @@ def _full_choose(x_prev, x, grad, prev, cur):
     d_p, d = cp * kkp + 1, c * kk + 1
     strided = _is_strided(prev, cur)
     general = {
-        "s": 1.5 * n * h * w * d_p * d_p + _FLOPS_PER_FLOAT_MOVED * 3 * n * h * w * d_p,
-        "m": 2.0 * n * ho * wo * kk * d_p * c_out + _FLOPS_PER_FLOAT_MOVED * 2 * n * h * w * d_p,
-        "p": 2.0 * n * ho * wo * kk * d_p * d + _FLOPS_PER_FLOAT_MOVED * 2 * n * (h * w * d_p + ho * wo * d),
+        "s": 1.5 * n * h * w * d_p * d_p + FLOPS_PER_FLOAT_MOVED * 3 * n * h * w * d_p,
+        "m": 2.0 * n * ho * wo * kk * d_p * c_out + FLOPS_PER_FLOAT_MOVED * 2 * n * h * w * d_p,
+        "p": 2.0 * n * ho * wo * kk * d_p * d + FLOPS_PER_FLOAT_MOVED * 2 * n * (h * w * d_p + ho * wo * d),
     }
     methods = {k: "general" for k in general}
     correlators = {}
@@ -512,7 +490,7 @@ def _full_choose(x_prev, x, grad, prev, cur):
         if b_ch[key] == 0:
             continue
         corr = ShiftCorrelator((hp, wp), b_hw[key], terms, same=key == "s")
-        if _shift_cost(corr, n, cp, b_ch[key], len(terms)) < general[key]:
+        if shift_cost(corr, n, cp, b_ch[key], len(terms)) < general[key]:
             methods[key] = "shift"
             correlators[key] = corr
     return methods, correlators

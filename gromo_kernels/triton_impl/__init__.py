@@ -1,7 +1,7 @@
 """Triton kernels and their launchers. Imported lazily, only when triton exists.
 
 Every statistic is a block of ZᵀZ for a virtual Z whose columns are im2col gathers (gram.py); the
-launchers below implement the internal backend contract (see gromo_kernels/statistics.py).
+launchers below implement the internal backend contract (gromo_kernels._contract).
 """
 
 from .conv2d import conv2d_input_cov_triton, conv2d_input_grad_triton

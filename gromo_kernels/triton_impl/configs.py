@@ -1,4 +1,5 @@
-"""Block configurations of the Gram kernel, their pruning by shared memory, and the split-K size.
+"""Autotuning of the Gram kernel: block configs, their pruning by shared memory, the autotune key,
+the arguments never specialised on their value, and the split-K size.
 
 Pure functions of the problem (no device access), so the static GPU check (bench/gpu_static.py)
 sees exactly what the autotuner and the launcher choose.
@@ -6,6 +7,7 @@ sees exactly what the autotuner and the launcher choose.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -97,3 +99,38 @@ def auto_split(sms: int, rows: int, tiles: int, outputs: int, item: int) -> int:
         if cost < best_cost * 0.97:
             best, best_cost = split, cost
     return best
+
+
+# Every runtime int of _gram_kernel: none is specialised on its value (== 1, divisible by 16), so
+# a compiled variant is fixed by the flags, dtypes and block config alone — growth (new widths,
+# strides, batch sizes) never recompiles, and the number of variants a test run compiles stays small.
+SEGMENT_INTS = ("C{0} H{0} W{0} s{0}_n s{0}_c s{0}_h s{0}_w KW{0} KK{0} SH{0} SW{0} PH{0} PW{0} DH{0} DW{0} "
+                "B{0}")
+UNSPECIALISED = (
+    ["s_out_split", "s_out_e", "s_out_a"]
+    + [name for i in (1, 2, 3) for name in SEGMENT_INTS.format(i).split()]
+    + "KWT SHT SWT PHT PWT DHT DWT HT WT TAP0".split()
+    + "HO WO R ROWS_PER_SPLIT A_LO DA B_LO DB DA_BUCKET DB_BUCKET R_BUCKET".split()
+)
+
+
+# What the autotuner keys its choice on: bucketed widths and rows, and the compile-time flags.
+AUTOTUNE_KEY = ["DA_BUCKET", "DB_BUCKET", "R_BUCKET", "MODE", "ACC64", "SYMMETRIC", "WEIGHTED", "COMPOSE",
+                "HAS1", "HAS2", "HAS3", "I64", "ROWS_CONTIG"]
+
+
+def early_prune(configs, named_args, **kwargs):
+    """The autotuner's early prune: :func:`prune_configs` on this launch's variant and widths."""
+    flag = lambda name: bool(kwargs.get(name, named_args.get(name)))  # noqa: E731
+    return prune_configs(configs, width=max(named_args["DA_BUCKET"], named_args["DB_BUCKET"]),
+                         segments=sum(flag(f"HAS{i}") for i in (1, 2, 3)),
+                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"),
+                         i64=flag("I64"))
+
+
+def autotune_options() -> dict:
+    """cache_results (triton >= 3.2): the chosen config persists on disk, so a later process sums in
+    the same order and reproduces results bit for bit; older triton retunes per process."""
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        return {"cache_results": True}
+    return {}

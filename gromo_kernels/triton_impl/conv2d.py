@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import Conv2dGeometry, as_geometry
-from .gram import Patches, check_launch, gram_triton
-from .linear import POINTWISE
+from .._validation import check_grad_grid, check_ndim, output_grid
+from ..geometry import POINTWISE, as_geometry
+from .gram import Patches, check_launch, gram_triton, last_dim_contiguous
 
-__all__ = ["conv2d_input_cov_triton", "conv2d_input_grad_triton", "image", "output_grid"]
+__all__ = ["conv2d_input_cov_triton", "conv2d_input_grad_triton", "image"]
 
 
 def image(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -25,20 +25,8 @@ def image(name: str, t: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``t`` is not 4-D (names it).
     """
-    if t.ndim != 4:
-        raise ValueError(f"{name} must be 4-D (n, C, H, W), got shape {tuple(t.shape)}")
-    if t.stride(3) != 1 and t.shape[3] > 1:
-        t = t.contiguous()
-    return t
-
-
-def output_grid(name: str, x: torch.Tensor, geometry: Conv2dGeometry) -> tuple[int, int]:
-    """(H_o, W_o) of ``geometry`` on x; ValueError naming ``name`` when it is empty."""
-    ho, wo = geometry.output_size(x.shape[2], x.shape[3])
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"{name}: the kernel does not fit: output grid {ho}x{wo} for input "
-                         f"{tuple(x.shape[2:])} and {geometry}")
-    return ho, wo
+    check_ndim(name, t, 4, "(n, C, H, W)")
+    return last_dim_contiguous(t)
 
 
 def conv2d_input_cov_triton(x: torch.Tensor, geometry, *, bias: bool, precision=None, chunk=None,
@@ -60,7 +48,7 @@ def conv2d_input_cov_triton(x: torch.Tensor, geometry, *, bias: bool, precision=
     check_launch("conv2d_input_cov", x=x)
     geometry = as_geometry("geometry", geometry)
     x = image("x", x)
-    ho, wo = output_grid("x", x, geometry)
+    ho, wo = output_grid("x", x.shape[2:], geometry, "the convolution")
     seg = Patches(x, geometry, bias)
     return gram_triton((seg, None, None), (x.shape[0], ho, wo), (0, seg.width), precision=precision,
                        split_k=split_k)[0]
@@ -76,16 +64,10 @@ def conv2d_input_grad_triton(x: torch.Tensor, grad: torch.Tensor, geometry, *, b
     geometry = as_geometry("geometry", geometry)
     x = image("x", x)
     grad = image("grad", grad)
-    ho, wo = output_grid("x", x, geometry)
-    check_grad(grad, x.shape[0], (ho, wo))
+    ho, wo = output_grid("x", x.shape[2:], geometry, "the convolution")
+    check_grad_grid(grad, x.shape[0], "x", x.shape[2:], (ho, wo), "the convolution")
     a = Patches(x, geometry, bias)
     g = Patches(grad, POINTWISE, False)
     return gram_triton((a, g, None), (x.shape[0], ho, wo), (0, a.width), (a.width, g.width),
                        precision=precision, split_k=split_k)[0]
 
-
-def check_grad(grad: torch.Tensor, n: int, grid: tuple[int, int]) -> None:
-    """grad must be (n, C_out, H_o, W_o) on the conv's output grid (ValueError naming grad)."""
-    if grad.shape[0] != n or tuple(grad.shape[2:]) != tuple(grid):
-        raise ValueError(f"grad must have shape (n={n}, C_out, {grid[0]}, {grid[1]}), "
-                         f"got {tuple(grad.shape)}")

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import as_geometry
+from .._validation import check_grad_grid, check_prev_grid, output_grid
+from ..geometry import POINTWISE, as_geometry
 from ..results import FullGrowthStats, RestrictedGrowthStats
-from .conv2d import check_grad, image, output_grid
+from .conv2d import image
 from .gram import Patches, Taps, check_launch, gram_triton
-from .linear import POINTWISE
 
 __all__ = ["conv2d_restricted_growth_stats_triton", "conv2d_full_growth_stats_triton"]
 
@@ -35,12 +35,10 @@ def _operands(op, x_prev, x, grad, prev, cur, bias_prev, bias):
     prev = as_geometry("prev", prev)
     cur = as_geometry("cur", cur)
     x_prev, x, grad = image("x_prev", x_prev), image("x", x), image("grad", grad)
-    grid = output_grid("x_prev", x_prev, prev)
-    if grid != tuple(x.shape[2:]) or x_prev.shape[0] != x.shape[0]:
-        raise ValueError(f"x_prev: the previous conv's output grid {grid} (batch {x_prev.shape[0]}) "
-                         f"must be x's grid {tuple(x.shape[2:])} (batch {x.shape[0]})")
-    out_grid = output_grid("x", x, cur)
-    check_grad(grad, x.shape[0], out_grid)
+    grid = tuple(x.shape[2:])
+    check_prev_grid(x_prev, prev, x.shape[0], grid)
+    out_grid = output_grid("x", grid, cur, "cur")
+    check_grad_grid(grad, x.shape[0], "x", grid, out_grid, "cur")
     segs = (Patches(x_prev, prev, bias_prev), Patches(x, cur, bias), Patches(grad, POINTWISE, False))
     return segs, cur, grid, out_grid
 
@@ -65,9 +63,8 @@ def conv2d_restricted_growth_stats_triton(x_prev: torch.Tensor, x: torch.Tensor,
     """
     segs, cur, grid, out_grid = _operands("conv2d_restricted_growth_stats", x_prev, x, grad, prev, cur,
                                           bias_prev, bias)
-    (kh, kw) = cur.kernel_size
     dp, d, c_out = segs[0].width, segs[1].width, segs[2].width
-    taps = Taps(cur, grid, first=(kh // 2) * kw + kw // 2, count=1)
+    taps = Taps(cur, grid, first=cur.centre_tap, count=1)
     out = gram_triton(segs, (x.shape[0], *out_grid), (0, dp), (dp, d + c_out), taps=taps,
                       precision=precision, split_k=split_k)[0]
     return RestrictedGrowthStats(out[:, d:].contiguous(), out[:, :d].contiguous())

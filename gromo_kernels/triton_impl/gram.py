@@ -57,7 +57,6 @@ persistent programs.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import NamedTuple
 
 import torch
@@ -66,14 +65,28 @@ import triton.language as tl
 
 from .._backend import interpreter_enabled
 from .._precision import accumulate_dtype, check_precision
+from .._validation import check_floating
 from ..geometry import Conv2dGeometry
-from .configs import auto_split, gram_configs, prune_configs
+from .configs import (
+    AUTOTUNE_KEY,
+    UNSPECIALISED,
+    auto_split,
+    autotune_options,
+    early_prune,
+    gram_configs,
+)
 from .images import kernel_image, tap_counts
 
 __all__ = ["Patches", "Taps", "gram_triton", "check_launch", "MODES"]
 
-MODES = {"ieee": 0, "tf32x3": 1, "tf32": 2, "bf16": 3}
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Precision modes: the kernel's MODE constexpr. MODE >= MODE_TF32 are the modes whose operands are
+# rounded before the products (tf32, bf16).
+MODE_IEEE = tl.constexpr(0)
+MODE_TF32X3 = tl.constexpr(1)
+MODE_TF32 = tl.constexpr(2)
+MODE_BF16 = tl.constexpr(3)
+MODES = {"ieee": MODE_IEEE.value, "tf32x3": MODE_TF32X3.value, "tf32": MODE_TF32.value,
+         "bf16": MODE_BF16.value}
 
 # Rows per split are a multiple of this, so split boundaries fall on BLOCK_R boundaries.
 _ROW_ALIGN = 128
@@ -98,9 +111,9 @@ def _round_to_mode(v, MODE: tl.constexpr, EMULATE: tl.constexpr):
     bf16 on the GPU: the hardware's round-to-nearest-even cast; under the interpreter (EMULATE),
     whose bf16 cast truncates, the same rounding in integer bit arithmetic.
     """
-    if MODE == 2:
+    if MODE == MODE_TF32:
         v = ((v.to(tl.int32, bitcast=True) + 0x1000) & -8192).to(tl.float32, bitcast=True)
-    elif MODE == 3:
+    elif MODE == MODE_BF16:
         if EMULATE:
             bits = v.to(tl.int32, bitcast=True)
             rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
@@ -113,7 +126,7 @@ def _round_to_mode(v, MODE: tl.constexpr, EMULATE: tl.constexpr):
 def _prepare(v, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.constexpr):
     """A loaded tile in its accumulation dtype, rounded as the precision mode asks."""
     if ACC64:
-        if MODE >= 2:
+        if MODE >= MODE_TF32:
             v = _round_to_mode(v.to(tl.float32), MODE, EMULATE).to(tl.float64)
         else:
             v = v.to(tl.float64)
@@ -132,17 +145,32 @@ def _mma(acc, a_t, b, MODE: tl.constexpr, EMULATE: tl.constexpr, ACC64: tl.const
     """
     if ACC64:
         acc = tl.dot(a_t, b, acc, input_precision="ieee", out_dtype=tl.float64)
-    elif MODE == 1:
+    elif MODE == MODE_TF32X3:
         acc = tl.dot(a_t, b, acc, input_precision="tf32x3")
-    elif MODE >= 2 and EMULATE:
+    elif MODE >= MODE_TF32 and EMULATE:
         acc = tl.dot(a_t, b, acc, input_precision="ieee")
-    elif MODE == 2:
+    elif MODE == MODE_TF32:
         acc = tl.dot(a_t, b, acc, input_precision="tf32")
-    elif MODE == 3:
+    elif MODE == MODE_BF16:
         acc = tl.dot(a_t.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     else:
         acc = tl.dot(a_t, b, acc, input_precision="ieee")
     return acc
+
+
+@triton.jit
+def _advance(img, oy, ox, step, inv_ho, inv_wo, HO, WO):
+    """(img, oy, ox) of the row ``step`` rows after (img, oy, ox) on an HO×WO grid, with carries.
+
+    Divisions by WO and HO are float-reciprocal multiplications, exact below _GRID_LIMIT.
+    """
+    t = ox + step
+    q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
+    ox = t - q * WO
+    u = oy + q
+    q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
+    oy = u - q * HO
+    return img + q, oy, ox
 
 
 @triton.jit
@@ -201,44 +229,13 @@ def _gather(x_ptr, row_off, col_off, ACC64: tl.constexpr, I64: tl.constexpr):
     return v
 
 
-# Every runtime int of _gram_kernel: none is specialised on its value (== 1, divisible by 16), so
-# a compiled variant is fixed by the flags, dtypes and block config alone — growth (new widths,
-# strides, batch sizes) never recompiles, and the number of variants a test run compiles stays small.
-_SEGMENT_INTS = ("C{0} H{0} W{0} s{0}_n s{0}_c s{0}_h s{0}_w KW{0} KK{0} SH{0} SW{0} PH{0} PW{0} DH{0} DW{0} "
-                 "B{0}")
-_UNSPECIALISED = (
-    ["s_out_split", "s_out_e", "s_out_a"]
-    + [name for i in (1, 2, 3) for name in _SEGMENT_INTS.format(i).split()]
-    + "KWT SHT SWT PHT PWT DHT DWT HT WT TAP0".split()
-    + "HO WO R ROWS_PER_SPLIT A_LO DA B_LO DB DA_BUCKET DB_BUCKET R_BUCKET".split()
-)
-
-
-def _prune_configs(configs, named_args, **kwargs):
-    """The autotuner's early prune: configs.prune_configs on this launch's variant and widths."""
-    flag = lambda name: bool(kwargs.get(name, named_args.get(name)))  # noqa: E731
-    return prune_configs(configs, width=max(named_args["DA_BUCKET"], named_args["DB_BUCKET"]),
-                         segments=sum(flag(f"HAS{i}") for i in (1, 2, 3)),
-                         itemsize=named_args["x1_ptr"].element_size(), weighted=flag("WEIGHTED"),
-                         i64=flag("I64"))
-
-
-def _autotune_options() -> dict:
-    """cache_results (triton >= 3.2): the chosen config persists on disk, so a later process sums in
-    the same order and reproduces results bit for bit; older triton retunes per process."""
-    if "cache_results" in inspect.signature(triton.autotune).parameters:
-        return {"cache_results": True}
-    return {}
-
-
 @triton.autotune(
     configs=gram_configs(),
-    key=["DA_BUCKET", "DB_BUCKET", "R_BUCKET", "MODE", "ACC64", "SYMMETRIC", "WEIGHTED", "COMPOSE",
-         "HAS1", "HAS2", "HAS3", "I64", "ROWS_CONTIG"],
-    prune_configs_by={"early_config_prune": _prune_configs},
-    **_autotune_options(),
+    key=AUTOTUNE_KEY,
+    prune_configs_by={"early_config_prune": early_prune},
+    **autotune_options(),
 )
-@triton.jit(do_not_specialize=_UNSPECIALISED)
+@triton.jit(do_not_specialize=UNSPECIALISED)
 def _gram_kernel(
     out_ptr, s_out_split, s_out_e, s_out_a,
     x1_ptr, C1, H1, W1, s1_n, s1_c, s1_h, s1_w, KW1, KK1, SH1, SW1, PH1, PW1, DH1, DW1, B1,
@@ -314,21 +311,10 @@ def _gram_kernel(
     for row0 in range(row_start, row_end, BLOCK_R):
         # Lane j's row (img, oy, ox) = the block's first row + j, with carries. Splits end on block
         # boundaries, so only rows past R are invalid: they read the zero image.
-        t = ox0 + j
-        q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
-        ox = t - q * WO
-        u = oy0 + q
-        q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
-        oy = u - q * HO
-        img = tl.minimum(img0 + q, img_zero)
+        img, oy, ox = _advance(img0, oy0, ox0, j, inv_ho, inv_wo, HO, WO)
+        img = tl.minimum(img, img_zero)
         # The next block's first row.
-        t = ox0 + BLOCK_R
-        q = ((t.to(tl.float32) + 0.5) * inv_wo).to(tl.int32)
-        ox0 = t - q * WO
-        u = oy0 + q
-        q = ((u.to(tl.float32) + 0.5) * inv_ho).to(tl.int32)
-        oy0 = u - q * HO
-        img0 = img0 + q
+        img0, oy0, ox0 = _advance(img0, oy0, ox0, BLOCK_R, inv_ho, inv_wo, HO, WO)
 
         if COMPOSE:
             # Segment 1 at the pixel under tap e; outside the grid it reads the zero image.
@@ -361,7 +347,7 @@ def _gram_kernel(
                 weighted = za * weight.to(tl.float64)[:, None]
             else:
                 weighted = za * weight[:, None]
-            if MODE >= 2 and not ACC64:
+            if MODE >= MODE_TF32 and not ACC64:
                 # count · (rounded operand) has more bits than the mode keeps: split it into a
                 # rounded high part and an (exactly representable) low part, two exact products.
                 high = _prepare(weighted, MODE, EMULATE, ACC64)
@@ -441,15 +427,19 @@ def check_launch(op: str, **tensors: torch.Tensor) -> None:
         RuntimeError: a CPU tensor without TRITON_INTERPRET=1 (names it).
     """
     for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        check_floating(f"{op}: {name}", t)
         if not t.is_cuda and not interpreter_enabled():
             raise RuntimeError(
                 f"{op}: {name} is on {t.device}; the triton backend needs CUDA tensors, or "
                 "TRITON_INTERPRET=1 set before triton is imported to run on CPU"
             )
+
+
+def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernel reads it (unit stride along the last dimension): copied only when needed."""
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        t = t.contiguous()
+    return t
 
 
 def _next_pow2(v: int) -> int:

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import as_geometry
-from .conv2d import check_grad, image, output_grid
+from .._validation import (
+    GROWTH_NAMES,
+    check_grad_grid,
+    check_kind,
+    check_prev_grid,
+    check_same_leading,
+    check_statistic_names,
+    output_grid,
+    require_prev,
+)
+from ..geometry import POINTWISE, as_geometry
+from .conv2d import image
 from .gram import Patches, Taps, check_launch, gram_triton
-from .linear import POINTWISE, rows_as_image
+from .linear import rows_as_image
 
 __all__ = ["layer_statistics_triton"]
 
-KINDS = ("linear", "conv2d", "conv2d_restricted", "conv2d_full")
 # Statistic name -> (segment, segment) block of ZᵀZ; segments 0 = x_prev, 1 = x, 2 = grad.
 _BLOCKS = {"s_growth": (0, 0), "cross_cov": (0, 1), "m_prev": (0, 2), "s": (1, 1), "m": (1, 2),
            "e": (2, 2)}
@@ -78,24 +87,7 @@ def _pair_blocks(segments, a, bs, rows_grid, names, precision, split_k, taps=Non
     return result
 
 
-def _check_names(kind, names, grad, x_prev) -> tuple[str, ...]:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    names = tuple(dict.fromkeys(names))
-    for name in names:
-        if name not in _BLOCKS:
-            raise ValueError(f"names: unknown statistic {name!r}; known: {tuple(_BLOCKS)}")
-        i, j = _BLOCKS[name]
-        if 2 in (i, j) and grad is None:
-            raise ValueError(f"names: {name!r} needs grad")
-        if 0 in (i, j) and x_prev is None:
-            raise ValueError(f"names: {name!r} needs x_prev")
-        if 0 in (i, j) and kind == "conv2d":
-            raise ValueError(f"names: {name!r} needs kind='conv2d_restricted' or 'conv2d_full'")
-    return names
-
-
-def layer_statistics_triton(kind: str, x: torch.Tensor, grad: torch.Tensor | None, *,
+def layer_statistics_triton(kind: str, x: torch.Tensor | None, grad: torch.Tensor | None, *,
                             x_prev: torch.Tensor | None = None, prev=None, cur=None, names,
                             bias: bool = True, bias_prev: bool = True, precision=None, chunk=None,
                             split_k: int | None = None) -> dict[str, torch.Tensor]:
@@ -106,7 +98,8 @@ def layer_statistics_triton(kind: str, x: torch.Tensor, grad: torch.Tensor | Non
 
     Args:
         kind: "linear", "conv2d", "conv2d_restricted" or "conv2d_full".
-        x: linear (R, d); conv (n, C, H, W). Validated by the public layer.
+        x: linear (R, d); conv (n, C, H, W); None when no name reads it (a conv's input grid is
+            then prev's output grid on x_prev). Validated by the public layer.
         grad: linear (R, o); conv (n, C_out, H_o, W_o); None when no name needs it.
         x_prev: linear (R, dp); conv (n, C_p, H_p, W_p); None when no name needs it.
         prev, cur: Conv2dGeometry of the previous / current conv (conv kinds).
@@ -119,7 +112,7 @@ def layer_statistics_triton(kind: str, x: torch.Tensor, grad: torch.Tensor | Non
         ValueError: unknown kind or name, or a name whose operand is missing.
         TypeError / RuntimeError: dtype, or CPU tensors without the interpreter.
     """
-    names = _check_names(kind, names, grad, x_prev)
+    names = check_statistic_names("names", check_kind(kind), names, x=x, grad=grad, x_prev=x_prev)
     check_launch("layer_statistics", **{k: v for k, v in (("x", x), ("grad", grad), ("x_prev", x_prev))
                                         if v is not None})
     if kind == "linear":
@@ -128,15 +121,14 @@ def layer_statistics_triton(kind: str, x: torch.Tensor, grad: torch.Tensor | Non
 
 
 def _linear(names, x, grad, x_prev, bias, bias_prev, precision, split_k):
-    segments = [
-        Patches(rows_as_image("x_prev", x_prev), POINTWISE, bias_prev) if x_prev is not None else None,
-        Patches(rows_as_image("x", x), POINTWISE, bias),
-        Patches(rows_as_image("grad", grad), POINTWISE, False) if grad is not None else None,
-    ]
-    for name, t in (("x_prev", x_prev), ("grad", grad)):
-        if t is not None and t.shape[0] != x.shape[0]:
-            raise ValueError(f"{name} has {t.shape[0]} rows, expected {x.shape[0]} (the rows of x)")
-    rows_grid = (x.shape[0], 1, 1)
+    operands = (("x_prev", x_prev, bias_prev), ("x", x, bias), ("grad", grad, False))
+    segments = [Patches(rows_as_image(name, t), POINTWISE, b) if t is not None else None
+                for name, t, b in operands]
+    ref_name, ref = ("x", x) if x is not None else next((n, t) for n, t, _ in operands if t is not None)
+    for name, t, _ in operands:
+        if t is not None and t is not ref:
+            check_same_leading(name, t, ref_name, ref, "width")
+    rows_grid = (ref.shape[0], 1, 1)
     if not names:
         return {}
     widths = {i: s.width for i, s in enumerate(segments) if s is not None}
@@ -157,17 +149,28 @@ def _linear(names, x, grad, x_prev, bias, bias_prev, precision, split_k):
 
 def _conv(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, precision, split_k):
     cur = as_geometry("cur", cur)
-    x = image("x", x)
-    out_grid = output_grid("x", x, cur)
-    n = x.shape[0]
+    growth = [name for name in names if _BLOCKS[name][0] == 0]
+    if growth:
+        require_prev(prev)
+        prev = as_geometry("prev", prev)
+        x_prev = image("x_prev", x_prev)
+    if x is not None:
+        x = image("x", x)
+        n, x_grid = x.shape[0], tuple(x.shape[2:])
+    elif growth:
+        n, x_grid = x_prev.shape[0], output_grid("x_prev", x_prev.shape[2:], prev, "prev")
+    else:
+        # "e" alone: grad's own grid.
+        n, x_grid = grad.shape[0], None
+    out_grid = output_grid("x", x_grid, cur, "cur") if x_grid is not None else tuple(grad.shape[2:])
     if grad is not None:
         grad = image("grad", grad)
-        check_grad(grad, n, out_grid)
+        check_grad_grid(grad, n, "x", x_grid or out_grid, out_grid, "cur")
     out: dict[str, torch.Tensor] = {}
 
-    main = [name for name in names if name in ("s", "m", "e")]
+    main = [name for name in names if name not in GROWTH_NAMES]
     if main:
-        segments = [None, Patches(x, cur, bias),
+        segments = [None, Patches(x, cur, bias) if x is not None else None,
                     Patches(grad, POINTWISE, False) if grad is not None else None]
         widths = {i: s.width for i, s in enumerate(segments) if s is not None}
         used = _one_launch(widths, [_BLOCKS[name] for name in main])
@@ -183,25 +186,21 @@ def _conv(kind, names, x, grad, x_prev, prev, cur, bias, bias_prev, precision, s
                     out[name] = _pair_blocks(segments, i, (j,), rows_grid, (name,), precision,
                                              split_k)[name][0].contiguous()
 
-    growth = [name for name in names if _BLOCKS[name][0] == 0]
     if growth:
-        if prev is None:
-            raise ValueError("prev (the Conv2dGeometry of the previous conv) is required with x_prev")
-        prev = as_geometry("prev", prev)
         out.update(_conv_growth(kind, growth, x_prev, x, grad, prev, cur, bias_prev, bias, precision,
-                                split_k))
+                                split_k, n, x_grid, out_grid))
     return {name: out[name] for name in names}
 
 
-def _conv_growth(kind, growth, x_prev, x, grad, prev, cur, bias_prev, bias, precision, split_k):
-    """s_growth (its own launch: rows on the previous output grid) and m_prev / cross_cov (one launch)."""
+def _conv_growth(kind, growth, x_prev, x, grad, prev, cur, bias_prev, bias, precision, split_k, n,
+                 grid, out_grid):
+    """s_growth (its own launch: rows on the previous output grid) and m_prev / cross_cov (one launch).
+
+    ``grid`` is x's grid (n items), ``out_grid`` the current conv's output grid; x may be None when
+    cross_cov is not wanted.
+    """
     out = {}
-    x_prev = image("x_prev", x_prev)
-    grid = output_grid("x_prev", x_prev, prev)
-    if grid != tuple(x.shape[2:]) or x_prev.shape[0] != x.shape[0]:
-        raise ValueError(f"x_prev: the previous conv's output grid {grid} (batch {x_prev.shape[0]}) "
-                         f"must be x's grid {tuple(x.shape[2:])} (batch {x.shape[0]})")
-    n = x.shape[0]
+    check_prev_grid(x_prev, prev, n, grid)
     kk = cur.kernel_area
     prev_patches = Patches(x_prev, prev, bias_prev)
     if "s_growth" in growth:
@@ -219,12 +218,11 @@ def _conv_growth(kind, growth, x_prev, x, grad, prev, cur, bias_prev, bias, prec
         b_segments.append(("m_prev", Patches(grad, POINTWISE, False)))
     segments = [prev_patches] + [seg for _, seg in b_segments]
     segments += [None] * (3 - len(segments))
-    kh, kw = cur.kernel_size
-    taps = Taps(cur, grid, (kh // 2) * kw + kw // 2, 1) if kind == "conv2d_restricted" else \
+    taps = Taps(cur, grid, cur.centre_tap, 1) if kind == "conv2d_restricted" else \
         Taps(cur, grid, 0, kk)
     dp = prev_patches.width
     width_b = sum(seg.width for _, seg in b_segments)
-    result = gram_triton(tuple(segments), (n, *output_grid("x", x, cur)), (0, dp), (dp, width_b),
+    result = gram_triton(tuple(segments), (n, *out_grid), (0, dp), (dp, width_b),
                          taps=taps, precision=precision, split_k=split_k)
     offset = 0
     for name, seg in b_segments:

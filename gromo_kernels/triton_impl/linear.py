@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import Conv2dGeometry
-from .gram import Patches, check_launch, gram_triton
+from .._validation import check_ndim, check_same_device_dtype, check_same_leading
+from ..geometry import POINTWISE
+from .gram import Patches, check_launch, gram_triton, last_dim_contiguous
 
 __all__ = ["linear_input_cov_triton", "linear_input_grad_triton", "linear_cross_cov_triton",
            "grad_cov_triton", "rows_as_image", "POINTWISE"]
 
-POINTWISE = Conv2dGeometry((1, 1), (1, 1), (0, 0), (1, 1))
 
 
 def rows_as_image(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -26,11 +26,8 @@ def rows_as_image(name: str, t: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``t`` is not 2-D (names it).
     """
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(t.shape)}")
-    if t.stride(1) != 1 and t.shape[1] > 1:
-        t = t.contiguous()
-    return t[:, :, None, None]
+    check_ndim(name, t, 2, "(rows, features)")
+    return last_dim_contiguous(t)[:, :, None, None]
 
 
 def _rows(x: torch.Tensor) -> tuple[int, int, int]:
@@ -65,12 +62,7 @@ def linear_input_grad_triton(x: torch.Tensor, grad: torch.Tensor, *, bias: bool,
 
     Args / Returns / Raises: as :func:`linear_input_cov_triton`; ``grad`` has the rows of ``x``.
     """
-    check_launch("linear_input_grad", x=x, grad=grad)
-    a = Patches(rows_as_image("x", x), POINTWISE, bias)
-    g = Patches(rows_as_image("grad", grad), POINTWISE, False)
-    _check_rows(x, grad, "grad")
-    return gram_triton((a, g, None), _rows(x), (0, a.width), (a.width, g.width),
-                       precision=precision, split_k=split_k)[0]
+    return _row_product("linear_input_grad", ("x", x, bias), ("grad", grad, False), precision, split_k)
 
 
 def linear_cross_cov_triton(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev: bool, bias: bool,
@@ -79,11 +71,19 @@ def linear_cross_cov_triton(x_prev: torch.Tensor, x: torch.Tensor, *, bias_prev:
 
     Args / Returns / Raises: as :func:`linear_input_cov_triton`.
     """
-    check_launch("linear_cross_cov", x_prev=x_prev, x=x)
-    a = Patches(rows_as_image("x_prev", x_prev), POINTWISE, bias_prev)
-    b = Patches(rows_as_image("x", x), POINTWISE, bias)
-    _check_rows(x_prev, x, "x")
-    return gram_triton((a, b, None), _rows(x), (0, a.width), (a.width, b.width),
+    return _row_product("linear_cross_cov", ("x_prev", x_prev, bias_prev), ("x", x, bias), precision,
+                        split_k)
+
+
+def _row_product(op: str, a, b, precision, split_k) -> torch.Tensor:
+    """Σ_r ã_r b̃_rᵀ for operands (name, (R, ·) tensor, bias) a and b sharing their rows."""
+    (a_name, a_t, a_bias), (b_name, b_t, b_bias) = a, b
+    check_launch(op, **{a_name: a_t, b_name: b_t})
+    left = Patches(rows_as_image(a_name, a_t), POINTWISE, a_bias)
+    right = Patches(rows_as_image(b_name, b_t), POINTWISE, b_bias)
+    check_same_leading(b_name, b_t, a_name, a_t, "width")
+    check_same_device_dtype(**{a_name: a_t, b_name: b_t})
+    return gram_triton((left, right, None), _rows(a_t), (0, left.width), (left.width, right.width),
                        precision=precision, split_k=split_k)[0]
 
 
@@ -98,10 +98,3 @@ def grad_cov_triton(grad: torch.Tensor, *, precision=None, chunk=None,
     return gram_triton((g, None, None), _rows(grad), (0, g.width), precision=precision,
                        split_k=split_k)[0]
 
-
-def _check_rows(ref: torch.Tensor, t: torch.Tensor, name: str) -> None:
-    if t.shape[0] != ref.shape[0]:
-        raise ValueError(f"{name} has {t.shape[0]} rows, expected {ref.shape[0]}")
-    if t.device != ref.device or t.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the device and dtype of the first operand "
-                        f"({ref.device}, {ref.dtype}), got ({t.device}, {t.dtype})")
