@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _linear_types, _pair, _unfold_with
 from gromo.modules._conv2d.module import Conv2dGrowingModule
@@ -75,25 +76,10 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
 
     # ----- sizes --------------------------------------------------------------------------
 
-    @property
-    def out_channels(self) -> int:
-        """= in_channels."""
-        return self.in_channels
-
-    @property
-    def in_features(self) -> int:
-        """= in_channels."""
-        return self.in_channels
-
-    @property
-    def out_features(self) -> int:
-        """= in_channels."""
-        return self.in_channels
-
-    @property
-    def output_size(self) -> tuple[int, int] | None:
-        """(H, W) of the activity (a merge keeps the grid)."""
-        return self.input_size
+    out_channels = attribute_property("in_channels", "= in_channels.")
+    in_features = attribute_property("in_channels", "= in_channels.")
+    out_features = attribute_property("in_channels", "= in_channels.")
+    output_size = attribute_property("input_size", "(H, W) of the activity (a merge keeps the grid).")
 
     @property
     def input_volume(self) -> int:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _unfold_extended
 from gromo.modules._growth_options import GrowthOptions
@@ -104,30 +105,17 @@ class Conv2dGrowingModule(GrowingModule):
     def _geometry(self) -> gk.Conv2dGeometry:
         return _geometry_of(self.layer)
 
-    @property
-    def in_neurons(self) -> int:
-        """Number of input channels C."""
-        return self.layer.in_channels
-
-    @property
-    def in_channels(self) -> int:
-        """C."""
-        return self.layer.in_channels
-
-    @property
-    def out_channels(self) -> int:
-        """C_out."""
-        return self.layer.out_channels
+    in_neurons = attribute_property("layer.in_channels", "Number of input channels C.")
+    in_channels = attribute_property("layer.in_channels", "C.")
+    out_channels = attribute_property("layer.out_channels", "C_out.")
+    out_features = attribute_property("layer.out_channels", "C_out.")
+    stride = attribute_property("layer.stride", "Stride of the convolution.", _pair)
+    dilation = attribute_property("layer.dilation", "Dilation of the convolution.", _pair)
 
     @property
     def in_features(self) -> int:
         """C·kh·kw (fan-in without bias)."""
         return self.layer.in_channels * self.kernel_size[0] * self.kernel_size[1]
-
-    @property
-    def out_features(self) -> int:
-        """C_out."""
-        return self.layer.out_channels
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -137,16 +125,6 @@ class Conv2dGrowingModule(GrowingModule):
     @padding.setter
     def padding(self, value: int | tuple[int, int]) -> None:
         self.layer.padding = _pair(value)
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        """Stride of the convolution."""
-        return _pair(self.layer.stride)
-
-    @property
-    def dilation(self) -> tuple[int, int]:
-        """Dilation of the convolution."""
-        return _pair(self.layer.dilation)
 
     @property
     def out_width(self) -> int:
@@ -359,11 +337,7 @@ class Conv2dGrowingModule(GrowingModule):
                 kernel size differs.
         """
         if force_bias:
-            use_bias = self.use_bias
-            ensure(use_bias is (bias is not None), (
-                f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-                f"bias (use_bias ={use_bias!r}) is not None."
-            ))
+            self._check_bias_presence(bias)
         _check_kernel(weight, self.layer)
         layer = _new_conv(
             int(weight.shape[1]), int(weight.shape[0]), self._geometry, bias is not None,
@@ -373,6 +347,38 @@ class Conv2dGrowingModule(GrowingModule):
         if bias is not None:
             layer.bias = nn.Parameter(bias)
         return layer
+
+    def _check_bias_presence(self, bias: torch.Tensor | None) -> None:
+        """GroMo's check that a layer built for this module has a bias iff ``use_bias``.
+
+        Raises:
+            AssertionError: it has not.
+        """
+        use_bias = self.use_bias
+        ensure(use_bias is (bias is not None), (
+            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
+            f"bias (use_bias ={use_bias!r}) is not None."
+        ))
+
+    def _extended_weight(self, weight: torch.Tensor, dim: int) -> torch.Tensor:
+        """W with ``weight`` appended along ``dim`` (1: new input channels, w (C_out, K, kh, kw);
+        0: new output channels, w (K, C, kh, kw)), after GroMo's shape checks.
+
+        Raises:
+            AssertionError: wrong shape.
+        """
+        axis = 1 - dim  # the axis ``weight`` shares with W
+        if dim == 1:
+            name, size, side, shape = "out_channels", self.out_channels, "input", f"({self.out_channels}, K, kh, kw)"
+        else:
+            name, size, side, shape = "in_channels", self.in_channels, "output", f"(K, {self.in_channels}, kh, kw)"
+        ensure(weight.ndim == 4 and weight.shape[axis] == size, lambda: (
+            f"weight.shape[{axis}]={weight.shape[axis]!r} should be equal to {name}={size!r} (the {side} "
+            f"extension must have shape {shape}, got {tuple(weight.shape)})"
+        ))
+        _check_kernel(weight, self.layer)
+        old = self.layer.weight
+        return torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=dim)
 
     def _rebuild_statistic(self, attribute: str, shape: tuple[int, ...] | None, update_function,
                            label: str) -> None:
@@ -387,14 +393,7 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: wrong shape.
         """
-        out_channels = self.out_channels
-        ensure(weight.ndim == 4 and weight.shape[0] == out_channels, lambda: (
-            f"{weight.shape[0]=} should be equal to {out_channels=} (the input extension must have "
-            f"shape ({out_channels}, K, kh, kw), got {tuple(weight.shape)})"
-        ))
-        _check_kernel(weight, self.layer)
-        old = self.layer.weight
-        new_weight = torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=1)
+        new_weight = self._extended_weight(weight, dim=1)
         bias = self.layer.bias.detach().clone() if self.layer.bias is not None else None
         self.layer = self.layer_of_tensor(new_weight, bias)
         self._refresh_statistics_after_surgery(input_changed=True)
@@ -408,14 +407,8 @@ class Conv2dGrowingModule(GrowingModule):
         Warns:
             UserWarning: a bias given to a layer without bias (ignored).
         """
-        in_channels = self.in_channels
-        ensure(weight.ndim == 4 and weight.shape[1] == in_channels, lambda: (
-            f"{weight.shape[1]=} should be equal to {in_channels=} (the output extension must have "
-            f"shape (K, {in_channels}, kh, kw), got {tuple(weight.shape)})"
-        ))
-        _check_kernel(weight, self.layer)
+        new_weight = self._extended_weight(weight, dim=0)
         old = self.layer.weight
-        new_weight = torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=0)
         if self.use_bias:
             ensure(bias is not None, (
                 "The bias of the extension should be provided because the layer has a bias "

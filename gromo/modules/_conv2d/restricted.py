@@ -84,11 +84,7 @@ class RestrictedConv2dGrowingModule(_Conv2dGrowthScheme):
         Raises:
             AssertionError: other weight shapes, or bias presence differs from ``use_bias``.
         """
-        use_bias = self.use_bias
-        ensure(use_bias is (bias is not None), (
-            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-            f"bias (use_bias ={use_bias!r}) is not None."
-        ))
+        self._check_bias_presence(bias)
         if weight.ndim == 4:
             ensure(tuple(weight.shape[2:]) == (1, 1), lambda: (
                 "weight should have 2 dimensions or the last two dimensions should be (1, 1), but got "
