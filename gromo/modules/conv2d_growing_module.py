@@ -42,6 +42,7 @@ Deliberate differences from GroMo:
 """
 
 from gromo.modules._conv2d.full import FullConv2dGrowingModule
+from gromo.modules._conv2d.layers import _ZeroWidthSafeConv2d  # noqa: F401 (the layer class checkpoints name)
 from gromo.modules._conv2d.merge import Conv2dMergeGrowingModule
 from gromo.modules._conv2d.module import Conv2dGrowingModule
 from gromo.modules._conv2d.restricted import RestrictedConv2dGrowingModule

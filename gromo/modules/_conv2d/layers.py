@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._conv2d._public_path import public_path
 from gromo.utils._assertions import ensure
 from gromo.utils.tools import compute_output_shape_conv
 
@@ -31,6 +32,11 @@ def _geometry_of(layer: nn.Conv2d) -> gk.Conv2dGeometry:
     )
 
 
+def _patch_width(channels: int, kernel_size: tuple[int, int], bias: bool) -> int:
+    """D = C·kh·kw + bias: the length of an unfolded patch vector (with its ones row when ``bias``)."""
+    return channels * kernel_size[0] * kernel_size[1] + bias
+
+
 def _unfold_with(x: torch.Tensor, geometry: gk.Conv2dGeometry, bias: bool) -> torch.Tensor:
     """im2col of x (n, C, H, W) with ``geometry``, plus a ones row when ``bias``: (n, C·kh·kw + bias, L)."""
     g = geometry
@@ -46,6 +52,7 @@ def _unfold_extended(x: torch.Tensor, layer: nn.Conv2d, bias: bool) -> torch.Ten
     return _unfold_with(x, _geometry_of(layer), bias)
 
 
+@public_path  # pickled with every growing convolution: its path is part of the checkpoint format
 class _ZeroWidthSafeConv2d(nn.Conv2d):
     """``nn.Conv2d`` that also works with 0 input or 0 output channels.
 

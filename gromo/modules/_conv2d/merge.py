@@ -14,7 +14,7 @@ from torch import nn
 import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
-from gromo.modules._conv2d.layers import _linear_types, _pair, _unfold_with
+from gromo.modules._conv2d.layers import _linear_types, _pair, _patch_width, _unfold_with
 from gromo.modules._conv2d.module import Conv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils._assertions import ensure
@@ -59,8 +59,7 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         self.input_size = None if input_size is None else _pair(input_size)
         self.kernel_size = _pair(next_kernel_size)
         self._input_volume = input_volume
-        kh, kw = self.kernel_size
-        width = in_channels * kh * kw + 1
+        width = _patch_width(in_channels, self.kernel_size, bias=True)
         super().__init__(
             post_merge_function=post_merge_function,
             previous_modules=None,
@@ -249,8 +248,7 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         """
         if self.previous_modules:
             self.in_channels = self.previous_modules[0].out_channels
-        kh, kw = self.kernel_size
-        self._resize_statistics(self.in_channels * kh * kw + self.use_bias)
+        self._resize_statistics(_patch_width(self.in_channels, self.kernel_size, self.use_bias))
         self._input_volume = None
 
     # ----- forward and statistics -----------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
-from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _unfold_extended
+from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _patch_width, _unfold_extended
 from gromo.modules._growth_options import GrowthOptions
 from gromo.modules.growing_module import GrowingModule
 from gromo.utils._assertions import ensure
@@ -74,8 +74,7 @@ class Conv2dGrowingModule(GrowingModule):
         geometry = gk.Conv2dGeometry(kernel_size, stride, padding, dilation).normalized()
         layer = _new_conv(in_channels, out_channels, geometry, use_bias, device=get_correct_device(None, device),
                           dtype=None)
-        kh, kw = geometry.kernel_size
-        width = in_channels * kh * kw + use_bias
+        width = _patch_width(in_channels, geometry.kernel_size, use_bias)
         super().__init__(
             layer=layer,
             tensor_s_shape=(width, width),
@@ -115,7 +114,7 @@ class Conv2dGrowingModule(GrowingModule):
     @property
     def in_features(self) -> int:
         """C·kh·kw (fan-in without bias)."""
-        return self.layer.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        return _patch_width(self.layer.in_channels, self.kernel_size, bias=False)
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -432,8 +431,7 @@ class Conv2dGrowingModule(GrowingModule):
 
     def _refresh_statistics_after_surgery(self, input_changed: bool) -> None:
         """Recreate the statistics whose declared shape changed (correct shapes, unlike GroMo)."""
-        kh, kw = self.kernel_size
-        width = self.in_channels * kh * kw + self.use_bias
+        width = _patch_width(self.in_channels, self.kernel_size, self.use_bias)
         if input_changed:
             self._rebuild_statistic("_tensor_s", (width, width), self.compute_s_update, "S")
         else:
@@ -451,10 +449,9 @@ class Conv2dGrowingModule(GrowingModule):
         """
         if layer is not None:
             ensure(isinstance(layer, nn.Conv2d), f"The layer should be a torch.nn.Conv2d but got {type(layer)}.")
-            kh, kw = _pair(layer.kernel_size)
-            return layer.in_channels * kh * kw
+            return _patch_width(layer.in_channels, _pair(layer.kernel_size), bias=False)
         ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
-        return num_neurons * self.kernel_size[0] * self.kernel_size[1]
+        return _patch_width(num_neurons, self.kernel_size, bias=False)
 
     def create_layer_in_extension(self, extension_size: int) -> None:
         """``extended_input_layer = Conv2d(extension_size → C_out)`` (own geometry, no bias)."""
