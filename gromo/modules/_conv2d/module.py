@@ -18,7 +18,6 @@ import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _patch_width, _unfold_extended
-from gromo.modules._growth_options import GrowthOptions
 from gromo.modules.growing_module import GrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
@@ -466,23 +465,3 @@ class Conv2dGrowingModule(GrowingModule):
             self.in_channels, extension_size, self._geometry, self.use_bias,
             device=self.layer.weight.device, dtype=self.layer.weight.dtype,
         )
-
-    # bridge: removed once the base dispatches to _added_parameters
-    def _compute_optimal_added_parameters(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        update_previous: bool = True,
-        dtype: torch.dtype = torch.float32,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Package α, ω into extension layers: ``_added_parameters`` of these options."""
-        if not hasattr(self, "_added_parameters"):
-            raise NotImplementedError
-        return self._added_parameters(GrowthOptions.from_arguments(locals()))
