@@ -101,24 +101,17 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
             raise NotImplementedError(other.format(previous_type=type(previous)) + context)
         return previous
 
-    def _growth_stats_direct(self, desired_activation: torch.Tensor):
-        """Growth statistics for an explicit gradient (not cached)."""
+    def _growth_stats_direct(self, key: str, desired_activation: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(sum, n) of the growth statistic ``key`` ("m_prev" or "s_growth", which do not read this
+        layer's input) for an explicit gradient (not cached)."""
         previous = self._growth_previous("m_prev")
         x_prev = previous.input
-        sources = {"x_prev": x_prev, "grad": desired_activation}
-        x = self._input_if_stored()
-        if x is None:
-            x = self._statistics_placeholder_input(sources)
-        function = (
-            gk.conv2d_full_growth_stats if self._statistics_kind == "conv2d_full"
-            else gk.conv2d_restricted_growth_stats
-        )
         with torch.no_grad():
-            stats = function(
-                x_prev, x, desired_activation, prev=previous._geometry, cur=self._geometry,
-                bias_prev=previous.use_bias, bias=self.use_bias,
+            stats = gk.layer_statistics(
+                self._statistics_kind, None, desired_activation, x_prev=x_prev, want=(key,),
+                prev=previous._geometry, cur=self._geometry, bias_prev=previous.use_bias, bias=self.use_bias,
             )
-        return stats, int(x_prev.shape[0])
+        return stats[key], int(x_prev.shape[0])
 
     def _growth_statistic(
         self, key: str, what: str, desired_activation: torch.Tensor | None = None
@@ -132,8 +125,7 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
         """
         self._growth_previous(what)
         if desired_activation is not None:
-            stats, n = self._growth_stats_direct(desired_activation)
-            return getattr(stats, key), n
+            return self._growth_stats_direct(key, desired_activation)
         return self._layer_statistic(key)
 
     def _alpha_omega(self, options: GrowthOptions):

@@ -266,21 +266,6 @@ class Conv2dGrowingModule(GrowingModule):
             kwargs["prev"] = previous._geometry
         return kwargs
 
-    def _input_grid(self, sources: dict[str, torch.Tensor]) -> tuple[int, int]:
-        """(H, W) of this layer's input for the current batch (stored tensors first)."""
-        if "x" in sources:
-            return (int(sources["x"].shape[-2]), int(sources["x"].shape[-1]))
-        previous = self.previous_module
-        if "x_prev" in sources and isinstance(previous, Conv2dGrowingModule):
-            return compute_output_shape_conv(tuple(sources["x_prev"].shape[-2:]), previous.layer)
-        return self.input_size
-
-    def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
-        reference = sources.get("grad", sources.get("x_prev"))
-        ensure(reference is not None, f"{self.name}: no stored tensor to size the statistics.")
-        h, w = self._input_grid(sources)
-        return reference.new_zeros(reference.shape[0], 0, h, w)
-
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,l} U Uᵀ (D, D), n) of the stored input."""
         return self._layer_statistic("s")

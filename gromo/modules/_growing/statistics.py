@@ -103,7 +103,6 @@ class LayerStatistics:
         sources: Mapping[str, torch.Tensor],
         *,
         missing_message: Callable[[list[str]], str],
-        placeholder: Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None = None,
         **call_kwargs: Any,
     ) -> tuple[torch.Tensor, int]:
         """``(Σ, n)`` of the statistic ``key`` for ``sources`` (the tensors stored now).
@@ -117,7 +116,6 @@ class LayerStatistics:
             key: the kernel key wanted.
             sources: the available tensors among "x", "grad", "x_prev".
             missing_message: the AssertionError text for the sources ``key`` lacks.
-            placeholder: a stand-in for ``x`` when no wanted statistic reads it.
             call_kwargs: the other keyword arguments of ``layer_statistics`` (bias, geometries).
         Raises:
             AssertionError: a source ``key`` reads is not available.
@@ -137,11 +135,11 @@ class LayerStatistics:
             ):
                 want.append(kernel_key)
         used = set().union(*(self.requirements(k) for k in want))
-        # x is passed only when read: a stale x must not meet a fresh gradient in the checks.
-        x = sources["x"] if "x" in used else placeholder(sources)
+        # x is passed only when read: a stale x must not meet a fresh gradient in the checks (the
+        # kernels take a conv's grid from x_prev and the previous geometry then).
         results = gk.layer_statistics(
             self.kind,
-            x,
+            sources["x"] if "x" in used else None,
             sources.get("grad") if "grad" in used else None,
             x_prev=sources.get("x_prev") if "x_prev" in used else None,
             want=tuple(want),
@@ -170,9 +168,6 @@ class StatisticsMixin:
       holds the statistic object (e.g. ``"_tensor_s"``, ``"_tensor_s_growth"``), not a property;
     * ``_statistics_kwargs()``: extra keyword arguments of ``layer_statistics`` (conv: ``cur=``
       and ``prev=`` geometries);
-    * ``_statistics_placeholder_input(sources)``: a zero-width stand-in for ``x`` when only
-      statistics that do not read ``x`` are wanted and ``x`` is not stored (linear: ``(…, 0)``;
-      conv: ``(n, 0, H, W)``);
     * ``_statistics_accept_previous(previous)``: whether the growth statistics can be computed
       with this previous module (linear: a LinearGrowingModule); others are never fused.
     Its ``compute_*_update`` methods check GroMo's preconditions (raising GroMo's errors) and then
@@ -232,10 +227,6 @@ class StatisticsMixin:
         """Hook: extra keyword arguments of ``gromo_kernels.layer_statistics`` (conv geometries)."""
         return {}
 
-    def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Hook: a zero-width stand-in for ``x`` when it is not stored and not read."""
-        raise NotImplementedError
-
     def _statistics_accept_previous(self, previous: GrowingModuleBase) -> bool:
         """Hook: whether growth statistics (``x_prev``) can be fused with this previous module.
 
@@ -280,7 +271,6 @@ class StatisticsMixin:
                 f"{self.name}: cannot compute statistic {key!r}, missing {missing} "
                 "(is the input / pre-activity stored and the backward pass done?)"
             ),
-            placeholder=self._statistics_placeholder_input,
             bias=bool(self.use_bias),
             bias_prev=bool(getattr(self.previous_module, "use_bias", True)),
             **self._statistics_kwargs(),

@@ -150,11 +150,6 @@ class LinearGrowingModule(GrowingModule):
     def _statistics_accept_previous(self, previous: GrowingModule) -> bool:
         return isinstance(previous, LinearGrowingModule)
 
-    def _statistics_placeholder_input(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
-        reference = sources.get("x_prev", sources.get("grad"))
-        ensure(reference is not None, f"{self.name}: no stored tensor to compute statistics from.")
-        return reference.new_zeros(*reference.shape[:-1], 0)
-
     # ----- statistics updates ---------------------------------------------------------------
 
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
