@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from gromo.containers.growing_container import GrowingContainer
-from gromo.modules._growth_options import GrowthOptions
+from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
 from gromo.modules.linear_growing_module import LinearGrowingModule
@@ -309,20 +309,9 @@ class GrowingBlock(GrowingContainer):
 
     # ----- updates ------------------------------------------------------------------------
 
-    def compute_optimal_updates(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        compute_delta: bool = True,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    # No update_previous argument here: a block always extends its first layer (the default).
+    @takes_growth_options(without=("update_previous",))
+    def compute_optimal_updates(self, options: GrowthOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Optimal delta of the second layer and optimal new hidden neurons.
 
         At hidden width 0: no delta (decrease 0) and ``N = −M₋₂`` (no projection).
@@ -330,8 +319,6 @@ class GrowingBlock(GrowingContainer):
         Returns:
             (α weight, α bias) of the new neurons.
         """
-        # No update_previous argument here: a block always extends its first layer (the default).
-        options = GrowthOptions.from_arguments(locals())
         second = self.second_layer
         if self.hidden_neurons == 0:
             second.optimal_delta_layer = None

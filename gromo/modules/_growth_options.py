@@ -1,21 +1,26 @@
-"""GroMo's growth options as one frozen value, passed between the internal hops of a growth solve.
+"""GroMo's growth options as one frozen value, and the GroMo signature that carries them.
 
 The public methods keep GroMo's keyword signatures (``compute_optimal_updates``,
-``_auxiliary_compute_alpha_omega``, ``_compute_optimal_added_parameters`` and the containers'
-``compute_optimal_updates``); each builds one :class:`GrowthOptions` and hands it on, so an option
-is named once per public signature and nowhere else.
+``_auxiliary_compute_alpha_omega``, ``_compute_optimal_added_parameters`` and the block's
+``compute_optimal_updates``): :func:`takes_growth_options` builds each one from the fields of
+:class:`GrowthOptions` and binds a call to one value, so every option is named here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["GrowthOptions"]
+__all__ = ["GrowthOptions", "takes_growth_options"]
+
+_Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,51 @@ class GrowthOptions:
         For the few calls that must cross a public GroMo signature (a container calling a module).
         """
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in drop}
+
+
+def takes_growth_options(
+    *, without: tuple[str, ...] = ()
+) -> Callable[[Callable[[Any, GrowthOptions], _Result]], Callable[..., _Result]]:
+    """Decorator: ``method(self, options)`` exposed as GroMo's ``method(self, numerical_threshold=1e-6, …)``.
+
+    The fields of :class:`GrowthOptions` less ``without``, in field order, with their defaults and
+    types, are the method's parameters (positional or keyword, as GroMo's): ``inspect.signature``,
+    ``help`` and ``typing.get_type_hints`` show GroMo's signature, and a call is bound to one
+    :class:`GrowthOptions` (the options in ``without`` keep their defaults).
+
+    Raises (from the decorated method):
+        TypeError: an unknown, repeated or surplus argument, as a plain ``def`` would.
+    """
+    unknown = set(without) - {f.name for f in dataclasses.fields(GrowthOptions)}
+    if unknown:
+        raise ValueError(f"without: {sorted(unknown)} are not growth options")
+    types = typing.get_type_hints(GrowthOptions)
+    options = [
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=types[f.name])
+        for f in dataclasses.fields(GrowthOptions) if f.name not in without
+    ]
+
+    def decorate(method: Callable[[Any, GrowthOptions], _Result]) -> Callable[..., _Result]:
+        returns = inspect.signature(method).return_annotation
+        signature = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *options],
+            return_annotation=returns,
+        )
+
+        @functools.wraps(method)
+        def with_gromo_signature(self: Any, *args: Any, **kwargs: Any) -> _Result:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{method.__qualname__}() {error}") from None
+            arguments = dict(bound.arguments)
+            del arguments["self"]
+            return method(self, GrowthOptions(**arguments))
+
+        with_gromo_signature.__signature__ = signature  # type: ignore[attr-defined]
+        with_gromo_signature.__annotations__ = {
+            **{p.name: p.annotation for p in options}, "return": method.__annotations__.get("return"),
+        }
+        return with_gromo_signature
+
+    return decorate

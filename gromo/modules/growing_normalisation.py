@@ -36,28 +36,22 @@ __all__ = [
 NormalizationType = Literal["batch", "group", "layer"]
 
 
-class NormKwargs(TypedDict, total=False):
-    """Optional keyword arguments of the growing norms (any subset)."""
+# The norms' keyword arguments and their types, listed once for both TypedDicts below.
+_NORM_KWARG_TYPES = {
+    "eps": float,
+    "momentum": float,
+    "affine": bool,
+    "track_running_stats": bool,
+    "num_groups": int,
+    "elementwise_affine": bool,
+    "bias": bool,
+}
 
-    eps: float
-    momentum: float
-    affine: bool
-    track_running_stats: bool
-    num_groups: int
-    elementwise_affine: bool
-    bias: bool
+NormKwargs = TypedDict("NormKwargs", _NORM_KWARG_TYPES, total=False)
+NormKwargs.__doc__ = "Optional keyword arguments of the growing norms (any subset)."
 
-
-class CompleteNormKwargs(TypedDict):
-    """Every keyword argument of the growing norms (the defaults live in ``base_norm_kwargs``)."""
-
-    eps: float
-    momentum: float
-    affine: bool
-    track_running_stats: bool
-    num_groups: int
-    elementwise_affine: bool
-    bias: bool
+CompleteNormKwargs = TypedDict("CompleteNormKwargs", _NORM_KWARG_TYPES)
+CompleteNormKwargs.__doc__ = "Every keyword argument of the growing norms (the defaults live in ``base_norm_kwargs``)."
 
 
 base_norm_kwargs: CompleteNormKwargs = {
@@ -237,21 +231,11 @@ class GrowingBatchNorm(_GrowingNormMixin, _BatchNorm):
 
 
 class GrowingBatchNorm1d(GrowingBatchNorm, nn.BatchNorm1d):
-    """Growing batch norm for (n, C) or (n, C, L) inputs; an ``nn.BatchNorm1d``."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 name: str = "growing_batch_norm") -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, name)
+    """Growing batch norm for (n, C) or (n, C, L) inputs; an ``nn.BatchNorm1d`` (``GrowingBatchNorm``'s constructor)."""
 
 
 class GrowingBatchNorm2d(GrowingBatchNorm, nn.BatchNorm2d):
-    """Growing batch norm for (n, C, H, W) inputs; an ``nn.BatchNorm2d``."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 name: str = "growing_batch_norm") -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, name)
+    """Growing batch norm for (n, C, H, W) inputs; an ``nn.BatchNorm2d`` (``GrowingBatchNorm``'s constructor)."""
 
 
 class GrowingLayerNorm(_GrowingNormMixin, nn.LayerNorm):

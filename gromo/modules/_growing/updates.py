@@ -11,7 +11,7 @@ import torch
 from gromo.modules import _guards
 from gromo.modules._dtypes import match_pending_layer_dtypes
 from gromo.modules._growing.markers import GrowingModuleBase
-from gromo.modules._growth_options import GrowthOptions
+from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules._transactions import atomic, module_and_neighbours
 from gromo.utils._assertions import ensure
 from gromo.utils.tools import optimal_delta
@@ -84,21 +84,8 @@ class UpdatesMixin:
     # ----- new neurons ----------------------------------------------------------------------
 
     @atomic(module_and_neighbours, copy_data=False)
-    def compute_optimal_updates(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        update_previous: bool = True,
-        dtype: torch.dtype = torch.float32,
-        compute_delta: bool = True,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    @takes_growth_options()
+    def compute_optimal_updates(self, options: GrowthOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Optimal delta and optimal new neurons (§5.1).
 
         Presets: TINY = ``compute_delta=False, use_covariance=True, alpha_zero=False,
@@ -116,7 +103,6 @@ class UpdatesMixin:
             NonFiniteError: a statistic the computation reads holds NaN or Inf.
         A call that raises leaves this module and its neighbours unchanged.
         """
-        options = GrowthOptions.from_arguments(locals())
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModuleBase):
             raise NotImplementedError(
@@ -124,25 +110,25 @@ class UpdatesMixin:
                 f"{type(previous)} as previous module."
             )
         _guards.check_optimal_updates_arguments(
-            self, numerical_threshold, statistical_threshold, maximum_added_neurons
+            self, options.numerical_threshold, options.statistical_threshold, options.maximum_added_neurons
         )
         if previous is not None:  # what the delta and the growth solve will read, checked first
-            reads_delta = compute_delta or use_projection
+            reads_delta = options.compute_delta or options.use_projection
             _guards.check_statistics_finite(self, (
                 self.tensor_s if reads_delta else None, self.tensor_m if reads_delta else None,
-                self.tensor_m_prev, self.cross_covariance if use_projection else None,
-                self.tensor_s_growth if use_covariance else None,
-                self.covariance_loss_gradient if use_fisher else None,
+                self.tensor_m_prev, self.cross_covariance if options.use_projection else None,
+                self.tensor_s_growth if options.use_covariance else None,
+                self.covariance_loss_gradient if options.use_fisher else None,
             ))
-        if compute_delta:
-            self.compute_optimal_delta(update=True, dtype=dtype, use_fisher=use_fisher)
+        if options.compute_delta:
+            self.compute_optimal_delta(update=True, dtype=options.dtype, use_fisher=options.use_fisher)
         else:
             self.optimal_delta_layer = None
             self.parameter_update_decrease = torch.tensor(
                 0.0, dtype=self.weight.dtype, device=self.weight.device
             )
-            if use_projection and previous is not None:
-                self.compute_optimal_delta(update=False, dtype=dtype, use_fisher=use_fisher)
+            if options.use_projection and previous is not None:
+                self.compute_optimal_delta(update=False, dtype=options.dtype, use_fisher=options.use_fisher)
             else:
                 self.delta_raw = None
         if previous is None:
@@ -153,30 +139,19 @@ class UpdatesMixin:
         match_pending_layer_dtypes(self)
         return alpha_weight, alpha_bias
 
-    def _auxiliary_compute_alpha_omega(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @takes_growth_options(without=("update_previous", "compute_delta"))
+    def _auxiliary_compute_alpha_omega(self, options: GrowthOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """α (k, s), ω (t, k), σ (k,) from N (or −M₋₂), S₋₂ and optionally E (§5.2).
 
         Raises:
             AssertionError: no previous module.
         """
-        options = GrowthOptions.from_arguments(locals())
         ensure(self.previous_module is not None,
                f"No previous module for {self.name}.Therefore neuron addition is not possible.")
-        matrix_n = self.tensor_n if use_projection else -self.tensor_m_prev()
-        matrix_s = self.tensor_s_growth() if use_covariance else None
-        matrix_e = self.covariance_loss_gradient() if use_fisher else None
+        matrix_n = self.tensor_n if options.use_projection else -self.tensor_m_prev()
+        matrix_s = self.tensor_s_growth() if options.use_covariance else None
+        matrix_e = self.covariance_loss_gradient() if options.use_fisher else None
+        dtype = options.dtype
         saved_dtype = matrix_n.dtype
         alpha, omega, eigenvalues = _solve_new_neurons(
             matrix_s=None if matrix_s is None else matrix_s.to(dtype),
@@ -184,29 +159,19 @@ class UpdatesMixin:
             matrix_covariance_loss_gradient=None if matrix_e is None else matrix_e.to(dtype),
             **options.as_kwargs(drop=_NOT_SOLVER_OPTIONS),
         )
-        self._first_order_uses_squared_singular_values = not ignore_singular_values
+        self._first_order_uses_squared_singular_values = not options.ignore_singular_values
         return alpha.to(saved_dtype), omega.to(saved_dtype), eigenvalues.to(saved_dtype)
 
+    @takes_growth_options(without=("compute_delta",))
     def _compute_optimal_added_parameters(
-        self,
-        numerical_threshold: float = 1e-6,
-        statistical_threshold: float = 1e-3,
-        maximum_added_neurons: int | None = None,
-        update_previous: bool = True,
-        dtype: torch.dtype = torch.float32,
-        use_covariance: bool = True,
-        alpha_zero: bool = False,
-        omega_zero: bool = False,
-        use_projection: bool = True,
-        ignore_singular_values: bool = False,
-        use_fisher: bool = False,
+        self, options: GrowthOptions
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Package α, ω into extension layers: ``_added_parameters`` of these options.
 
         GroMo's entry point (a user override of it is what ``compute_optimal_updates`` calls); layer
         types implement :meth:`_added_parameters`.
         """
-        return self._added_parameters(GrowthOptions.from_arguments(locals()))
+        return self._added_parameters(options)
 
     def _added_parameters(
         self, options: GrowthOptions
