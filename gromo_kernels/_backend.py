@@ -15,6 +15,11 @@ from collections.abc import Iterator
 import torch
 
 BACKENDS = ("auto", "torch", "triton")
+
+
+def unknown_backend(name: object) -> ValueError:
+    """The error for a backend name that is not one of :data:`BACKENDS`."""
+    return ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 ENV_BACKEND = "GROMO_KERNELS_BACKEND"
 # The backend a ``use_backend`` block forces for "auto" calls (None: no block, the environment decides).
 _FORCED_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("gromo_kernels_backend", default=None)
@@ -31,7 +36,7 @@ def use_backend(name: str) -> Iterator[None]:
         ValueError: unknown backend name.
     """
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        raise unknown_backend(name)
     token = _FORCED_BACKEND.set(name)
     try:
         yield
@@ -77,7 +82,7 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
         RuntimeError: triton requested but not importable, or CPU tensors without the interpreter.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise unknown_backend(backend)
     if backend == "auto":
         forced = forced_backend()
         if forced is not None:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from ._backend import unknown_backend
 from ._dispatch import statistic_backend, with_precision
 from ._precision import check_precision
 from ._validation import check_finite, check_flag
@@ -55,13 +56,13 @@ class Options(NamedTuple):
 def options(backend, precision, chunk, check_finite) -> Options:
     """The keyword options every statistic takes, checked (messages name the option)."""
     if not isinstance(backend, str):
-        raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
+        raise unknown_backend(backend)
     mode = check_precision(precision)
     if chunk is not None:
-        if not isinstance(chunk, int) or isinstance(chunk, bool):
-            raise TypeError(f"chunk must be None or a positive int, got {type(chunk).__name__}")
-        if chunk < 1:
-            raise ValueError(f"chunk must be None or a positive int, got {chunk}")
+        not_an_int = not isinstance(chunk, int) or isinstance(chunk, bool)
+        if not_an_int or chunk < 1:
+            error = TypeError if not_an_int else ValueError
+            raise error(f"chunk must be None or a positive int, got {type(chunk).__name__ if not_an_int else chunk}")
     return Options(backend, mode, chunk, check_flag("check_finite", check_finite))
 
 

@@ -24,9 +24,10 @@ import os
 import sys
 import time
 
+from ._choices import DATASETS, unknown_dataset
+
 MODELS = ("mlp", "cnn", "resnet", "vgg")
 GROWTHS = ("restricted", "full")
-DATASETS = ("digits", "synthetic")
 BACKENDS = ("auto", "torch", "triton")
 
 
@@ -102,7 +103,7 @@ def _check_dataset(name: str) -> None:
         if not os.path.isfile(name):
             raise UsageError(f"dataset file {name!r} does not exist")
         return
-    raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    raise UsageError(unknown_dataset(name))
 
 
 def _check_args(args) -> None:

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict
 
+from ._choices import MATPLOTLIB_MISSING
 from .cli import (
     UsageError,
     _check_args,
@@ -183,7 +184,7 @@ def _run_grow(args, start_time: float, torch) -> int:
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("plots need matplotlib (pip install matplotlib, or the [demo] extra); use --no-plots to skip them")
+            raise UsageError(MATPLOTLIB_MISSING)
     comm = init_distributed(device, timeout=args.timeout)
     if comm.active and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", comm.rank)) % torch.cuda.device_count())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DATASETS = ("digits", "synthetic")
+from ._choices import unknown_dataset
 
 
 class MissingDependencyError(RuntimeError):
@@ -259,4 +259,4 @@ def load_dataset(name: str, *, val_fraction: float = 0.0, seed: int = 0) -> Clas
         return load_digits(val_fraction=val_fraction, seed=seed)
     if name == "synthetic":
         return make_synthetic(val_fraction=val_fraction, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    raise ValueError(unknown_dataset(name))

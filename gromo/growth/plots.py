@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ._choices import MATPLOTLIB_MISSING
 from .datasets import MissingDependencyError
 from .records import StepRecord, chosen_index
 
@@ -20,9 +21,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as error:
-        raise MissingDependencyError(
-            "plots need matplotlib (pip install matplotlib, or the [demo] extra); use --no-plots to skip them"
-        ) from error
+        raise MissingDependencyError(MATPLOTLIB_MISSING) from error
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

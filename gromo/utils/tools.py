@@ -316,10 +316,10 @@ def compute_output_shape_conv(input_shape: tuple[int, int], conv: nn.Conv2d) -> 
     Raises:
         AssertionError: non-integer (string) padding.
     """
-    ensure(isinstance(conv.padding, (int, tuple)) and not isinstance(conv.padding, str),
+    ensure(isinstance(conv.padding, (int, tuple)) and not isinstance(conv.padding, str)
+           and all(isinstance(p, int) for p in _pair(conv.padding)),
            f"The padding must be an integer. (got {conv.padding!r})")
     padding = _pair(conv.padding)
-    ensure(all(isinstance(p, int) for p in padding), f"The padding must be an integer. (got {padding})")
     kernel, stride, dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     out = tuple(
         (int(size) + 2 * p - d * (k - 1) - 1) // s + 1

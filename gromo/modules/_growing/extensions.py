@@ -17,6 +17,12 @@ from gromo.utils._assertions import ensure
 
 __all__ = ["ExtensionsMixin"]
 
+
+def _check_distribution(distribution: str) -> None:
+    """Raises ValueError unless ``distribution`` is 'uniform' or 'normal'."""
+    if distribution not in ("uniform", "normal"):
+        raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
+
 _KNOWN_RESCALINGS = ("default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape")
 _KNOWN_PAIRINGS = ("vv_z_negz",)
 # Module-level twins of GrowingModule's class constants, so that the method annotations naming them
@@ -60,7 +66,7 @@ class ExtensionsMixin:
         elif distribution == "normal":
             tensor.normal_(0.0, (2.0 / fan_in) ** 0.5)
         else:
-            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
+            _check_distribution(distribution)
 
     @torch.no_grad()
     def copy_initialization_variance(
@@ -73,8 +79,7 @@ class ExtensionsMixin:
         Raises:
             ValueError: unknown distribution.
         """
-        if distribution not in ("uniform", "normal"):
-            raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
+        _check_distribution(distribution)
         # The fallback dispatches through self, so an override (or an instance attribute) is used.
         if reference_tensor is None or reference_tensor.numel() < 2:
             self.kaiming_initialization(tensor, reference_tensor, fan_in, distribution)

@@ -64,12 +64,10 @@ class ScalingMixin:
             AssertionError: a missing scale without ``scale``, or scales that are not floats.
             ValueError: input extension, previous module or its output extension missing.
         """
-        if scale_output is None:
+        if scale_output is None or scale_input is None:
             ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
-            scale_output = scale
-        if scale_input is None:
-            ensure(scale is not None, "scale can't be None if scale_input or scale_output is None.")
-            scale_input = scale
+        scale_output = scale if scale_output is None else scale_output
+        scale_input = scale if scale_input is None else scale_input
         ensure(isinstance(scale_output, float) and isinstance(scale_input, float), lambda: (
             f"The scales must be floats, got {type(scale_output).__name__} and "
             f"{type(scale_input).__name__}"

@@ -289,12 +289,7 @@ class SurgeryMixin:
                         "The sub-selection of the optimal added parameters is not implemented yet for "
                         f"a connection from {type(previous)} to {type(self)}."
                     )
-            elif isinstance(previous, MergeGrowingModuleBase):
-                raise NotImplementedError(
-                    "The sub-selection of the optimal added parameters is not implemented yet for "
-                    f"{type(previous)} as previous module."
-                )
-            else:
+            else:  # a merge, or a module that cannot grow
                 raise NotImplementedError(
                     "The sub-selection of the optimal added parameters is not implemented yet for "
                     f"{type(previous)} as previous module."
