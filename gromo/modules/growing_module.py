@@ -54,8 +54,8 @@ from gromo.modules._growing.merge import MergeGrowingModule
 from gromo.modules._growing.module import GrowingModule
 from gromo.modules._growing.statistics import CachedStatistic as _CachedStatistic  # noqa: F401
 
-# The new-neuron solver is looked up here when called, so it is replaced here.
-from gromo.utils.tools import compute_optimal_added_parameters  # noqa: F401
+# The solvers are looked up here when called, so they are replaced here (as in GroMo).
+from gromo.utils.tools import compute_optimal_added_parameters, optimal_delta  # noqa: F401
 
 __all__ = [
     "GRADIENT_COMPUTATION_EPSILON",

@@ -4,7 +4,7 @@ neurons (TINY / GradMax) and the first-order improvements they promise.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -14,20 +14,19 @@ from gromo.modules._growing.markers import GrowingModuleBase
 from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules._transactions import atomic, module_and_neighbours
 from gromo.utils._assertions import ensure
-from gromo.utils.tools import optimal_delta
 
-__all__ = ["UpdatesMixin"]
+__all__ = ["UpdatesMixin", "public_solver"]
 
 # The growth options the new-neuron solver does not take (they choose its inputs).
 _NOT_SOLVER_OPTIONS = ("update_previous", "dtype", "compute_delta", "use_covariance", "use_projection", "use_fisher")
 
 
-def _solve_new_neurons(**arguments: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``compute_optimal_added_parameters`` as found at the public path when called: GroMo's module
-    namespace (``gromo.modules.growing_module``) is where the solver is replaced."""
+def public_solver(name: str) -> Callable[..., Any]:
+    """``gromo.modules.growing_module.<name>`` as found when called (``optimal_delta``,
+    ``compute_optimal_added_parameters``): GroMo's module namespace is where a user replaces them."""
     from gromo.modules import growing_module
 
-    return growing_module.compute_optimal_added_parameters(**arguments)
+    return getattr(growing_module, name)
 
 
 class UpdatesMixin:
@@ -64,7 +63,7 @@ class UpdatesMixin:
         tensor_s = self.tensor_s()
         tensor_m = self.tensor_m()
         fisher = self.covariance_loss_gradient() if use_fisher else None
-        self.delta_raw, decrease = optimal_delta(
+        self.delta_raw, decrease = public_solver("optimal_delta")(
             tensor_s, tensor_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse,
             tensor_covariance_loss_gradient=fisher,
         )
@@ -153,7 +152,7 @@ class UpdatesMixin:
         matrix_e = self.covariance_loss_gradient() if options.use_fisher else None
         dtype = options.dtype
         saved_dtype = matrix_n.dtype
-        alpha, omega, eigenvalues = _solve_new_neurons(
+        alpha, omega, eigenvalues = public_solver("compute_optimal_added_parameters")(
             matrix_s=None if matrix_s is None else matrix_s.to(dtype),
             matrix_n=matrix_n.to(dtype),
             matrix_covariance_loss_gradient=None if matrix_e is None else matrix_e.to(dtype),
