@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm, norm
+from gromo.containers._stage_widths import stage_widths
 from gromo.containers.growing_block import Conv2dGrowingBlock, GrowingBlock
 from gromo.containers.growing_container import forward_through_blocks
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
@@ -238,31 +239,6 @@ def _blocks_per_stage(number_of_blocks_per_stage: int | tuple[int, ...], nb_stag
     raise TypeError(f"number_of_blocks_per_stage must be an int or a tuple of {nb_stages} ints.")
 
 
-def _hidden_widths(hidden_channels: tuple[int | tuple[int, ...], ...] | None, blocks: tuple[int, ...],
-                   inplanes: int, reduction_factor: float) -> list[tuple[int, ...]]:
-    """Initial hidden channels of every block, stage by stage."""
-    if hidden_channels is None:
-        return [(math.ceil(inplanes * 2**stage * reduction_factor),) * count for stage, count in enumerate(blocks)]
-    if len(hidden_channels) != len(blocks):
-        raise ValueError(
-            f"hidden_channels must have {len(blocks)} elements (one per stage), but got {len(hidden_channels)}."
-        )
-    widths = []
-    for stage, (entry, count) in enumerate(zip(hidden_channels, blocks)):
-        if isinstance(entry, int):
-            widths.append((entry,) * count)
-        elif isinstance(entry, (list, tuple)):
-            if len(entry) != count:
-                raise ValueError(
-                    f"Stage {stage}: hidden_channels has {len(entry)} elements but number_of_blocks_per_stage "
-                    f"is {count}."
-                )
-            widths.append(tuple(entry))
-        else:
-            raise TypeError(f"Stage {stage}: hidden_channels element must be int or tuple, got {type(entry).__name__}.")
-    return widths
-
-
 def init_full_resnet_structure(
     input_shape: tuple[int, int, int] = (3, 224, 224),
     in_features: int | None = None,
@@ -308,15 +284,16 @@ def init_full_resnet_structure(
     small_inputs = (height <= 32 and width <= 32) if small_inputs is None else small_inputs
     skip_first_downsample = small_inputs if skip_first_downsample is None else skip_first_downsample
     blocks = _blocks_per_stage(number_of_blocks_per_stage, nb_stages)
-    widths = _hidden_widths(hidden_channels, blocks, inplanes, reduction_factor)
+    widths = list(stage_widths(hidden_channels, blocks, "number_of_blocks_per_stage",
+                               lambda stage: math.ceil(inplanes * 2**stage * reduction_factor), accept_bool=True))
     # The network takes this builder's arguments of the same name (now resolved), except the widths.
     arguments = locals()
     network = ResNetBasicBlock(**{
         **{name: arguments[name] for name in inspect.signature(ResNetBasicBlock).parameters},
         "hidden_channels": tuple(stage[0] for stage in widths),
     })
-    for stage, stage_widths in enumerate(widths):
-        for hidden in stage_widths[1:]:
+    for stage, block_widths in enumerate(widths):
+        for hidden in block_widths[1:]:
             network.append_block(stage_index=stage, input_block_kernel_size=input_block_kernel_size,
                                  output_block_kernel_size=output_block_kernel_size, hidden_channels=hidden)
     return network

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from gromo.containers._normalization import complete_norm_kwargs, growing_norm
+from gromo.containers._stage_widths import stage_widths
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
@@ -329,25 +330,9 @@ def _convs_per_stage(number_of_conv_per_stage: int | tuple[int, ...], nb_stages:
 
 def _target_widths(hidden_channels: tuple[int | tuple[int, ...], ...] | None,
                    counts: tuple[int, ...]) -> list[tuple[int, ...]]:
-    if hidden_channels is None:
-        return [(64 * min(2**stage, 8),) * count for stage, count in enumerate(counts)]
-    if len(hidden_channels) != len(counts):
-        raise ValueError(
-            f"hidden_channels must have {len(counts)} elements (one per stage), but got {len(hidden_channels)}."
-        )
     targets = []
-    for stage, (entry, count) in enumerate(zip(hidden_channels, counts)):
-        if isinstance(entry, int) and not isinstance(entry, bool):
-            widths: tuple = (entry,) * count
-        elif isinstance(entry, (list, tuple)):
-            if len(entry) != count:
-                raise ValueError(
-                    f"Stage {stage}: hidden_channels has {len(entry)} elements but number_of_conv_per_stage "
-                    f"is {count}."
-                )
-            widths = tuple(entry)
-        else:
-            raise TypeError(f"Stage {stage}: hidden_channels element must be int or tuple, got {type(entry).__name__}.")
+    for stage, widths in enumerate(stage_widths(hidden_channels, counts, "number_of_conv_per_stage",
+                                                lambda stage: 64 * min(2**stage, 8), accept_bool=False)):
         for block, width in enumerate(widths):
             if isinstance(width, bool) or not isinstance(width, int):
                 raise TypeError(
