@@ -52,14 +52,12 @@ def uses_top_k(k: int | None, s_dim: int, t_dim: int) -> bool:
             and _block(k, n_min) * (TOPK_BLOCKS + 1) <= TOPK_MAX_FRACTION * n_min)
 
 
-def _krylov_basis(p: torch.Tensor, l: int, blocks: int) -> torch.Tensor:
-    b, _, t_dim = p.shape
-    y = _orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))
-    basis = [y]
-    for _ in range(blocks):
+def _extend_krylov(p: torch.Tensor, blocks: list[torch.Tensor], count: int) -> None:
+    """Append ``count`` blocks orth((PPᵀ) y) to the Krylov blocks, continuing from the last one."""
+    y = blocks[-1]
+    for _ in range(count):
         y = _orth(p @ (p.mT @ y))
-        basis.append(y)
-    return _orth(torch.cat(basis, dim=-1))
+        blocks.append(y)
 
 
 def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,32 +68,36 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
         return torch.linalg.svd(p, full_matrices=False)
     n_min = min(s_dim, t_dim)
     l = _block(k, n_min)
-    blocks = TOPK_BLOCKS
+    # A failed try keeps its blocks: the next one only appends (the same space as a rebuild).
+    blocks = [_orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))]
+    _extend_krylov(p, blocks, TOPK_BLOCKS)
     converged = torch.zeros(b, dtype=torch.bool, device=p.device)
     while True:
-        u, sig, vh, rho = _rayleigh_ritz(p, _krylov_basis(p, l, blocks))
-        u, sig, vh, rho = u[..., :l], sig[..., :l], vh[..., :l, :], rho[..., :l]
+        u, sig, vh, rho = _rayleigh_ritz(p, _orth(torch.cat(blocks, dim=-1)), l)
         converged = (rho[:, :k] <= TOPK_RTOL * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
             return u, sig, vh
-        blocks += TOPK_BLOCKS // 2
-        if l * (blocks + 1) > TOPK_MAX_FRACTION * n_min:
+        if l * (len(blocks) + TOPK_BLOCKS // 2) > TOPK_MAX_FRACTION * n_min:
             break
+        _extend_krylov(p, blocks, TOPK_BLOCKS // 2)
     idx = (~converged).nonzero().squeeze(1)
     fu, fs, fvh = torch.linalg.svd(p[idx], full_matrices=False)
     u, sig, vh = u.clone(), sig.clone(), vh.clone()
     u[idx], sig[idx], vh[idx] = fu[..., :l], fs[..., :l], fvh[..., :l, :]
     return u, sig, vh
-def _rayleigh_ritz(p: torch.Tensor, q: torch.Tensor):
-    """Triplets of p on the column space of q (B, s, m), and their residuals ρ (B, m).
+
+
+def _rayleigh_ritz(p: torch.Tensor, q: torch.Tensor, l: int):
+    """The top l triplets of p on the column space of q (B, s, m), and their residuals ρ (B, l).
 
     The small SVD of QᵀP (m × t) through the eigh of its (m × m) Gram matrix: several times faster
     than LAPACK's SVD at these shapes. Squaring costs accuracy only for σ_i ≲ 1e-4·σ₁, and ρ is
     computed from the triplets themselves, so such a loss can only fail the check (never pass it).
+    Only the l kept triplets are formed (the other m − l directions only enlarge the space).
     """
     small = q.mT @ p  # (B, m, t)
     _, ub = torch.linalg.eigh(small @ small.mT)
-    ub = ub.flip(-1)
+    ub = ub.flip(-1)[..., :l]
     rows = ub.mT @ small  # σ_i v_iᵀ
     sig = torch.linalg.vector_norm(rows, dim=-1)
     tiny = torch.finfo(p.dtype).tiny
