@@ -37,6 +37,7 @@ from torch import nn
 import gromo_kernels as gk
 from gromo.modules._growth_options import GrowthOptions
 from gromo.utils._assertions import ensure
+from gromo.utils._nonfinite import first_non_finite
 
 __all__ = [
     "optimal_delta",
@@ -90,7 +91,7 @@ def optimal_delta(
     ))
     saved_dtype = tensor_s.dtype
     # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
-    ensure(torch.isfinite(tensor_s).all() and torch.isfinite(tensor_m).all(), (
+    ensure(first_non_finite((tensor_s, tensor_m)) is None, (
         "The optimal delta should not contain NaN values. (The statistics are not finite.)"
     ))
     delta, decrease = _optimal_delta(
