@@ -18,6 +18,7 @@ import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _patch_width, _unfold_extended
+from gromo.modules._growing.statistics import LAYER_STATISTICS
 from gromo.modules.growing_module import GrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
@@ -45,11 +46,7 @@ class Conv2dGrowingModule(GrowingModule):
 
     _layer_type = nn.Conv2d
     _statistics_kind = "conv2d"
-    _fused_statistics = {
-        "_tensor_s": ("s", frozenset({"x"})),
-        "tensor_m": ("m", frozenset({"x", "grad"})),
-        "covariance_loss_gradient": ("e", frozenset({"grad"})),
-    }
+    _fused_statistics = LAYER_STATISTICS
 
     def __init__(
         self,
@@ -78,15 +75,9 @@ class Conv2dGrowingModule(GrowingModule):
             layer=layer,
             tensor_s_shape=(width, width),
             tensor_m_shape=(width, out_channels),
-            post_layer_function=post_layer_function,
-            extended_post_layer_function=extended_post_layer_function,
-            allow_growing=allow_growing,
-            previous_module=previous_module,
-            next_module=next_module,
-            device=device,
-            name=name,
             target_in_neurons=target_in_channels,
             initial_in_neurons=in_channels,
+            **self._forwarded_arguments(locals()),
         )
         self.use_bias = use_bias
         self.kernel_size: tuple[int, int] = geometry.kernel_size
@@ -146,17 +137,8 @@ class Conv2dGrowingModule(GrowingModule):
         h_out, w_out = compute_output_shape_conv(self.input_size, self.layer)
         return self.out_channels * h_out * w_out
 
-    def _input_if_stored(self) -> torch.Tensor | None:
-        """The input ``self.input`` would return, or None where it would raise (not stored, not
-        computed yet, or routed to a missing previous module)."""
-        if not self.store_input:
-            return None
-        if not self._internal_store_input:
-            return None if self.previous_module is None else self.previous_module.activity
-        return self._input
-
     def _stored_input_size(self) -> tuple[int, int] | None:
-        x = self._input_if_stored()
+        x = self._stored_input()
         if x is None:
             return None
         return (int(x.shape[-2]), int(x.shape[-1]))
@@ -250,12 +232,9 @@ class Conv2dGrowingModule(GrowingModule):
     def __str__(self, verbose: int = 0) -> str:
         # GroMo's one-line form: the literal word "Conv2dGrowingModule" for all three classes, the
         # constructor's name argument, no geometry.
-        if verbose == 0:
-            return (
-                f"Conv2dGrowingModule({self._name})(in_channels={self.in_channels}, "
-                f"out_channels={self.out_channels}, use_bias={self.use_bias})"
-            )
-        return super().__str__(verbose=verbose)
+        return self._sized_description(
+            verbose, "Conv2dGrowingModule", in_channels=self.in_channels, out_channels=self.out_channels
+        )
 
     # ----- statistics -----------------------------------------------------------------------
 
@@ -283,9 +262,12 @@ class Conv2dGrowingModule(GrowingModule):
                     x, desired_activation, self._geometry, bias=self.use_bias
                 )
             return value, int(x.shape[0])
+        self._check_pre_activity_gradient()
+        return self._layer_statistic("m")
+
+    def _check_pre_activity_gradient(self) -> None:
         ensure(isinstance(self.pre_activity.grad, torch.Tensor),
                f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
-        return self._layer_statistic("m")
 
     def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,h,w} dA dAᵀ (C_out, C_out), n).
@@ -293,13 +275,7 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: pre-activation not stored or no gradient.
         """
-        ensure(self.store_pre_activity, (
-            "The pre-activity must be stored to compute the update of the gradient covariance. "
-            f"(error in {self.name})"
-        ))
-        ensure(isinstance(self.pre_activity.grad, torch.Tensor),
-               f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
-        return self._layer_statistic("e")
+        return self._gradient_covariance_sums()
 
     def update_computation(self) -> None:
         """Record the input size, then accumulate the statistics of the last batch."""

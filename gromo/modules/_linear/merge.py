@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._attribute_property import attribute_property
 from gromo.modules._linear.markers import LinearMergeGrowingModuleBase
 from gromo.modules._linear.module import LinearGrowingModule
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
@@ -50,20 +51,9 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
             name=name,
         )
 
-    @property
-    def out_features(self) -> int:
-        """= in_features."""
-        return self.in_features
-
-    @property
-    def input_volume(self) -> int:
-        """= in_features."""
-        return self.in_features
-
-    @property
-    def output_volume(self) -> int:
-        """= in_features."""
-        return self.in_features
+    out_features = attribute_property("in_features", "= in_features.")
+    input_volume = attribute_property("in_features", "= in_features.")
+    output_volume = attribute_property("in_features", "= in_features.")
 
     def set_next_modules(self, next_modules: list[GrowingModule | MergeGrowingModule]) -> None:
         """Set the successors.
