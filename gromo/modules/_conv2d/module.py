@@ -18,10 +18,9 @@ import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _patch_width, _unfold_extended
-from gromo.modules._growing.statistics import LAYER_STATISTICS
+from gromo.modules._growing.statistics import LAYER_STATISTICS, new_statistic
 from gromo.modules.growing_module import GrowingModule
 from gromo.utils._assertions import ensure
-from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import compute_output_shape_conv
 from gromo.utils.utils import get_correct_device
 
@@ -307,18 +306,6 @@ class Conv2dGrowingModule(GrowingModule):
             layer.bias = nn.Parameter(bias)
         return layer
 
-    def _check_bias_presence(self, bias: torch.Tensor | None) -> None:
-        """GroMo's check that a layer built for this module has a bias iff ``use_bias``.
-
-        Raises:
-            AssertionError: it has not.
-        """
-        use_bias = self.use_bias
-        ensure(use_bias is (bias is not None), (
-            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-            f"bias (use_bias ={use_bias!r}) is not None."
-        ))
-
     def _extended_weight(self, weight: torch.Tensor, dim: int) -> torch.Tensor:
         """W with ``weight`` appended along ``dim`` (1: new input channels, w (C_out, K, kh, kw);
         0: new output channels, w (K, C, kh, kw)), after GroMo's shape checks.
@@ -338,12 +325,6 @@ class Conv2dGrowingModule(GrowingModule):
         _check_kernel(weight, self.layer)
         old = self.layer.weight
         return torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=dim)
-
-    def _rebuild_statistic(self, attribute: str, shape: tuple[int, ...] | None, update_function,
-                           label: str) -> None:
-        setattr(self, attribute, TensorStatistic(
-            shape, update_function=update_function, device=self.device, name=f"{label}({self.name})"
-        ))
 
     @torch.no_grad()
     def layer_in_extension(self, weight: torch.Tensor) -> None:
@@ -393,12 +374,12 @@ class Conv2dGrowingModule(GrowingModule):
         """Recreate the statistics whose declared shape changed (correct shapes, unlike GroMo)."""
         width = _patch_width(self.in_channels, self.kernel_size, self.use_bias)
         if input_changed:
-            self._rebuild_statistic("_tensor_s", (width, width), self.compute_s_update, "S")
+            self._tensor_s = new_statistic(self, (width, width), self.compute_s_update, "S")
         else:
-            self._rebuild_statistic(
-                "covariance_loss_gradient", None, self.compute_covariance_loss_gradient_update, "E"
+            self.covariance_loss_gradient = new_statistic(
+                self, None, self.compute_covariance_loss_gradient_update, "E"
             )
-        self._rebuild_statistic("tensor_m", (width, self.out_channels), self.compute_m_update, "M")
+        self.tensor_m = new_statistic(self, (width, self.out_channels), self.compute_m_update, "M")
         self._clear_statistics_cache()
 
     def get_fan_in_from_layer(self, layer: nn.Module | None = None, num_neurons: int | None = None) -> int:

@@ -280,11 +280,7 @@ class LinearGrowingModule(GrowingModule):
             AssertionError: ``force_bias`` and bias presence differs from ``use_bias``.
         """
         if force_bias:
-            use_bias = self.use_bias
-            ensure(use_bias is (bias is not None), (
-                f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-                f"bias (use_bias ={use_bias!r}) is not None."
-            ))
+            self._check_bias_presence(bias)
         layer = nn.Linear(
             weight.shape[1], weight.shape[0], bias=bias is not None, device=self.device, dtype=weight.dtype
         )
