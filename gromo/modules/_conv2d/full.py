@@ -16,6 +16,7 @@ from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.growth_scheme import _Conv2dGrowthScheme
 from gromo.modules._conv2d.layers import _unfold_extended
 from gromo.modules._conv2d.module import Conv2dGrowingModule
+from gromo.modules._growing.statistics import tensor_s_growth_is_read_only
 from gromo.modules._growth_options import GrowthOptions
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic
@@ -61,11 +62,7 @@ class FullConv2dGrowingModule(_Conv2dGrowthScheme):
 
     @tensor_s_growth.setter
     def tensor_s_growth(self, value: Any) -> None:
-        raise AttributeError(
-            f"You tried to set tensor_s_growth of a GrowingModule (name={self.name}).This is not allowed "
-            "because tensor_s_growth refers to the previous module's tensor_s, not the current "
-            "module's tensor_s. (tensor_s_growth cannot be set.)"
-        )
+        raise tensor_s_growth_is_read_only(self, " (tensor_s_growth cannot be set.)")
 
     @property
     def mask_tensor_t(self) -> torch.Tensor:

@@ -215,31 +215,31 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         Warns:
             UserWarning: the previous statistics already hold samples.
         """
-        previous_modules = list(previous_modules) if previous_modules else []
-        for module in previous_modules:
-            if not isinstance(module, (Conv2dGrowingModule, Conv2dMergeGrowingModule)):
-                raise TypeError(
-                    "The previous modules must be Conv2dGrowingModule or Conv2dMergeGrowingModule. "
-                    f"(got {type(module).__name__})"
-                )
-            if module.out_channels != self.in_channels:
-                raise ValueError(
-                    "The input channels must match the output channels of the previous modules. "
-                    f"({getattr(module, 'name', module)} has {module.out_channels} output channels, "
-                    f"expected in_channels={self.in_channels}.)"
-                )
-            if isinstance(module, Conv2dGrowingModule) and self.input_size is not None:
-                volume = module.output_volume if module._known_input_size() is not None else None
-                input_volume = self.input_volume
-                if volume is not None and volume != input_volume:
-                    raise ValueError(
-                        f"The output volume of the previous modules {volume} should match the input "
-                        f"volume {input_volume=}. ({module.name})"
-                    )
+        previous_modules = self._checked_previous_modules(
+            previous_modules, (Conv2dGrowingModule, Conv2dMergeGrowingModule),
+            "The previous modules must be Conv2dGrowingModule or Conv2dMergeGrowingModule.",
+        )
         self._store_previous_modules(previous_modules)
         first = previous_modules[0] if previous_modules else None
         if self.input_size is None and isinstance(first, Conv2dGrowingModule) and first._known_input_size() is not None:
             self.input_size = (first.out_width, first.out_height)
+
+    def _previous_size_mismatch(self, module: GrowingModule | MergeGrowingModule) -> str | None:
+        if module.out_channels != self.in_channels:
+            return (
+                "The input channels must match the output channels of the previous modules. "
+                f"({getattr(module, 'name', module)} has {module.out_channels} output channels, "
+                f"expected in_channels={self.in_channels}.)"
+            )
+        if isinstance(module, Conv2dGrowingModule) and self.input_size is not None:
+            volume = module.output_volume if module._known_input_size() is not None else None
+            input_volume = self.input_volume
+            if volume is not None and volume != input_volume:
+                return (
+                    f"The output volume of the previous modules {volume} should match the input "
+                    f"volume {input_volume=}. ({module.name})"
+                )
+        return None
 
     def update_size(self) -> None:
         """Follow the predecessors' channels; recreate statistics whose declared shape changed.
@@ -264,25 +264,20 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         Raises:
             AssertionError: no predecessors.
         """
-        ensure(self.previous_modules, (
-            f"No previous modules for {self.name}. (There are no previous modules to build the activity "
-            "from.)"
-        ))
+        self._check_has_previous_modules()
         blocks = [module.unfolded_extended_input for module in self._growing_predecessors()]
         return torch.cat(blocks, dim=1)
 
-    @torch.no_grad()
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,l} Ũ Ũᵀ, n) of the activity unfolded with the next geometry: (C·kh·kw+use_bias)².
 
         Raises:
             AssertionError: the activity is not stored.
         """
-        ensure(self.activity is not None, (
-            f"The activity must be stored to compute the update of S. (error in {self.name})"
-        ))
-        value = gk.conv2d_input_cov(self.activity, self._geometry, bias=self.use_bias)
-        return value, int(self.activity.shape[0])
+        return self._activity_sums(
+            "The activity must be stored to compute the update of S. (error in {name})",
+            lambda activity: gk.conv2d_input_cov(activity, self._geometry, bias=self.use_bias),
+        )
 
     def _single_growing_predecessor(self) -> Conv2dGrowingModule | None:
         growing = self._growing_predecessors()

@@ -18,9 +18,9 @@ import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._conv2d._public_path import public_path
 from gromo.modules._conv2d.layers import _check_kernel, _geometry_of, _new_conv, _pair, _patch_width, _unfold_extended
+from gromo.modules._growing.statistics import LAYER_STATISTICS, new_statistic
 from gromo.modules.growing_module import GrowingModule
 from gromo.utils._assertions import ensure
-from gromo.utils.tensor_statistic import TensorStatistic
 from gromo.utils.tools import compute_output_shape_conv
 from gromo.utils.utils import get_correct_device
 
@@ -45,11 +45,7 @@ class Conv2dGrowingModule(GrowingModule):
 
     _layer_type = nn.Conv2d
     _statistics_kind = "conv2d"
-    _fused_statistics = {
-        "_tensor_s": ("s", frozenset({"x"})),
-        "tensor_m": ("m", frozenset({"x", "grad"})),
-        "covariance_loss_gradient": ("e", frozenset({"grad"})),
-    }
+    _fused_statistics = LAYER_STATISTICS
 
     def __init__(
         self,
@@ -78,15 +74,9 @@ class Conv2dGrowingModule(GrowingModule):
             layer=layer,
             tensor_s_shape=(width, width),
             tensor_m_shape=(width, out_channels),
-            post_layer_function=post_layer_function,
-            extended_post_layer_function=extended_post_layer_function,
-            allow_growing=allow_growing,
-            previous_module=previous_module,
-            next_module=next_module,
-            device=device,
-            name=name,
             target_in_neurons=target_in_channels,
             initial_in_neurons=in_channels,
+            **self._forwarded_arguments(locals()),
         )
         self.use_bias = use_bias
         self.kernel_size: tuple[int, int] = geometry.kernel_size
@@ -146,17 +136,8 @@ class Conv2dGrowingModule(GrowingModule):
         h_out, w_out = compute_output_shape_conv(self.input_size, self.layer)
         return self.out_channels * h_out * w_out
 
-    def _input_if_stored(self) -> torch.Tensor | None:
-        """The input ``self.input`` would return, or None where it would raise (not stored, not
-        computed yet, or routed to a missing previous module)."""
-        if not self.store_input:
-            return None
-        if not self._internal_store_input:
-            return None if self.previous_module is None else self.previous_module.activity
-        return self._input
-
     def _stored_input_size(self) -> tuple[int, int] | None:
-        x = self._input_if_stored()
+        x = self._stored_input()
         if x is None:
             return None
         return (int(x.shape[-2]), int(x.shape[-1]))
@@ -250,12 +231,9 @@ class Conv2dGrowingModule(GrowingModule):
     def __str__(self, verbose: int = 0) -> str:
         # GroMo's one-line form: the literal word "Conv2dGrowingModule" for all three classes, the
         # constructor's name argument, no geometry.
-        if verbose == 0:
-            return (
-                f"Conv2dGrowingModule({self._name})(in_channels={self.in_channels}, "
-                f"out_channels={self.out_channels}, use_bias={self.use_bias})"
-            )
-        return super().__str__(verbose=verbose)
+        return self._sized_description(
+            verbose, "Conv2dGrowingModule", in_channels=self.in_channels, out_channels=self.out_channels
+        )
 
     # ----- statistics -----------------------------------------------------------------------
 
@@ -283,9 +261,12 @@ class Conv2dGrowingModule(GrowingModule):
                     x, desired_activation, self._geometry, bias=self.use_bias
                 )
             return value, int(x.shape[0])
+        self._check_pre_activity_gradient()
+        return self._layer_statistic("m")
+
+    def _check_pre_activity_gradient(self) -> None:
         ensure(isinstance(self.pre_activity.grad, torch.Tensor),
                f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
-        return self._layer_statistic("m")
 
     def compute_covariance_loss_gradient_update(self) -> tuple[torch.Tensor, int]:
         """(Σ_{i,h,w} dA dAᵀ (C_out, C_out), n).
@@ -293,13 +274,7 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: pre-activation not stored or no gradient.
         """
-        ensure(self.store_pre_activity, (
-            "The pre-activity must be stored to compute the update of the gradient covariance. "
-            f"(error in {self.name})"
-        ))
-        ensure(isinstance(self.pre_activity.grad, torch.Tensor),
-               f"The gradient of the pre-activity must be a torch.Tensor (error in {self.name}).")
-        return self._layer_statistic("e")
+        return self._gradient_covariance_sums()
 
     def update_computation(self) -> None:
         """Record the input size, then accumulate the statistics of the last batch."""
@@ -331,18 +306,6 @@ class Conv2dGrowingModule(GrowingModule):
             layer.bias = nn.Parameter(bias)
         return layer
 
-    def _check_bias_presence(self, bias: torch.Tensor | None) -> None:
-        """GroMo's check that a layer built for this module has a bias iff ``use_bias``.
-
-        Raises:
-            AssertionError: it has not.
-        """
-        use_bias = self.use_bias
-        ensure(use_bias is (bias is not None), (
-            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-            f"bias (use_bias ={use_bias!r}) is not None."
-        ))
-
     def _extended_weight(self, weight: torch.Tensor, dim: int) -> torch.Tensor:
         """W with ``weight`` appended along ``dim`` (1: new input channels, w (C_out, K, kh, kw);
         0: new output channels, w (K, C, kh, kw)), after GroMo's shape checks.
@@ -362,12 +325,6 @@ class Conv2dGrowingModule(GrowingModule):
         _check_kernel(weight, self.layer)
         old = self.layer.weight
         return torch.cat([old.detach(), weight.detach().to(old.device, old.dtype)], dim=dim)
-
-    def _rebuild_statistic(self, attribute: str, shape: tuple[int, ...] | None, update_function,
-                           label: str) -> None:
-        setattr(self, attribute, TensorStatistic(
-            shape, update_function=update_function, device=self.device, name=f"{label}({self.name})"
-        ))
 
     @torch.no_grad()
     def layer_in_extension(self, weight: torch.Tensor) -> None:
@@ -417,12 +374,12 @@ class Conv2dGrowingModule(GrowingModule):
         """Recreate the statistics whose declared shape changed (correct shapes, unlike GroMo)."""
         width = _patch_width(self.in_channels, self.kernel_size, self.use_bias)
         if input_changed:
-            self._rebuild_statistic("_tensor_s", (width, width), self.compute_s_update, "S")
+            self._tensor_s = new_statistic(self, (width, width), self.compute_s_update, "S")
         else:
-            self._rebuild_statistic(
-                "covariance_loss_gradient", None, self.compute_covariance_loss_gradient_update, "E"
+            self.covariance_loss_gradient = new_statistic(
+                self, None, self.compute_covariance_loss_gradient_update, "E"
             )
-        self._rebuild_statistic("tensor_m", (width, self.out_channels), self.compute_m_update, "M")
+        self.tensor_m = new_statistic(self, (width, self.out_channels), self.compute_m_update, "M")
         self._clear_statistics_cache()
 
     def get_fan_in_from_layer(self, layer: nn.Module | None = None, num_neurons: int | None = None) -> int:

@@ -5,6 +5,8 @@ that evaluates a pending update (optimal delta and new neurons) without applying
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,40 +18,109 @@ from gromo.utils._assertions import ensure
 __all__ = ["ForwardMixin"]
 
 
+class _Route(NamedTuple):
+    """Where a stored tensor lives (GroMo's routing), what its property is called and GroMo's texts
+    when it is missing (``{name}``: the module's name)."""
+
+    public: str
+    summary: str
+    store_flag: str
+    internal_flag: str
+    own: str
+    neighbour: str
+    neighbour_tensor: str
+    not_stored: str
+    no_neighbour: str
+    not_computed: str
+
+    @property
+    def doc(self) -> str:
+        """The property's docstring."""
+        neighbour = self.neighbour.replace("_", " ")
+        return (
+            f"{self.summary}, routed as GroMo by ``{self.internal_flag}``: the stored ``{self.own}`` when "
+            f"set, else the {neighbour}'s ``{self.neighbour_tensor}`` (stored there by a merge).\n\n"
+            "Raises:\n    ValueError: not stored.\n    AssertionError: stored internally but not computed "
+            f"yet, or no {neighbour}."
+        )
+
+
+_INPUT = _Route(
+    "input", "This layer's input", "store_input", "_internal_store_input", "_input", "previous_module",
+    "activity",
+    not_stored="The input is not stored. ({name}: store_input is False.)",
+    no_neighbour=(
+        "A previous module is needed to store the input.Otherwise _internal_store_input must be "
+        "set to True. (error in {name})"
+    ),
+    not_computed=(
+        "The input is not stored. Apparently it was not computed yet. ({name}: the input "
+        "has not been computed yet.)"
+    ),
+)
+_PRE_ACTIVITY = _Route(
+    "pre_activity", "The pre-activation", "store_pre_activity", "_internal_store_pre_activity",
+    "_pre_activity", "next_module", "input",
+    not_stored="The pre-activity is not stored for {name}.",
+    no_neighbour=(
+        "A next module is needed to store the input.Otherwise _internal_store_pre_activity must "
+        "be set to True. (error in {name})"
+    ),
+    not_computed="The pre-activity is not stored. Apparently it was not computed yet. (error in {name})",
+)
+
+
+def _routed(module: nn.Module, route: _Route, checked: bool) -> torch.Tensor | None:
+    """The tensor ``route`` describes; when it is unavailable, None, or (``checked``) GroMo's
+    error: ValueError when not stored, AssertionError when the neighbour or the tensor is missing."""
+    stored = getattr(module, route.store_flag)
+    internal = getattr(module, route.internal_flag)
+    neighbour = getattr(module, route.neighbour)
+    if checked:
+        if not stored:
+            raise ValueError(route.not_stored.format(name=module.name))
+        if not internal:
+            ensure(neighbour is not None, route.no_neighbour.format(name=module.name))
+        else:
+            ensure(getattr(module, route.own) is not None, route.not_computed.format(name=module.name))
+    if not stored:
+        return None
+    if not internal:
+        return None if neighbour is None else getattr(neighbour, route.neighbour_tensor)
+    return getattr(module, route.own)
+
+
+def _routed_property(route: _Route) -> property:
+    """The read-only property ``route.public`` (GroMo's errors when the tensor is unavailable)."""
+
+    def read(self: nn.Module) -> torch.Tensor:
+        return _routed(self, route, checked=True)
+
+    read.__name__ = route.public
+    read.__doc__ = route.doc
+    return property(read, doc=route.doc)
+
+
+def _route_reader(route: _Route) -> Callable[[nn.Module], torch.Tensor | None]:
+    """The method returning ``route.public`` when it is available, else None (where it raises)."""
+
+    def stored(self: nn.Module) -> torch.Tensor | None:
+        return _routed(self, route, checked=False)
+
+    stored.__name__ = f"_stored_{route.public}"
+    stored.__doc__ = f"``{route.public}`` when it is available, else None (where ``{route.public}`` raises)."
+    return stored
+
+
 class ForwardMixin:
     """GrowingModule's stored tensors, ``forward`` and ``extended_forward``."""
 
     # ----- stored tensors -------------------------------------------------------------------
 
-    @property
-    def input(self) -> torch.Tensor:
-        """This layer's input, routed as GroMo by ``_internal_store_input``: the stored ``_input`` when
-        set, else the previous module's ``activity`` (a merge stores it for its successors).
-
-        Raises:
-            ValueError: not stored.
-            AssertionError: stored internally but not computed yet, or no previous module.
-        """
-        if not self.store_input:
-            raise ValueError(f"The input is not stored. ({self.name}: store_input is False.)")
-        if not self._internal_store_input:
-            ensure(self.previous_module is not None, (
-                "A previous module is needed to store the input.Otherwise _internal_store_input must be "
-                f"set to True. (error in {self.name})"
-            ))
-        else:
-            ensure(self._input is not None,
-                   f"The input is not stored. Apparently it was not computed yet. ({self.name}: the input "
-                   "has not been computed yet.)")
-        return self._stored_input()
-
-    def _stored_input(self) -> torch.Tensor | None:
-        """``input`` when it is available, else None (where ``input`` raises)."""
-        if not self.store_input:
-            return None
-        if not self._internal_store_input:
-            return None if self.previous_module is None else self.previous_module.activity
-        return self._input
+    input = _routed_property(_INPUT)
+    _stored_input = _route_reader(_INPUT)
+    pre_activity = _routed_property(_PRE_ACTIVITY)
+    _stored_pre_activity = _route_reader(_PRE_ACTIVITY)
 
     @property
     def input_extended(self) -> torch.Tensor:
@@ -61,37 +132,6 @@ class ForwardMixin:
         if getattr(self, "use_bias", False):
             raise NotImplementedError
         return self.input
-
-    @property
-    def pre_activity(self) -> torch.Tensor:
-        """The pre-activation, routed as GroMo by ``_internal_store_pre_activity``: the stored
-        ``_pre_activity`` when set, else the next module's ``input`` (a merge stores it).
-
-        Raises:
-            ValueError: not stored.
-            AssertionError: stored internally but not computed yet, or no next module.
-        """
-        if not self.store_pre_activity:
-            raise ValueError(f"The pre-activity is not stored for {self.name}.")
-        if not self._internal_store_pre_activity:
-            ensure(self.next_module is not None, (
-                "A next module is needed to store the input.Otherwise _internal_store_pre_activity must "
-                f"be set to True. (error in {self.name})"
-            ))
-        else:
-            ensure(self._pre_activity is not None, (
-                "The pre-activity is not stored. Apparently it was not computed yet. "
-                f"(error in {self.name})"
-            ))
-        return self._stored_pre_activity()
-
-    def _stored_pre_activity(self) -> torch.Tensor | None:
-        """``pre_activity`` when it is available, else None (where ``pre_activity`` raises)."""
-        if not self.store_pre_activity:
-            return None
-        if not self._internal_store_pre_activity:
-            return None if self.next_module is None else self.next_module.input
-        return self._pre_activity
 
     # ----- forward ----------------------------------------------------------------------------
 

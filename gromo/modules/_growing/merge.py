@@ -5,6 +5,7 @@ stores its input and activity, and owns the statistics of its predecessors taken
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Iterator
 
 import torch
@@ -145,6 +146,38 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         """Recompute sizes after a neighbour grew. Raises NotImplementedError (abstract)."""
         raise NotImplementedError
 
+    def _checked_previous_modules(
+        self, previous_modules: list[GrowingModule | MergeGrowingModule] | None,
+        accepted: tuple[type, ...], type_text: str,
+    ) -> list[GrowingModule | MergeGrowingModule]:
+        """``previous_modules`` as a list, each checked: its type (GroMo's TypeError ``type_text``
+        when it is not one of ``accepted``), then its sizes (``_previous_size_mismatch``).
+
+        Raises:
+            TypeError: a predecessor of another type.
+            ValueError: a predecessor whose sizes do not fit.
+        """
+        previous_modules = list(previous_modules) if previous_modules else []
+        for module in previous_modules:
+            if not isinstance(module, accepted):
+                raise TypeError(f"{type_text} (got {type(module).__name__})")
+            mismatch = self._previous_size_mismatch(module)
+            if mismatch is not None:
+                raise ValueError(mismatch)
+        return previous_modules
+
+    def _previous_size_mismatch(self, module: GrowingModule | MergeGrowingModule) -> str | None:
+        """Hook: GroMo's ValueError text when the sizes of a predecessor (of an accepted type) do not
+        fit this merge, else None."""
+        return None
+
+    def _check_has_previous_modules(self) -> None:
+        """Raises AssertionError (GroMo's text): no predecessors to build the full activity from."""
+        ensure(self.previous_modules, (
+            f"No previous modules for {self.name}. (There are no previous modules to build the activity "
+            "from.)"
+        ))
+
     def _store_next_modules(self, next_modules: list[GrowingModule | MergeGrowingModule]) -> None:
         """Keep the (already validated) successors.
 
@@ -264,6 +297,20 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         return total
 
     compute_s_update = abstract_update("S of the activity.")
+
+    @torch.no_grad()
+    def _activity_sums(
+        self, missing_text: str, statistic: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        """(``statistic(activity)``, n): the body of a layer type's ``compute_s_update``.
+
+        Raises:
+            AssertionError: the activity is not stored (GroMo's ``missing_text``, ``{name}`` the
+                merge's name).
+        """
+        activity = self.activity
+        ensure(activity is not None, lambda: missing_text.format(name=self.name))
+        return statistic(activity), int(activity.shape[0])
     compute_previous_s_update = abstract_update("S of the concatenated predecessor inputs.")
     compute_previous_m_update = abstract_update("M of the concatenated predecessor inputs.")
 

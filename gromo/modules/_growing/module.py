@@ -7,6 +7,7 @@ description.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch
@@ -38,6 +39,17 @@ _SCALING_ATTRIBUTES = (
     "input_extension_scaling",
     "output_extension_scaling",
     "scaling_factor",
+)
+
+#: the constructor arguments every layer type takes under GrowingModule's names and passes on as is
+_FORWARDED_ARGUMENTS = (
+    "post_layer_function",
+    "extended_post_layer_function",
+    "allow_growing",
+    "previous_module",
+    "next_module",
+    "device",
+    "name",
 )
 
 
@@ -160,6 +172,12 @@ class GrowingModule(
 
         self.target_in_neurons = target_in_neurons
         self._initial_in_neurons = initial_in_neurons
+
+    @staticmethod
+    def _forwarded_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of ``GrowingModule.__init__`` that a layer type's constructor,
+        whose ``locals()`` are ``arguments``, passes on unchanged."""
+        return {key: arguments[key] for key in _FORWARDED_ARGUMENTS}
 
     # ----- attribute routing ----------------------------------------------------------------
 
@@ -362,6 +380,15 @@ class GrowingModule(
                 ("Extended output layer", self.extended_output_layer),
             ],
         )
+
+    def _sized_description(self, verbose: int, kind: str, **sizes: int) -> str:
+        """A layer type's ``__str__``: at verbose 0 GroMo's ``kind(name)(size=…, use_bias=…)``
+        (``kind`` the word GroMo prints, ``name`` the constructor's argument), else GrowingModule's
+        description."""
+        if verbose == 0:
+            fields = "".join(f"{key}={value}, " for key, value in sizes.items())
+            return f"{kind}({self._name})({fields}use_bias={self.use_bias})"
+        return GrowingModule.__str__(self, verbose=verbose)
 
     def __repr__(self) -> str:
         """GroMo's one-line ``__str__`` (not torch's module tree)."""

@@ -32,11 +32,22 @@ from gromo.modules._growing.markers import GrowingModuleBase, MergeGrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
 
-__all__ = ["CachedStatistic", "LayerStatistics", "StatisticsMixin", "new_statistic"]
+__all__ = [
+    "LAYER_STATISTICS", "CachedStatistic", "LayerStatistics", "StatisticsMixin", "new_statistic",
+    "tensor_s_growth_is_read_only",
+]
 
 #: the sources a statistic may read: this layer's input, the pre-activation gradient, the
 #: previous layer's input (the order also picks the tensor whose first dimension counts samples)
 _SOURCE_NAMES = ("x", "grad", "x_prev")
+
+#: S, M and E, which every layer type computes from its input and its pre-activation gradient
+#: (the start of each layer type's ``_fused_statistics``)
+LAYER_STATISTICS: dict[str, tuple[str, frozenset[str]]] = {
+    "_tensor_s": ("s", frozenset({"x"})),
+    "tensor_m": ("m", frozenset({"x", "grad"})),
+    "covariance_loss_gradient": ("e", frozenset({"grad"})),
+}
 
 
 def new_statistic(
@@ -45,6 +56,15 @@ def new_statistic(
 ) -> TensorStatistic:
     """An empty statistic of ``owner`` (on its device), printed as ``label(owner name)``."""
     return TensorStatistic(shape, update_function=update_function, device=owner.device, name=f"{label}({owner.name})")
+
+
+def tensor_s_growth_is_read_only(module: nn.Module, note: str = "") -> AttributeError:
+    """GroMo's error for an assignment to ``module.tensor_s_growth``, ``note`` appended."""
+    return AttributeError(
+        f"You tried to set tensor_s_growth of a GrowingModule (name={module.name}).This is not allowed "
+        "because tensor_s_growth refers to the previous module's tensor_s, not the current "
+        f"module's tensor_s.{note}"
+    )
 
 
 class CachedStatistic(NamedTuple):
@@ -194,9 +214,7 @@ class StatisticsMixin:
             ValueError: no previous module.
             NotImplementedError: previous module is a merge or not growing.
         """
-        previous = self.previous_module
-        if previous is None:
-            raise ValueError(f"No previous module for {self.name}. Thus S growth is not defined.")
+        previous = self._previous_module_for("S growth is not defined")
         if isinstance(previous, GrowingModuleBase):
             return previous.tensor_s
         if isinstance(previous, MergeGrowingModuleBase):
@@ -210,11 +228,18 @@ class StatisticsMixin:
 
     @tensor_s_growth.setter
     def tensor_s_growth(self, value: Any) -> None:
-        raise AttributeError(
-            f"You tried to set tensor_s_growth of a GrowingModule (name={self.name}).This is not allowed "
-            "because tensor_s_growth refers to the previous module's tensor_s, not the current "
-            "module's tensor_s."
-        )
+        raise tensor_s_growth_is_read_only(self)
+
+    def _previous_module_for(self, consequence: str) -> nn.Module:
+        """The previous module, needed for what ``consequence`` names.
+
+        Raises:
+            ValueError: no previous module (GroMo's "No previous module for … Thus <consequence>.").
+        """
+        previous = self.previous_module
+        if previous is None:
+            raise ValueError(f"No previous module for {self.name}. Thus {consequence}.")
+        return previous
 
     tensor_n = abstract_property("N = −M₋₂ + P δᵀ.")
 
@@ -296,6 +321,25 @@ class StatisticsMixin:
     compute_cross_covariance_update = abstract_update("(Σ x̃₋₂ x̃ᵀ, n).")
     compute_n_update = abstract_update("Legacy N update.")
     compute_covariance_loss_gradient_update = abstract_update("(Σ dA dAᵀ, n).")
+
+    def _check_pre_activity_gradient(self) -> None:
+        """Hook: GroMo's AssertionError when the pre-activation has no gradient (each layer type
+        has its own text). Raises NotImplementedError (abstract)."""
+        raise NotImplementedError
+
+    def _gradient_covariance_sums(self) -> tuple[torch.Tensor, int]:
+        """(Σ dA dAᵀ, n) of the current batch, the body of a layer type's
+        ``compute_covariance_loss_gradient_update``.
+
+        Raises:
+            AssertionError: pre-activation not stored or no gradient.
+        """
+        ensure(self.store_pre_activity, (
+            "The pre-activity must be stored to compute the update of the gradient covariance. "
+            f"(error in {self.name})"
+        ))
+        self._check_pre_activity_gradient()
+        return self._layer_statistic("e")
 
     def projected_v_goal(self, input_vector: torch.Tensor) -> torch.Tensor:
         """``dA − δ(x)``: the pre-activation gradient left after the optimal delta.

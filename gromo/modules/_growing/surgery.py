@@ -31,6 +31,18 @@ class SurgeryMixin:
         """A layer like ``self.layer`` holding ``weight`` / ``bias``. Raises NotImplementedError."""
         raise NotImplementedError
 
+    def _check_bias_presence(self, bias: torch.Tensor | None) -> None:
+        """GroMo's check that a layer built for this module has a bias iff ``use_bias``.
+
+        Raises:
+            AssertionError: it has not.
+        """
+        use_bias = self.use_bias
+        ensure(use_bias is (bias is not None), (
+            f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
+            f"bias (use_bias ={use_bias!r}) is not None."
+        ))
+
     def add_parameters(self, **kwargs: Any) -> None:
         """Grow the layer with given parameters. Raises NotImplementedError (abstract)."""
         raise NotImplementedError

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
+from gromo.modules._attribute_property import attribute_property
 from gromo.modules._linear.markers import LinearMergeGrowingModuleBase
 from gromo.modules._linear.module import LinearGrowingModule
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
@@ -50,20 +51,9 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
             name=name,
         )
 
-    @property
-    def out_features(self) -> int:
-        """= in_features."""
-        return self.in_features
-
-    @property
-    def input_volume(self) -> int:
-        """= in_features."""
-        return self.in_features
-
-    @property
-    def output_volume(self) -> int:
-        """= in_features."""
-        return self.in_features
+    out_features = attribute_property("in_features", "= in_features.")
+    input_volume = attribute_property("in_features", "= in_features.")
+    output_volume = attribute_property("in_features", "= in_features.")
 
     def set_next_modules(self, next_modules: list[GrowingModule | MergeGrowingModule]) -> None:
         """Set the successors.
@@ -90,20 +80,19 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
         Warns:
             UserWarning: the previous statistics already hold samples.
         """
-        previous_modules = list(previous_modules) if previous_modules else []
-        for module in previous_modules:
-            if not isinstance(module, (LinearGrowingModule, MergeGrowingModule)):
-                raise TypeError(
-                    "The previous modules must be LinearGrowingModule instances or MergeGrowingModule). "
-                    f"(got {type(module).__name__})"
-                )
-            if module.output_volume != self.in_features:
-                raise ValueError(
-                    "The input features must match the output volume of the previous modules. "
-                    f"(The output volume of {getattr(module, 'name', module)} is {module.output_volume}, "
-                    f"expected in_features={self.in_features}.)"
-                )
-        self._store_previous_modules(previous_modules)
+        self._store_previous_modules(self._checked_previous_modules(
+            previous_modules, (LinearGrowingModule, MergeGrowingModule),
+            "The previous modules must be LinearGrowingModule instances or MergeGrowingModule).",
+        ))
+
+    def _previous_size_mismatch(self, module: GrowingModule | MergeGrowingModule) -> str | None:
+        if module.output_volume == self.in_features:
+            return None
+        return (
+            "The input features must match the output volume of the previous modules. "
+            f"(The output volume of {getattr(module, 'name', module)} is {module.output_volume}, "
+            f"expected in_features={self.in_features}.)"
+        )
 
     def update_size(self) -> None:
         """Follow the predecessors' sizes; recreate statistics whose declared shape changed.
@@ -124,10 +113,7 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
         Raises:
             AssertionError: no predecessors.
         """
-        ensure(self.previous_modules, (
-            f"No previous modules for {self.name}. (There are no previous modules to build the "
-            "activity from.)"
-        ))
+        self._check_has_previous_modules()
         growing = self._growing_predecessors()
         inputs = tuple(module.input for module in growing)
         cached = self._full_activity_cache
@@ -155,18 +141,14 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
         """(Σ Bᵀ dA, n) with dA the gradient of the merge input: (total, in)."""
         return self._previous_statistic("m")
 
-    @torch.no_grad()
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ ããᵀ, n) of the activity, with a ones column when ``use_bias``: (in+b, in+b).
-
-        Raises:
-            AssertionError: the activity is not stored.
-        """
-        ensure(self.activity is not None, (
-            f"The input must be stored to compute the update of S. (error in {self.name}: the "
-            "activity is not stored)"
-        ))
-        return gk.linear_input_cov(self.activity, bias=self.use_bias), int(self.activity.shape[0])
+        """(Σ ããᵀ, n) of the activity, with a ones column when ``use_bias``: (in+b, in+b); an
+        AssertionError when the activity is not stored."""
+        return self._activity_sums(
+            "The input must be stored to compute the update of S. (error in {name}: the activity is "
+            "not stored)",
+            lambda activity: gk.linear_input_cov(activity, bias=self.use_bias),
+        )
 
     def reset_computation(self) -> None:
         """As MergeGrowingModule.reset_computation, also forgetting the full activity."""

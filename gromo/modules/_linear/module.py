@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import gromo_kernels as gk
-from gromo.modules._growing.statistics import new_statistic
+from gromo.modules._attribute_property import attribute_property
+from gromo.modules._growing.statistics import LAYER_STATISTICS, new_statistic
 from gromo.modules._growth_options import GrowthOptions
 from gromo.modules._linear.markers import LinearMergeGrowingModuleBase
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
@@ -55,9 +56,7 @@ class LinearGrowingModule(GrowingModule):
     _layer_type = nn.Linear
     _statistics_kind = "linear"
     _fused_statistics = {
-        "_tensor_s": ("s", frozenset({"x"})),
-        "tensor_m": ("m", frozenset({"x", "grad"})),
-        "covariance_loss_gradient": ("e", frozenset({"grad"})),
+        **LAYER_STATISTICS,
         "tensor_m_prev": ("m_prev", frozenset({"x_prev", "grad"})),
         "cross_covariance": ("cross_cov", frozenset({"x_prev", "x"})),
     }
@@ -81,44 +80,19 @@ class LinearGrowingModule(GrowingModule):
             layer=nn.Linear(in_features, out_features, bias=use_bias, device=device),
             tensor_s_shape=(in_features + use_bias, in_features + use_bias),
             tensor_m_shape=(in_features + use_bias, out_features),
-            post_layer_function=post_layer_function,
-            extended_post_layer_function=extended_post_layer_function,
-            allow_growing=allow_growing,
-            previous_module=previous_module,
-            next_module=next_module,
-            device=device,
-            name=name,
             target_in_neurons=target_in_features,
             initial_in_neurons=in_features,
+            **self._forwarded_arguments(locals()),
         )
         self.use_bias = use_bias
 
     # ----- sizes --------------------------------------------------------------------------
 
-    @property
-    def in_features(self) -> int:
-        """Fan-in."""
-        return self.layer.in_features
-
-    @property
-    def in_neurons(self) -> int:
-        """= in_features."""
-        return self.layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        """Fan-out."""
-        return self.layer.out_features
-
-    @property
-    def input_volume(self) -> int:
-        """= in_features."""
-        return self.in_features
-
-    @property
-    def output_volume(self) -> int:
-        """= out_features."""
-        return self.out_features
+    in_features = attribute_property("layer.in_features", "Fan-in.")
+    in_neurons = attribute_property("layer.in_features", "= in_features.")
+    out_features = attribute_property("layer.out_features", "Fan-out.")
+    input_volume = attribute_property("layer.in_features", "= in_features.")
+    output_volume = attribute_property("layer.out_features", "= out_features.")
 
     @property
     def input_extended(self) -> torch.Tensor:
@@ -135,12 +109,9 @@ class LinearGrowingModule(GrowingModule):
 
     def __str__(self, verbose: int = 0) -> str:
         # GroMo's one-line form shows the constructor's name argument.
-        if verbose == 0:
-            return (
-                f"LinearGrowingModule({self._name})(in_features={self.in_features}, "
-                f"out_features={self.out_features}, use_bias={self.use_bias})"
-            )
-        return super().__str__(verbose=verbose)
+        return self._sized_description(
+            verbose, "LinearGrowingModule", in_features=self.in_features, out_features=self.out_features
+        )
 
     # ----- statistics hooks -----------------------------------------------------------------
 
@@ -235,9 +206,7 @@ class LinearGrowingModule(GrowingModule):
             ValueError: no previous module.
             NotImplementedError: previous module neither linear nor a linear merge.
         """
-        previous = self.previous_module
-        if previous is None:
-            raise ValueError(f"No previous module for {self.name}. Thus {symbol} is not defined.")
+        previous = self._previous_module_for(f"{symbol} is not defined")
         if not isinstance(previous, (LinearGrowingModule, LinearMergeGrowingModuleBase)):
             raise NotImplementedError(
                 f"The computation of {symbol} is not implemented yet for {type(previous)} as previous module."
@@ -250,12 +219,10 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: pre-activity not stored or no gradient.
         """
-        ensure(self.store_pre_activity, (
-            "The pre-activity must be stored to compute the update of the gradient covariance. "
-            f"(error in {self.name})"
-        ))
+        return self._gradient_covariance_sums()
+
+    def _check_pre_activity_gradient(self) -> None:
         self._gradient(None)
-        return self._layer_statistic("e")
 
     def compute_n_update(self) -> tuple[torch.Tensor, int]:
         """Legacy: (Σ x vᵀ, prod(input.shape[:-1])) with v the next module's projected goal.
@@ -313,11 +280,7 @@ class LinearGrowingModule(GrowingModule):
             AssertionError: ``force_bias`` and bias presence differs from ``use_bias``.
         """
         if force_bias:
-            use_bias = self.use_bias
-            ensure(use_bias is (bias is not None), (
-                f"The new layer should have a bias ({bias is not None=}) if and only if the main layer "
-                f"bias (use_bias ={use_bias!r}) is not None."
-            ))
+            self._check_bias_presence(bias)
         layer = nn.Linear(
             weight.shape[1], weight.shape[0], bias=bias is not None, device=self.device, dtype=weight.dtype
         )
@@ -449,11 +412,7 @@ class LinearGrowingModule(GrowingModule):
             ValueError: no previous module.
             NotImplementedError: ``update_previous`` with a merge / non-linear previous module.
         """
-        previous = self.previous_module
-        if previous is None:
-            raise ValueError(
-                f"No previous module for {self.name}. Thus the optimal added parameters cannot be computed."
-            )
+        previous = self._previous_module_for("the optimal added parameters cannot be computed")
         if options.update_previous and not isinstance(previous, LinearGrowingModule):
             raise NotImplementedError(
                 "The computation of the optimal added parameters is not implemented yet for "
