@@ -18,11 +18,11 @@ from gromo.modules._growing.description import describe
 from gromo.modules._growing.markers import MergeGrowingModuleBase
 from gromo.modules._growing.module import GrowingModule
 from gromo.modules._growing.statistics import LayerStatistics, new_statistic
+from gromo.modules._growing.updates import public_solver
 from gromo.modules._transactions import atomic, merge_and_neighbours
 from gromo.modules._unlink import detach_neighbours as _detach_neighbours
 from gromo.utils._assertions import ensure
 from gromo.utils.tensor_statistic import TensorStatistic, update_together
-from gromo.utils.tools import optimal_delta
 from gromo.utils.utils import get_correct_device
 
 __all__ = ["MergeGrowingModule"]
@@ -421,7 +421,7 @@ class MergeGrowingModule(MergeGrowingModuleBase):
             f"The tensor M should have shape ({self.total_in_features}, {self.in_features}). "
             f"Got {previous_m.shape}."
         ))
-        delta, decrease = optimal_delta(
+        delta, decrease = public_solver("optimal_delta")(
             previous_s, previous_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse
         )
         self.parameter_update_decrease = decrease
