@@ -297,6 +297,8 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         return total
 
     compute_s_update = abstract_update("S of the activity.")
+    compute_previous_s_update = abstract_update("S of the concatenated predecessor inputs.")
+    compute_previous_m_update = abstract_update("M of the concatenated predecessor inputs.")
 
     @torch.no_grad()
     def _activity_sums(
@@ -311,8 +313,6 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         activity = self.activity
         ensure(activity is not None, lambda: missing_text.format(name=self.name))
         return statistic(activity), int(activity.shape[0])
-    compute_previous_s_update = abstract_update("S of the concatenated predecessor inputs.")
-    compute_previous_m_update = abstract_update("M of the concatenated predecessor inputs.")
 
     def _previous_statistic_sources(self) -> dict[str, torch.Tensor]:
         """``{"x": B, "grad": dA}``: the full activity (the subclass's ``construct_full_activity``)
