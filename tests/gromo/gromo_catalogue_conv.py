@@ -27,8 +27,12 @@ from .gromo_catalogue_modules import (
     conv,
     conv_merge,
     conv_pair,
+    grown_with_replaced_solver,
     lin,
     merge,
+    one_more_alpha_column,
+    one_more_alpha_row,
+    one_more_omega_row,
 )
 
 CONV_ROWS = [
@@ -242,6 +246,24 @@ CONV_ROWS = [
     ("Conv2dGrowingBlock.__init__ kernel twice", "warn", UserWarning,
      "kernel_size specified in both arguments and kwargs for conv_block, using value from kwargs.",
      _block_with_two_kernels),
+    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters count", "raise", AssertionError,
+     "alpha and omega should have the same number of added neurons",
+     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_row)),
+    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters alpha", "raise", AssertionError,
+     "alpha should have shape (",
+     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_column)),
+    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters omega", "raise", AssertionError,
+     "omega should have the same number of output features as the layer.",
+     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_omega_row)),
+    ("FullConv2dGrowingModule._compute_optimal_added_parameters count", "raise", AssertionError,
+     "alpha and omega should have the same number of added neurons",
+     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_row)),
+    ("FullConv2dGrowingModule._compute_optimal_added_parameters alpha", "raise", AssertionError,
+     "alpha should have shape (",
+     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_column)),
+    ("FullConv2dGrowingModule._compute_optimal_added_parameters omega", "raise", AssertionError,
+     "omega should have the same number of output features as the layer.",
+     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_omega_row)),
 ]
 
 

@@ -2,12 +2,15 @@
 bases and the linear modules, with the small builders the rows use (see test_gromo_messages)."""
 
 
+from unittest import mock
+
 import torch
 from torch import nn
 
 from gromo.containers.growing_block import (
     Conv2dGrowingBlock,
 )
+from gromo.modules import growing_module
 from gromo.modules.conv2d_growing_module import (
     Conv2dGrowingModule,
     Conv2dMergeGrowingModule,
@@ -68,6 +71,33 @@ def call(function):
         function()
     except Exception:  # noqa: BLE001 (the warning is what the row pins)
         pass
+
+
+def grown_with_replaced_solver(first, second, x, change):
+    """``second.compute_optimal_updates()`` after one gathered batch, with the new-neuron solver
+    replaced at GroMo's public path by one whose (alpha, omega, sigma) pass through ``change``: a
+    user's solver returning inconsistent shapes (the packaging's shape assertions)."""
+    second.init_computation()
+    (second(first(x)) ** 2).sum().backward()
+    second.update_computation()
+
+    def solver(**arguments):
+        return change(*tools.compute_optimal_added_parameters(**arguments))
+
+    with mock.patch.object(growing_module, "compute_optimal_added_parameters", solver):
+        second.compute_optimal_updates()
+
+
+def one_more_alpha_row(alpha, omega, sigma):
+    return torch.zeros(alpha.shape[0] + 1, alpha.shape[1]), omega, sigma
+
+
+def one_more_omega_row(alpha, omega, sigma):
+    return alpha, torch.zeros(omega.shape[0] + 1, omega.shape[1]), sigma
+
+
+def one_more_alpha_column(alpha, omega, sigma):
+    return torch.zeros(alpha.shape[0], alpha.shape[1] + 1), omega, sigma
 
 
 def _statistic_with_samples():
@@ -567,4 +597,10 @@ MODULE_ROWS = [
      lambda: lin().get_fan_in_from_layer(nn.Conv2d(1, 1, 1))),
     ("LinearGrowingModule.get_fan_in_from_layer neither", "raise", AssertionError,
      "Either layer or num_neurons should be provided.", lambda: lin().get_fan_in_from_layer()),
+    ("LinearGrowingModule._compute_optimal_added_parameters count", "raise", AssertionError,
+     "alpha and omega should have the same number of added neurons.but got",
+     lambda: grown_with_replaced_solver(*pair(), torch.randn(8, 2), one_more_alpha_row)),
+    ("LinearGrowingModule._compute_optimal_added_parameters omega", "raise", AssertionError,
+     "omega should have the same number of output features (3) as the layer (2).",
+     lambda: grown_with_replaced_solver(*pair(), torch.randn(8, 2), one_more_omega_row)),
 ]
