@@ -33,7 +33,7 @@ def _with_ones_column(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_pair_statistics(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
-    """S, M, E of a linear layer and S₋₂ (= previous S), M₋₂, P of its previous linear layer (§3.3).
+    """S, M, E of a linear layer and S₋₂ (= previous S), M₋₂, P of its previous linear layer.
 
     Args:
         x_prev: (n, d_p) input of the previous layer.  x: (n, d) input.  grad: (n, o) dA.
@@ -58,7 +58,7 @@ def unfolded_extended(x: torch.Tensor, geometry: Conv2dGeometry) -> torch.Tensor
 
 
 def _conv_current_statistics(x: torch.Tensor, grad: torch.Tensor, cur: Conv2dGeometry) -> dict[str, torch.Tensor]:
-    """S, M, E of a conv (§3.4), the unfold recomputed for S and for M."""
+    """S, M, E of a conv, the unfold recomputed for S and for M."""
     s = torch.einsum("iam,ibm->ab", unfolded_extended(x, cur), unfolded_extended(x, cur))
     m = torch.einsum("iam,icm->ac", unfolded_extended(x, cur), grad.flatten(2))
     e = torch.einsum("ichw,idhw->cd", grad, grad)
@@ -86,7 +86,7 @@ def _bordered_prev_unfold(x_prev, prev, x, cur, weight) -> torch.Tensor:
 
 def restricted_pair_statistics(x_prev, x, grad, *, prev: Conv2dGeometry, cur: Conv2dGeometry,
                                weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Current S, M, E and Restricted growth S₋₂ (= previous S), M₋₂, P (§3.5), as GroMo computes them.
+    """Current S, M, E and Restricted growth S₋₂ (= previous S), M₋₂, P, as GroMo computes them.
 
     Args:
         x_prev (n, C_p, H_p, W_p), x (n, C, H, W), grad (n, C_out, H_o, W_o); prev/cur geometries;
@@ -108,7 +108,7 @@ def restricted_pair_statistics(x_prev, x, grad, *, prev: Conv2dGeometry, cur: Co
 
 
 def mask_tensor_t(height: int, width: int, cur: Conv2dGeometry) -> torch.Tensor:
-    """Dense T (L, kk, H·W): T[l, e, p] = 1 iff tap e of output l reads pixel p (§3.6).
+    """Dense T (L, kk, H·W): T[l, e, p] = 1 iff tap e of output l reads pixel p.
 
     Built as GroMo builds it: unfold the image 1..H·W (0 = padding), then a Python double loop.
     """
@@ -127,7 +127,7 @@ def mask_tensor_t(height: int, width: int, cur: Conv2dGeometry) -> torch.Tensor:
 
 def full_pair_statistics(x_prev, x, grad, *, prev: Conv2dGeometry, cur: Conv2dGeometry,
                          mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Current S, M, E and Full growth S₋₂, M₋₂, P (§3.6) through the dense masked unfold B̂.
+    """Current S, M, E and Full growth S₋₂, M₋₂, P through the dense masked unfold B̂.
 
     Args:
         x_prev, x, grad, prev, cur: as in :func:`restricted_pair_statistics`;

@@ -31,7 +31,7 @@ __all__ = [
 
 
 def gromo_optimal_delta(S, M, dtype=torch.float32, force_pseudo_inverse=False, E=None, events=None):
-    """§4.1: Δ (o, D) = [E⁻¹] (S⁻¹M)ᵀ and d = tr(M·Δ), GroMo's fallbacks included.
+    """GroMo's optimal delta: Δ (o, D) = [E⁻¹] (S⁻¹M)ᵀ and d = tr(M·Δ), GroMo's fallbacks included.
 
     ``events`` (a list, optional) collects "pinv", "fisher_pinv", "negative_retry_fp64",
     "zeroed" in the order they happened.
@@ -78,7 +78,7 @@ def gromo_optimal_delta(S, M, dtype=torch.float32, force_pseudo_inverse=False, E
 
 
 def gromo_sqrt_inverse_matrix_semi_positive(matrix, threshold=1e-5, events=None):
-    """§5.4: V_k diag(λ_k^{-1/2}) V_kᵀ over λ > threshold (absolute, strict)."""
+    """GroMo's S^{-1/2}: V_k diag(λ_k^{-1/2}) V_kᵀ over λ > threshold (absolute, strict)."""
     events = [] if events is None else events
     assert matrix.shape[0] == matrix.shape[1], "matrix must be square"
     assert torch.allclose(matrix, matrix.T), "matrix must be symmetric"
@@ -100,7 +100,7 @@ def gromo_compute_optimal_added_parameters(matrix_s, matrix_n, numerical_thresho
                                            statistical_threshold=1e-3, maximum_added_neurons=None,
                                            alpha_zero=False, omega_zero=False, ignore_singular_values=False,
                                            matrix_covariance_loss_gradient=None, dtype=None, events=None):
-    """§5.3 (plus §5.2's cast to ``dtype`` and back to N's dtype): α (k, s), ω (t, k), σ (k,)."""
+    """GroMo's new neurons (with the cast to ``dtype`` and back to N's dtype): α (k, s), ω (t, k), σ (k,)."""
     events = [] if events is None else events
     saved = matrix_n.dtype
     if dtype is not None:

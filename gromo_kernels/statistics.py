@@ -94,8 +94,8 @@ def layer_statistics(kind: str, x: torch.Tensor | None, grad: torch.Tensor | Non
     """Every statistic a layer needs, each computed once: dict name -> sum.
 
     Names: "s" = S (D, D), "m" = M (D, o), "e" = E = Σ dA dAᵀ (o, o); with ``x_prev``:
-    "s_growth" (linear and restricted: S of x_prev; full: S₋₂ of §3.6), "m_prev" (M₋₂),
-    "cross_cov" (P). Shapes as in the individual functions.
+    "s_growth" (linear and restricted: S of x_prev; full: S₋₂ of the masked, unfolded x_prev,
+    summed over the taps), "m_prev" (M₋₂), "cross_cov" (P). Shapes as in the individual functions.
 
     Args:
         kind: "linear", "conv2d", "conv2d_restricted" or "conv2d_full".

@@ -11,7 +11,7 @@ Differences from GroMo (deliberate, all in the direction of correctness):
   arrived in). The "Using the pseudo-inverse" warning is therefore emitted whenever that
   pseudo-inverse was used. On a PSD ``S`` (and ``E``) the first-order decrease ``tr(Mᵀ S⁺ M)`` is
   non-negative, so GroMo's negative-decrease retry essentially never triggers; it is kept, and its
-  float64 retry returns in the statistics' dtype (GroMo returns the outer ``dtype``, §13.2).
+  float64 retry returns in the statistics' dtype (GroMo returns the outer ``dtype``).
 * ``sqrt_inverse_matrix_semi_positive`` keeps GroMo's rule exactly (eigenvalues
   ``λ > threshold``, absolute: ``rtol=0`` is passed to the kernels). ``compute_optimal_added_parameters``
   keeps GroMo's absolute ``numerical_threshold`` and adds the kernels' precision floor (directions

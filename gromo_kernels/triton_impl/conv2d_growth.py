@@ -46,7 +46,7 @@ def _operands(op, x_prev, x, grad, prev, cur, bias_prev, bias):
 def conv2d_restricted_growth_stats_triton(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, *,
                                           prev, cur, bias_prev: bool, bias: bool, precision=None,
                                           chunk=None, split_k: int | None = None) -> RestrictedGrowthStats:
-    """m_prev (D_p, C_out) and cross_cov (D_p, D) of §3.5 in one launch (plus its split reduction).
+    """m_prev (D_p, C_out) and cross_cov (D_p, D) of Restricted growth in one launch (plus its split reduction).
 
     Args:
         x_prev: (n, C_p, H_p, W_p) input of the previous conv; its output grid is x's grid.
@@ -73,7 +73,7 @@ def conv2d_restricted_growth_stats_triton(x_prev: torch.Tensor, x: torch.Tensor,
 def conv2d_full_growth_stats_triton(x_prev: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, *,
                                     prev, cur, bias_prev: bool, bias: bool, precision=None, chunk=None,
                                     split_k: int | None = None) -> FullGrowthStats:
-    """s_growth (D_p, D_p), m_prev (D_p, C_out·kk) col c·kk+e, cross_cov (kk, D_p, D) of §3.6.
+    """s_growth (D_p, D_p), m_prev (D_p, C_out·kk) col c·kk+e, cross_cov (kk, D_p, D) of Full growth.
 
     Two launches (plus split reductions): the weighted previous S, and [B̂(e) | U | dA] for every tap.
 

@@ -2,7 +2,7 @@
 
 Every member is looked up at its documented module path; signatures are compared parameter by
 parameter (name, order, kind, default — ``**kwargs`` names are free); properties must be properties,
-methods methods, static methods static. The last tests sample §12 error conditions not exercised by
+methods methods, static methods static. The last tests sample documented error conditions not exercised by
 the other test files.
 """
 
@@ -40,7 +40,7 @@ BLOCK = "gromo.containers.growing_block"
 TOOLS = "gromo.utils.tools"
 UTILS = "gromo.utils.utils"
 
-# Signatures shared by several classes (GroMo's defaults, §16).
+# Signatures shared by several classes (GroMo's defaults).
 _UPDATES_OPTIONS = ("numerical_threshold=1e-6, statistical_threshold=1e-3, maximum_added_neurons=None, "
                     "{update_previous}dtype=float32, {compute_delta}use_covariance=True, alpha_zero=False, "
                     "omega_zero=False, use_projection=True, ignore_singular_values=False, use_fisher=False")
@@ -66,9 +66,9 @@ BN_CTOR = ("num_features, eps=1e-5, momentum=0.1, affine=True, track_running_sta
 # kinds: ctor | method | static | either (method or static, compared without self) | function |
 #        prop (read-only) | prop_rw (getter and setter) | prop_any (setter not checked).
 # A trailing "own" in the kind ("method own") requires the member in the class's own __dict__
-# (the §16 "overrides" lists: inheriting the abstract base member would be a bug).
+# (GroMo's overrides: inheriting the abstract base member would be a bug).
 API = [
-    # ---- TensorStatistic (§2, §16)
+    # ---- TensorStatistic
     (TS, "TensorStatistic", None, "ctor", "shape, update_function, device=None, name=None"),
     (TS, "TensorStatistic", "update", "method", "**kwargs"),
     (TS, "TensorStatistic", "init", "method", ""),
@@ -115,7 +115,7 @@ API = [
         "activation_gradient", "input", "input_extended", "pre_activity", "tensor_s", "tensor_n",
         "new_neurons_fo_improvement", "first_order_improvement")],
     (GM, "GrowingModule", "input_size", "prop_rw", None),
-    (GM, "GrowingModule", "tensor_s_growth", "prop_any", None),  # setting raises AttributeError (§3.2)
+    (GM, "GrowingModule", "tensor_s_growth", "prop_any", None),  # setting raises AttributeError
     (GM, "GrowingModule", "forward", "method", "x"),
     (GM, "GrowingModule", "extended_forward", "method",
      "x, x_ext=None, use_optimal_delta=True, use_extended_input=True, use_extended_output=True"),
@@ -253,7 +253,7 @@ API = [
     (CONT, "GrowingContainer", None, "ctor", "in_features, out_features, device=None, name='GrowingContainer'"),
     (CONT, "GrowingContainer", "compute_optimal_delta", "method", "update=True, force_pseudo_inverse=False"),
     (CONT, "GrowingContainer", "select_best_update", "method", ""),
-    (CONT, "GrowingContainer", "dummy_select_update", "method", "**kwargs"),  # §16 "()": superset, forwards verbose
+    (CONT, "GrowingContainer", "dummy_select_update", "method", "**kwargs"),  # GroMo's "()": superset, forwards verbose
     (CONT, "GrowingContainer", "select_update", "method", "layer_index, verbose=False"),
     (CONT, "GrowingContainer", "currently_updated_layer", "prop", None),
     (CONT, "GrowingContainer", "number_of_parameters", "method", ""),
@@ -295,12 +295,12 @@ API = [
      "pre_activation=None, mid_activation=None, pre_addition_function=Identity(), name='conv_block', "
      "kwargs_layer=None, kwargs_first_layer=None, kwargs_second_layer=None, downsample=Identity(), "
      "growing_conv_type=RestrictedConv2dGrowingModule, device=None"),
-    # ---- Growing normalisation (§10, §16)
+    # ---- Growing normalisation
     *[(NORM, bn, None, "ctor", BN_CTOR) for bn in ("GrowingBatchNorm", "GrowingBatchNorm1d", "GrowingBatchNorm2d")],
     *[(NORM, bn, "grow", "method",
        "additional_features, new_weights=None, new_biases=None, new_running_mean=None, new_running_var=None")
       for bn in ("GrowingBatchNorm1d", "GrowingBatchNorm2d")],
-    # §16 writes extended_forward(x, x_ext); the default x_ext=None is a compatible superset.
+    # GroMo writes extended_forward(x, x_ext); the default x_ext=None is a compatible superset.
     *[(NORM, norm, "extended_forward", "method", "x, x_ext=None")
       for norm in ("GrowingBatchNorm1d", "GrowingBatchNorm2d", "GrowingLayerNorm", "GrowingGroupNorm")],
     *[(NORM, norm, "get_growth_info", "method", "") for norm in ("GrowingBatchNorm1d", "GrowingLayerNorm",
@@ -311,13 +311,13 @@ API = [
     (NORM, "GrowingLayerNorm", "grow", "method", "additional_first_dim, new_weights=None, new_biases=None"),
     (NORM, "GrowingGroupNorm", "grow", "method",
      "additional_channels, new_weights=None, new_biases=None, new_num_groups=None"),
-    # ---- tools (§4.1, §5.3, §5.4, §15)
+    # ---- tools
     (TOOLS, None, "optimal_delta", "function",
      "tensor_s, tensor_m, dtype=float32, force_pseudo_inverse=False, tensor_covariance_loss_gradient=None"),
     (TOOLS, None, "compute_optimal_added_parameters", "function",
      "matrix_s, matrix_n, numerical_threshold=1e-6, statistical_threshold=1e-3, maximum_added_neurons=None, "
      "alpha_zero=False, omega_zero=False, ignore_singular_values=False, matrix_covariance_loss_gradient=None"),
-    # preferred_linalg_library: GroMo's extra keyword, accepted and ignored (superset of §5.4).
+    # preferred_linalg_library: GroMo's extra keyword, accepted and ignored (a superset of GroMo's signature).
     (TOOLS, None, "sqrt_inverse_matrix_semi_positive", "function",
      "matrix, threshold=1e-5, preferred_linalg_library=None"),
     (TOOLS, None, "compute_output_shape_conv", "function", "input_shape, conv"),
@@ -326,7 +326,7 @@ API = [
      "unfolded_tensor, original_size, border_effect_conv, identity_weight=None"),  # GroMo's keyword names
     (TOOLS, None, "compute_mask_tensor_t", "function", "input_shape, conv"),  # GroMo's keyword names
     (TOOLS, None, "lecun_normal_", "function", "tensor"),
-    # ---- utils (§0 device helpers, §15)
+    # ---- utils (device helpers)
     (UTILS, None, "global_device", "function", ""),
     (UTILS, None, "set_device", "function", "device"),
     (UTILS, None, "reset_device", "function", ""),
@@ -563,7 +563,7 @@ def test_device_helpers_round_trip():
     assert utils.global_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# ---- §12 error conditions not exercised elsewhere ---------------------------------------------------
+# ---- documented error conditions not exercised elsewhere --------------------------------------------
 
 def _pair():
     first = LinearGrowingModule(3, 4, device="cpu")

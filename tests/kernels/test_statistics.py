@@ -237,7 +237,7 @@ def test_conv2d_input_statistics_match_reference(generator, case):
 @HYPOTHESIS
 @given(case=conv_pair_case())
 def test_conv2d_restricted_growth_stats_match_reference(generator, case):
-    """M₋₂ and P of conv -> centre-tap conv (§3.5) for every pair of geometries."""
+    """M₋₂ and P of conv -> centre-tap conv for every pair of geometries."""
     x_prev, x, grad, positions = pair_tensors(case, generator)
     before = snapshot(x_prev, x, grad)
     kw = dict(prev=case["prev"], cur=case["cur"], bias_prev=case["bias_prev"], bias=case["bias"],
@@ -254,7 +254,7 @@ def test_conv2d_restricted_growth_stats_match_reference(generator, case):
 @HYPOTHESIS
 @given(case=conv_pair_case())
 def test_conv2d_full_growth_stats_match_reference(generator, case):
-    """S₋₂, M₋₂ and P of conv -> full conv (§3.6) for every pair of geometries."""
+    """S₋₂, M₋₂ and P of conv -> full conv for every pair of geometries."""
     x_prev, x, grad, positions = pair_tensors(case, generator)
     before = snapshot(x_prev, x, grad)
     kw = dict(prev=case["prev"], cur=case["cur"], bias_prev=case["bias_prev"], bias=case["bias"],

@@ -1,5 +1,5 @@
 """GrowingModule's new-neuron extensions built without a solve: creation and initialisation,
-variance-transfer rescaling, neuron pairing, and the growth bookkeeping (target sizes) (§9).
+variance-transfer rescaling, neuron pairing, and the growth bookkeeping (target sizes).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class ExtensionsMixin:
         rescaling: _KNOWN_RESCALING_STRATEGIES_TYPE | None = None,
         noise_ratio: float = 0.001,
     ) -> None:
-        """Create and initialise the previous output extension V and this input extension Z (§9.1).
+        """Create and initialise the previous output extension V and this input extension Z.
 
         Order: rescaling → creation → initialisation (first half only with pairing) → pairing.
         Inits: "copy_uniform", "copy_normal", "kaiming", "kaiming_normal", "zeros".
@@ -216,7 +216,7 @@ class ExtensionsMixin:
         neuron_pairing: _KNOWN_NEURON_PAIRINGS_TYPE | None = None,
         extension_size: int | None = None,
     ) -> None:
-        """Variance-transfer rescaling of the existing weights, in place (§9.2).
+        """Variance-transfer rescaling of the existing weights, in place.
 
         ``default_vt``: α = 1, β = √(f_old/f_new); ``vt_constraint_old_shape``:
         α = (f_prev Var W_prev)^{-1/2}, β = (f_old Var W)^{-1/2}; ``vt_constraint_new_shape``: same α,
@@ -272,7 +272,7 @@ class ExtensionsMixin:
         self, neuron_pairing: _KNOWN_NEURON_PAIRINGS_TYPE | None = None, noise_ratio: float = 0.001
     ) -> None:
         """Fill the second halves: V → (V, V) rows, Z → (Z, −Z) columns; then
-        ``Z += noise_ratio·std(Z)·ε`` (``noise_ratio=0`` preserves the function exactly) (§9.3).
+        ``Z += noise_ratio·std(Z)·ε`` (``noise_ratio=0`` preserves the function exactly).
 
         Raises:
             ValueError: unknown pairing, or an extension of odd size.

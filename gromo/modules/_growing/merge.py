@@ -393,7 +393,7 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         force_pseudo_inverse: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> list[tuple[torch.Tensor, torch.Tensor | None]] | None:
-        """Joint optimal delta of all growing predecessors, split per predecessor (§4.3).
+        """Joint optimal delta of all growing predecessors, split per predecessor.
 
         Args:
             update: set each predecessor's ``optimal_delta_layer``.

@@ -1,5 +1,5 @@
 """GrowingModule's rescaling of a pending update: scaling the delta and the extensions, and the
-normalisations that choose those scales (§8.3).
+normalisations that choose those scales.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class ScalingMixin:
         normalization_type: str = "legacy_normalization",
         gradmax_scale: float = 1.0,
     ) -> None:
-        """Rescale the delta and the extensions (§8.3): ``equalize_second_layer``,
+        """Rescale the delta and the extensions: ``equalize_second_layer``,
         ``equalize_extensions``, ``match_extending_layer``, ``legacy_normalization`` (≡
         ``weird_normalization``), ``gradmax_normalization``.
 

@@ -260,7 +260,7 @@ class SurgeryMixin:
         zeros_fan_in: bool = True,
         zeros_fan_out: bool = False,
     ) -> None:
-        """Keep the first ``keep_neurons`` new neurons (or those with ``λ ≥ threshold``) (§8.1).
+        """Keep the first ``keep_neurons`` new neurons (or those with ``λ ≥ threshold``).
 
         Unlike GroMo, which trims the input extension and the eigenvalues before it raises for an
         unsupported previous module (leaving a half-applied selection), every check runs first: a
@@ -361,7 +361,7 @@ class SurgeryMixin:
         delete_output: bool = False,
     ) -> None:
         """Forget the update: delta, scaling (0), decrease, eigenvalues, stored tensors, input
-        extension (and the previous output extension with ``include_previous``) (§9.5).
+        extension (and the previous output extension with ``include_previous``).
 
         Raises:
             NotImplementedError: ``include_previous`` with a merge previous module (and an input

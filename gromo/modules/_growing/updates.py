@@ -42,7 +42,7 @@ class UpdatesMixin:
         force_pseudo_inverse: bool = False,
         use_fisher: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | float]:
-        """Natural-gradient step ``δ = E⁻¹ (S⁺ M)ᵀ`` (o, D) and its first-order decrease (§4.2).
+        """Natural-gradient step ``δ = E⁻¹ (S⁺ M)ᵀ`` (o, D) and its first-order decrease.
 
         ``delta_raw`` is always stored; with ``update`` also ``optimal_delta_layer`` (whose
         parameters share storage with ``delta_raw``) and ``parameter_update_decrease``.
@@ -85,7 +85,7 @@ class UpdatesMixin:
     @atomic(module_and_neighbours, copy_data=False)
     @takes_growth_options()
     def compute_optimal_updates(self, options: GrowthOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Optimal delta and optimal new neurons (§5.1).
+        """Optimal delta and optimal new neurons.
 
         Presets: TINY = ``compute_delta=False, use_covariance=True, alpha_zero=False,
         omega_zero=False, use_projection=True, ignore_singular_values=False``; GradMax =
@@ -140,7 +140,7 @@ class UpdatesMixin:
 
     @takes_growth_options(without=("update_previous", "compute_delta"))
     def _auxiliary_compute_alpha_omega(self, options: GrowthOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """α (k, s), ω (t, k), σ (k,) from N (or −M₋₂), S₋₂ and optionally E (§5.2).
+        """α (k, s), ω (t, k), σ (k,) from N (or −M₋₂), S₋₂ and optionally E.
 
         Raises:
             AssertionError: no previous module.

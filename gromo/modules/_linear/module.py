@@ -404,7 +404,7 @@ class LinearGrowingModule(GrowingModule):
         self, options: GrowthOptions
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """New neurons as layers: ``extended_input_layer`` = Linear(k → out) holding ω (zero bias),
-        previous ``extended_output_layer`` = Linear(in_p → k) holding α (§5.5).
+        previous ``extended_output_layer`` = Linear(in_p → k) holding α.
 
         Returns:
             (α weight (k, in_p), α bias (k,) or None, ω (out, k), eigenvalues (k,)).
