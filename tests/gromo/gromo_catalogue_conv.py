@@ -246,24 +246,17 @@ CONV_ROWS = [
     ("Conv2dGrowingBlock.__init__ kernel twice", "warn", UserWarning,
      "kernel_size specified in both arguments and kwargs for conv_block, using value from kwargs.",
      _block_with_two_kernels),
-    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters count", "raise", AssertionError,
-     "alpha and omega should have the same number of added neurons",
-     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_row)),
-    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters alpha", "raise", AssertionError,
-     "alpha should have shape (",
-     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_column)),
-    ("RestrictedConv2dGrowingModule._compute_optimal_added_parameters omega", "raise", AssertionError,
-     "omega should have the same number of output features as the layer.",
-     lambda: grown_with_replaced_solver(*conv_pair(RestrictedConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_omega_row)),
-    ("FullConv2dGrowingModule._compute_optimal_added_parameters count", "raise", AssertionError,
-     "alpha and omega should have the same number of added neurons",
-     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_row)),
-    ("FullConv2dGrowingModule._compute_optimal_added_parameters alpha", "raise", AssertionError,
-     "alpha should have shape (",
-     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_alpha_column)),
-    ("FullConv2dGrowingModule._compute_optimal_added_parameters omega", "raise", AssertionError,
-     "omega should have the same number of output features as the layer.",
-     lambda: grown_with_replaced_solver(*conv_pair(FullConv2dGrowingModule), torch.randn(4, 2, 4, 4), one_more_omega_row)),
+    *[
+        (f"{kind.__name__}._compute_optimal_added_parameters {label}", "raise", AssertionError, text,
+         lambda kind=kind, change=change: grown_with_replaced_solver(
+             *conv_pair(kind), torch.randn(4, 2, 4, 4), change))
+        for kind in (RestrictedConv2dGrowingModule, FullConv2dGrowingModule)
+        for label, text, change in (
+            ("count", "alpha and omega should have the same number of added neurons", one_more_alpha_row),
+            ("alpha", "alpha should have shape (", one_more_alpha_column),
+            ("omega", "omega should have the same number of output features as the layer.", one_more_omega_row),
+        )
+    ],
 ]
 
 
