@@ -15,14 +15,14 @@ from collections.abc import Iterator
 import torch
 
 BACKENDS = ("auto", "torch", "triton")
+ENV_BACKEND = "GROMO_KERNELS_BACKEND"
+# The backend a ``use_backend`` block forces for "auto" calls (None: no block, the environment decides).
+_FORCED_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("gromo_kernels_backend", default=None)
 
 
 def unknown_backend(name: object) -> ValueError:
     """The error for a backend name that is not one of :data:`BACKENDS`."""
     return ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-ENV_BACKEND = "GROMO_KERNELS_BACKEND"
-# The backend a ``use_backend`` block forces for "auto" calls (None: no block, the environment decides).
-_FORCED_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("gromo_kernels_backend", default=None)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gromo.containers.growing_container import GrowingContainer
+from gromo.containers.growing_container import GrowingContainer, check_second_layer_output_not_extended
 from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
@@ -248,8 +248,7 @@ class GrowingBlock(GrowingContainer):
         if self.hidden_neurons > 0:
             hidden, hidden_extension = first.extended_forward(self.pre_activation(x))
             out, out_extension = second.extended_forward(hidden, hidden_extension)
-            second_layer = second
-            ensure(out_extension is None, f"The output of layer 2 {second_layer.name} should not be extended.")
+            check_second_layer_output_not_extended(second, out_extension)
             return out + identity
         if first.extended_output_layer is not None:
             ensure(second.extended_input_layer is not None,

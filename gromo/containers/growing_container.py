@@ -34,6 +34,15 @@ from gromo.utils.utils import get_correct_device
 __all__ = ["GrowingContainer", "GrowingModel"]
 
 
+def check_second_layer_output_not_extended(second_layer: nn.Module, out_extension: torch.Tensor | None) -> None:
+    """GroMo's rule for a two-layer block's extended forward: the block's output never grows.
+
+    Raises:
+        AssertionError: ``second_layer`` returned an output extension.
+    """
+    ensure(out_extension is None, f"The output of layer 2 {second_layer.name} should not be extended.")
+
+
 def forward_through_blocks(x: torch.Tensor, stem: nn.Module, blocks: Iterable[nn.Module], head: nn.Module,
                            extended: bool = False) -> torch.Tensor:
     """``head(block_k(… block_1(stem(x))))``: a network whose growable blocks sit in one chain.

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gromo.containers.growing_container import GrowingContainer
+from gromo.containers.growing_container import GrowingContainer, check_second_layer_output_not_extended
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.linear_growing_module import LinearGrowingModule
 from gromo.utils._assertions import ensure
@@ -81,8 +81,7 @@ class GrowingMLPBlock(GrowingContainer):
         if hidden_extension is not None:
             hidden_extension = self.dropout(hidden_extension)
         out, out_extension = self.second_layer.extended_forward(hidden, hidden_extension)
-        ensure(out_extension is None,
-                     f"The output of layer 2 {self.second_layer.name} should not be extended.")
+        check_second_layer_output_not_extended(self.second_layer, out_extension)
         return self.dropout(out)
 
     def weights_statistics(self) -> dict[int, dict[str, Any]]:

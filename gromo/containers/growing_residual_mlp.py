@@ -20,10 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from gromo.containers.growing_container import GrowingContainer, forward_through_blocks
+from gromo.containers.growing_container import (
+    GrowingContainer,
+    check_second_layer_output_not_extended,
+    forward_through_blocks,
+)
 from gromo.containers.sequential_growing_container import SequentialGrowingModel
 from gromo.modules.linear_growing_module import LinearGrowingModule
-from gromo.utils._assertions import ensure
 
 __all__ = ["GrowingResidualBlock", "GrowingResidualMLP"]
 
@@ -84,8 +87,7 @@ class GrowingResidualBlock(GrowingContainer):
         z = self.norm(x)
         hidden, hidden_extension = self.first_layer.extended_forward(self.activation(z))
         out, out_extension = self.second_layer.extended_forward(hidden, hidden_extension)
-        ensure(out_extension is None,
-                     f"The output of layer 2 {self.second_layer.name} should not be extended.")
+        check_second_layer_output_not_extended(self.second_layer, out_extension)
         return out + z
 
     def weights_statistics(self) -> dict[int | str, Any]:

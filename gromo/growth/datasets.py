@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._choices import unknown_dataset
+from ._choices import DATASETS, unknown_dataset  # noqa: F401  (DATASETS: importable here as before)
 
 
 class MissingDependencyError(RuntimeError):

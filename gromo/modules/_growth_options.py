@@ -87,7 +87,7 @@ def takes_growth_options(
     :class:`GrowthOptions` (the options in ``without`` keep their defaults).
 
     Raises (from the decorated method):
-        TypeError: an unknown, repeated or surplus argument, as a plain ``def`` would.
+        TypeError: an unknown, repeated or surplus argument, with a plain ``def``'s text.
     """
     unknown = set(without) - {f.name for f in dataclasses.fields(GrowthOptions)}
     if unknown:
@@ -98,22 +98,31 @@ def takes_growth_options(
         for f in dataclasses.fields(GrowthOptions) if f.name not in without
     ]
 
+    names = [p.name for p in options]
+    position = {name: i for i, name in enumerate(names)}
+
     def decorate(method: Callable[[Any, GrowthOptions], _Result]) -> Callable[..., _Result]:
         returns = inspect.signature(method).return_annotation
         signature = inspect.Signature(
             [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *options],
             return_annotation=returns,
         )
+        qualname = method.__qualname__
 
         @functools.wraps(method)
         def with_gromo_signature(self: Any, *args: Any, **kwargs: Any) -> _Result:
-            try:
-                bound = signature.bind(self, *args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{method.__qualname__}() {error}") from None
-            arguments = dict(bound.arguments)
-            del arguments["self"]
-            return method(self, GrowthOptions(**arguments))
+            # The checks (and texts) of a plain def, in CPython's order: keywords, then positionals.
+            for key in kwargs:
+                if key not in position:
+                    raise TypeError(f"{qualname}() got an unexpected keyword argument '{key}'")
+                if position[key] < len(args):
+                    raise TypeError(f"{qualname}() got multiple values for argument '{key}'")
+            if len(args) > len(names):
+                raise TypeError(
+                    f"{qualname}() takes from 1 to {len(names) + 1} positional arguments but "
+                    f"{len(args) + 1} were given"
+                )
+            return method(self, GrowthOptions(**dict(zip(names, args)), **kwargs))
 
         with_gromo_signature.__signature__ = signature  # type: ignore[attr-defined]
         with_gromo_signature.__annotations__ = {

@@ -113,24 +113,22 @@ class FullConv2dGrowingModule(_Conv2dGrowthScheme):
         Raises:
             AssertionError: no delta, or shapes inconsistent.
         """
-        ensure(self.delta_raw is not None,
-               f"The optimal delta should be computed before the tensor N for {self.name}.")
-        m_prev = self.tensor_m_prev()
-        cross = self.cross_covariance()
-        width = self.in_features + self.use_bias
+        delta_raw, m_prev, cross, width = self._tensor_n_operands()
         ensure(cross.ndim == 3 and cross.shape[2] == width,
                lambda: f"P has shape {tuple(cross.shape)}, expected (kk, D_p, {width})")
-        ensure(self.delta_raw.shape == (self.out_channels, width), lambda: (
-            f"delta_raw has shape {tuple(self.delta_raw.shape)}, expected {(self.out_channels, width)}"
+        ensure(delta_raw.shape == (self.out_channels, width), lambda: (
+            f"delta_raw has shape {tuple(delta_raw.shape)}, expected {(self.out_channels, width)}"
         ))
-        projected = torch.einsum("ead,cd->ace", cross, self.delta_raw.to(cross.dtype))
+        projected = torch.einsum("ead,cd->ace", cross, delta_raw.to(cross.dtype))
         return -m_prev + projected.reshape(m_prev.shape)
+
+    def _omega_rows(self) -> int:
+        kh, kw = self.kernel_size
+        return self.out_channels * kh * kw
 
     def _omega_kernel(self, omega: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """ω (C_out·kk, k) laid out as the kernel (C_out, k, kh, kw), which is also what is returned."""
         kh, kw = self.kernel_size
-        ensure(omega.shape == (self.out_channels * kh * kw, k),
-               "omega should have the same number of output features as the layer.")
         omega_kernel = omega.reshape(self.out_channels, kh, kw, k).permute(0, 3, 1, 2).contiguous()
         return omega_kernel, omega_kernel
 

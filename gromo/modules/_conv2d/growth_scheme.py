@@ -174,10 +174,24 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
         """
         return self._growth_statistic("cross_cov", "cross_cov")
 
+    def _omega_rows(self) -> int:
+        """Rows of the solved ω: the output side of this scheme's N."""
+        raise NotImplementedError
+
     def _omega_kernel(self, omega: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(ω as returned to the caller, ω as this layer's extension kernel (C_out, k, kh, kw)) for
-        the solved ω; checks ω's shape with GroMo's message."""
+        the solved ω (``_omega_rows()``, k)."""
         raise NotImplementedError
+
+    def _tensor_n_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(δ = ``delta_raw``, M₋₂, P, D) that N is built from, D = C·kh·kw + b of this layer.
+
+        Raises:
+            AssertionError: no optimal delta computed yet.
+        """
+        ensure(self.delta_raw is not None,
+               f"The optimal delta should be computed before the tensor N for {self.name}.")
+        return self.delta_raw, self.tensor_m_prev(), self.cross_covariance(), self.in_features + self.use_bias
 
     def _added_parameters(
         self, options: GrowthOptions
@@ -190,7 +204,10 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
             ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
         previous, alpha_weight, alpha_bias, omega, eigenvalues = self._alpha_omega(options)
-        omega, kernel = self._omega_kernel(omega, int(eigenvalues.shape[0]))
+        k = int(eigenvalues.shape[0])
+        ensure(omega.shape == (self._omega_rows(), k),
+               "omega should have the same number of output features as the layer.")
+        omega, kernel = self._omega_kernel(omega, k)
         self.eigenvalues_extension = eigenvalues
         self.extended_input_layer = self.layer_of_tensor(kernel, self._zero_extension_bias(omega))
         if options.update_previous:

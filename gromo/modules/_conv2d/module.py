@@ -231,9 +231,11 @@ class Conv2dGrowingModule(GrowingModule):
     def __str__(self, verbose: int = 0) -> str:
         # GroMo's one-line form: the literal word "Conv2dGrowingModule" for all three classes, the
         # constructor's name argument, no geometry.
-        return self._sized_description(
-            verbose, "Conv2dGrowingModule", in_channels=self.in_channels, out_channels=self.out_channels
-        )
+        if verbose == 0:
+            return self._one_line_description(
+                "Conv2dGrowingModule", in_channels=self.in_channels, out_channels=self.out_channels
+            )
+        return super().__str__(verbose=verbose)
 
     # ----- statistics -----------------------------------------------------------------------
 
@@ -350,12 +352,8 @@ class Conv2dGrowingModule(GrowingModule):
         new_weight = self._extended_weight(weight, dim=0)
         old = self.layer.weight
         if self.use_bias:
-            ensure(bias is not None, (
-                "The bias of the extension should be provided because the layer has a bias "
-                f"({self.name})"
-            ))
-            ensure(bias.shape == (weight.shape[0],), lambda: (
-                f"{bias.shape[0]=} should be equal to {weight.shape[0]=} (bias shape {tuple(bias.shape)})"
+            self._check_extension_bias(weight, bias, (
+                f"The bias of the extension should be provided because the layer has a bias ({self.name})"
             ))
             new_bias = torch.cat([self.layer.bias.detach(), bias.detach().to(old.device, old.dtype)])
         else:
@@ -388,11 +386,10 @@ class Conv2dGrowingModule(GrowingModule):
         Raises:
             AssertionError: layer not an nn.Conv2d, or neither argument given.
         """
-        if layer is not None:
-            ensure(isinstance(layer, nn.Conv2d), f"The layer should be a torch.nn.Conv2d but got {type(layer)}.")
-            return _patch_width(layer.in_channels, _pair(layer.kernel_size), bias=False)
-        ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
-        return _patch_width(num_neurons, self.kernel_size, bias=False)
+        source = self._fan_in_source(layer, num_neurons)
+        if isinstance(source, nn.Module):
+            return _patch_width(source.in_channels, _pair(source.kernel_size), bias=False)
+        return _patch_width(source, self.kernel_size, bias=False)
 
     def create_layer_in_extension(self, extension_size: int) -> None:
         """``extended_input_layer = Conv2d(extension_size → C_out)`` (own geometry, no bias)."""

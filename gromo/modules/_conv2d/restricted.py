@@ -103,11 +103,7 @@ class RestrictedConv2dGrowingModule(_Conv2dGrowthScheme):
         Raises:
             AssertionError: no delta, or shapes inconsistent.
         """
-        delta_raw = self.delta_raw
-        ensure(delta_raw is not None, f"The optimal delta should be computed before the tensor N for {self.name}.")
-        m_prev = self.tensor_m_prev()
-        cross = self.cross_covariance()
-        width = self.in_features + self.use_bias
+        delta_raw, m_prev, cross, width = self._tensor_n_operands()
         ensure(cross.shape[1] == width, lambda: (
             f"The cross covariance should have shape (..., {width}) but got {cross.shape}."
         ))
@@ -118,10 +114,11 @@ class RestrictedConv2dGrowingModule(_Conv2dGrowthScheme):
         ensure(delta_raw.shape[0] == self.out_channels, lambda: (
             f"Expected delta_raw.shape[0] == {self.out_channels}, but got {delta_raw.shape[0]}."
         ))
-        return -m_prev + cross @ self.delta_raw.to(cross.dtype).T
+        return -m_prev + cross @ delta_raw.to(cross.dtype).T
+
+    def _omega_rows(self) -> int:
+        return self.out_channels
 
     def _omega_kernel(self, omega: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """ω (C_out, k), returned as solved and placed on the centre tap of this layer's kernel."""
-        ensure(omega.shape == (self.out_channels, k),
-               "omega should have the same number of output features as the layer.")
         return omega, _centre_tap_kernel(omega, self.kernel_size)

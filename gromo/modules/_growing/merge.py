@@ -287,11 +287,7 @@ class MergeGrowingModule(MergeGrowingModuleBase):
         total: torch.Tensor | float = 0.0
         for module in self.previous_modules:
             if isinstance(module, GrowingModule):
-                ensure(module.optimal_delta_layer is not None, lambda module=module: (
-                    "The optimal delta layer is not computed.Therefore the projected gradient cannot "
-                    f"be computed. (error in {module.name})"
-                ))
-                total = total + module.optimal_delta_layer(module.input)
+                total = total + module._optimal_delta_output(module.input)
             elif isinstance(module, MergeGrowingModule):
                 total = total + module._sum_of_optimal_delta_outputs()
         return total

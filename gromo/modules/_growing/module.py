@@ -381,14 +381,11 @@ class GrowingModule(
             ],
         )
 
-    def _sized_description(self, verbose: int, kind: str, **sizes: int) -> str:
-        """A layer type's ``__str__``: at verbose 0 GroMo's ``kind(name)(size=…, use_bias=…)``
-        (``kind`` the word GroMo prints, ``name`` the constructor's argument), else GrowingModule's
-        description."""
-        if verbose == 0:
-            fields = "".join(f"{key}={value}, " for key, value in sizes.items())
-            return f"{kind}({self._name})({fields}use_bias={self.use_bias})"
-        return GrowingModule.__str__(self, verbose=verbose)
+    def _one_line_description(self, kind: str, **sizes: int) -> str:
+        """A layer type's ``__str__()`` at verbose 0: GroMo's ``kind(name)(size=…, use_bias=…)``
+        (``kind`` the word GroMo prints, ``name`` the constructor's argument)."""
+        fields = "".join(f"{key}={value}, " for key, value in sizes.items())
+        return f"{kind}({self._name})({fields}use_bias={self.use_bias})"
 
     def __repr__(self) -> str:
         """GroMo's one-line ``__str__`` (not torch's module tree)."""

@@ -347,11 +347,20 @@ class StatisticsMixin:
         Raises:
             AssertionError: no optimal delta layer.
         """
+        delta_output = self._optimal_delta_output(input_vector)  # GroMo checks the delta first
+        return self.pre_activity.grad - delta_output
+
+    def _optimal_delta_output(self, x: torch.Tensor) -> torch.Tensor:
+        """``δ(x)``, the pending optimal delta layer applied to ``x``.
+
+        Raises:
+            AssertionError: no optimal delta layer (the projected gradient cannot be computed).
+        """
         ensure(self.optimal_delta_layer is not None, (
             "The optimal delta layer is not computed.Therefore the projected gradient cannot be "
             f"computed. (error in {self.name})"
         ))
-        return self.pre_activity.grad - self.optimal_delta_layer(input_vector)
+        return self.optimal_delta_layer(x)
 
     def _check_previous_for_computation(self) -> None:
         previous = self.previous_module

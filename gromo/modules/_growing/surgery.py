@@ -43,6 +43,32 @@ class SurgeryMixin:
             f"bias (use_bias ={use_bias!r}) is not None."
         ))
 
+    def _check_extension_bias(self, weight: torch.Tensor, bias: torch.Tensor | None, missing_text: str) -> None:
+        """GroMo's checks of the bias that comes with the output-extension ``weight`` (K, ...) of a
+        layer with a bias: given (``missing_text``, the layer type's wording), of shape (K,).
+
+        Raises:
+            AssertionError: missing, or of another shape.
+        """
+        ensure(bias is not None, missing_text)
+        ensure(bias.shape == (weight.shape[0],), lambda: (
+            f"{bias.shape[0]=} should be equal to {weight.shape[0]=} (bias shape {tuple(bias.shape)})"
+        ))
+
+    def _fan_in_source(self, layer: nn.Module | None, num_neurons: int | None) -> nn.Module | int:
+        """What ``get_fan_in_from_layer`` reads: ``layer`` (of this type's torch class) when given,
+        else ``num_neurons``.
+
+        Raises:
+            AssertionError: ``layer`` of another class, or neither given.
+        """
+        if layer is not None:
+            kind = self._layer_type
+            ensure(isinstance(layer, kind), f"The layer should be a torch.nn.{kind.__name__} but got {type(layer)}.")
+            return layer
+        ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
+        return num_neurons
+
     def add_parameters(self, **kwargs: Any) -> None:
         """Grow the layer with given parameters. Raises NotImplementedError (abstract)."""
         raise NotImplementedError

@@ -15,10 +15,18 @@ from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules._transactions import atomic, module_and_neighbours
 from gromo.utils._assertions import ensure
 
-__all__ = ["UpdatesMixin", "public_solver"]
+__all__ = ["UpdatesMixin", "added_parameters_not_implemented", "public_solver"]
 
 # The growth options the new-neuron solver does not take (they choose its inputs).
 _NOT_SOLVER_OPTIONS = ("update_previous", "dtype", "compute_delta", "use_covariance", "use_projection", "use_fisher")
+
+
+def added_parameters_not_implemented(previous: Any) -> NotImplementedError:
+    """GroMo's error for a previous module the new-neuron solve does not support."""
+    return NotImplementedError(
+        "The computation of the optimal added parameters is not implemented yet for "
+        f"{type(previous)} as previous module."
+    )
 
 
 def public_solver(name: str) -> Callable[..., Any]:
@@ -104,10 +112,7 @@ class UpdatesMixin:
         """
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModuleBase):
-            raise NotImplementedError(
-                "The computation of the optimal added parameters is not implemented yet for "
-                f"{type(previous)} as previous module."
-            )
+            raise added_parameters_not_implemented(previous)
         _guards.check_optimal_updates_arguments(
             self, options.numerical_threshold, options.statistical_threshold, options.maximum_added_neurons
         )

@@ -142,8 +142,11 @@ class LinearMergeGrowingModule(LinearMergeGrowingModuleBase):
         return self._previous_statistic("m")
 
     def compute_s_update(self) -> tuple[torch.Tensor, int]:
-        """(Σ ããᵀ, n) of the activity, with a ones column when ``use_bias``: (in+b, in+b); an
-        AssertionError when the activity is not stored."""
+        """(Σ ããᵀ, n) of the activity, with a ones column when ``use_bias``: (in+b, in+b).
+
+        Raises:
+            AssertionError: the activity is not stored.
+        """
         return self._activity_sums(
             "The input must be stored to compute the update of S. (error in {name}: the activity is "
             "not stored)",

@@ -18,6 +18,7 @@ from torch import nn
 import gromo_kernels as gk
 from gromo.modules._attribute_property import attribute_property
 from gromo.modules._growing.statistics import LAYER_STATISTICS, new_statistic
+from gromo.modules._growing.updates import added_parameters_not_implemented
 from gromo.modules._growth_options import GrowthOptions
 from gromo.modules._linear.markers import LinearMergeGrowingModuleBase
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
@@ -91,8 +92,8 @@ class LinearGrowingModule(GrowingModule):
     in_features = attribute_property("layer.in_features", "Fan-in.")
     in_neurons = attribute_property("layer.in_features", "= in_features.")
     out_features = attribute_property("layer.out_features", "Fan-out.")
-    input_volume = attribute_property("layer.in_features", "= in_features.")
-    output_volume = attribute_property("layer.out_features", "= out_features.")
+    input_volume = attribute_property("in_features", "= in_features.")
+    output_volume = attribute_property("out_features", "= out_features.")
 
     @property
     def input_extended(self) -> torch.Tensor:
@@ -109,9 +110,11 @@ class LinearGrowingModule(GrowingModule):
 
     def __str__(self, verbose: int = 0) -> str:
         # GroMo's one-line form shows the constructor's name argument.
-        return self._sized_description(
-            verbose, "LinearGrowingModule", in_features=self.in_features, out_features=self.out_features
-        )
+        if verbose == 0:
+            return self._one_line_description(
+                "LinearGrowingModule", in_features=self.in_features, out_features=self.out_features
+            )
+        return super().__str__(verbose=verbose)
 
     # ----- statistics hooks -----------------------------------------------------------------
 
@@ -319,12 +322,8 @@ class LinearGrowingModule(GrowingModule):
             f"shape (K, {in_features}), got {tuple(weight.shape)})"
         ))
         if self.use_bias:
-            ensure(bias is not None, (
+            self._check_extension_bias(weight, bias, (
                 f"The bias of the extension should be provided because the layer {self.name} has a bias"
-            ))
-            ensure(bias.shape == (weight.shape[0],), lambda: (
-                f"{bias.shape[0]=} should be equal to {weight.shape[0]=} (bias shape "
-                f"{tuple(bias.shape)})"
             ))
             new_bias = torch.cat((self.bias, bias.to(self.bias.dtype)), dim=0)
         else:
@@ -357,27 +356,19 @@ class LinearGrowingModule(GrowingModule):
         """
         ensure(not (added_in_features > 0 and added_out_features > 0),
                "Cannot add input and output features at the same time")
+
+        def extension_of_shape(expected: tuple[int, int]) -> torch.Tensor:
+            if matrix_extension is None:
+                return torch.zeros(*expected, device=self.device, dtype=self.weight.dtype)
+            ensure(matrix_extension.shape == expected, lambda: (
+                f"matrix_extension should have shape {expected}, but got {matrix_extension.shape}"
+            ))
+            return matrix_extension
+
         if added_in_features > 0:
-            if matrix_extension is None:
-                matrix_extension = torch.zeros(
-                    self.out_features, added_in_features, device=self.device, dtype=self.weight.dtype
-                )
-            else:
-                ensure(matrix_extension.shape == (self.out_features, added_in_features), lambda: (
-                    f"matrix_extension should have shape {(self.out_features, added_in_features)}, "
-                    f"but got {matrix_extension.shape}"
-                ))
-            self.layer_in_extension(matrix_extension)
+            self.layer_in_extension(extension_of_shape((self.out_features, added_in_features)))
         if added_out_features > 0:
-            if matrix_extension is None:
-                matrix_extension = torch.zeros(
-                    added_out_features, self.in_features, device=self.device, dtype=self.weight.dtype
-                )
-            else:
-                ensure(matrix_extension.shape == (added_out_features, self.in_features), lambda: (
-                    f"matrix_extension should have shape {(added_out_features, self.in_features)}, "
-                    f"but got {matrix_extension.shape}"
-                ))
+            matrix_extension = extension_of_shape((added_out_features, self.in_features))
             if self.use_bias:
                 if bias_extension is None:
                     bias_extension = torch.zeros(
@@ -414,10 +405,7 @@ class LinearGrowingModule(GrowingModule):
         """
         previous = self._previous_module_for("the optimal added parameters cannot be computed")
         if options.update_previous and not isinstance(previous, LinearGrowingModule):
-            raise NotImplementedError(
-                "The computation of the optimal added parameters is not implemented yet for "
-                f"{type(previous)} as previous module."
-            )
+            raise added_parameters_not_implemented(previous)
         alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
             **options.as_kwargs(drop=("compute_delta", "update_previous"))
         )
@@ -453,11 +441,8 @@ class LinearGrowingModule(GrowingModule):
         Raises:
             AssertionError: layer not an nn.Linear, or neither argument given.
         """
-        if layer is not None:
-            ensure(isinstance(layer, nn.Linear), f"The layer should be a torch.nn.Linear but got {type(layer)}.")
-            return layer.in_features
-        ensure(num_neurons is not None, "Either layer or num_neurons should be provided.")
-        return num_neurons
+        source = self._fan_in_source(layer, num_neurons)
+        return source.in_features if isinstance(source, nn.Module) else source
 
     def create_layer_in_extension(self, extension_size: int) -> None:
         """``extended_input_layer = Linear(extension_size → out, bias=False)`` (default init)."""
