@@ -8,8 +8,9 @@ Rayleigh–Ritz step (the SVD of the small QᵀP) gives triplets with Pᵀu = σ
 vector ≤ ρ_i / gap_i. A Krylov space converges like a Chebyshev polynomial in the spectral gap, so
 even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) needs only a few blocks,
 where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
-triplets; otherwise the space grows (by TOPK_BLOCKS/2 blocks a try) up to half of min(s, t); an element still not
-converged is decomposed by the full SVD instead.
+triplets (TOPK_RTOL_ULPS·ε in float32, which cannot reach TOPK_RTOL); otherwise the space grows by
+TOPK_BLOCKS/2 blocks a try, up to half of min(s, t), and an element still not converged is
+decomposed by the full SVD instead.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import functools
 
 import torch
 
-__all__ = ["singular_triplets", "TOPK_RTOL", "TOPK_BLOCKS", "uses_top_k"]
+__all__ = ["singular_triplets", "TOPK_RTOL", "TOPK_RTOL_ULPS", "TOPK_BLOCKS", "uses_top_k"]
 
 # Residual ρ_i / σ_1 accepted for a wanted triplet: σ to ρ, singular subspaces to ρ/gap (far below
 # the rounding of fp32 statistics).
 TOPK_RTOL = 1e-7
+# In float32 the residuals level off near 10·ε₃₂·σ₁, above TOPK_RTOL: there the check is
+# TOPK_RTOL_ULPS·ε₃₂ (the triplets are then as exact as float32 holds them).
+TOPK_RTOL_ULPS = 64
 # Krylov blocks of the first try (grown by half as many on each failed residual check).
 TOPK_BLOCKS = 8
 # Top-k is worth it only when the first Krylov space is small against min(s, t).
@@ -52,6 +56,11 @@ def uses_top_k(k: int | None, s_dim: int, t_dim: int) -> bool:
             and _block(k, n_min) * (TOPK_BLOCKS + 1) <= TOPK_MAX_FRACTION * n_min)
 
 
+def _residual_tolerance(dtype: torch.dtype) -> float:
+    """ρ_i / σ_1 accepted in ``dtype``: TOPK_RTOL, or TOPK_RTOL_ULPS·ε below float64."""
+    return TOPK_RTOL if dtype == torch.float64 else max(TOPK_RTOL, TOPK_RTOL_ULPS * torch.finfo(dtype).eps)
+
+
 def _extend_krylov(p: torch.Tensor, blocks: list[torch.Tensor], count: int) -> None:
     """Append ``count`` blocks orth((PPᵀ) y) to the Krylov blocks, continuing from the last one."""
     y = blocks[-1]
@@ -72,9 +81,10 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
     blocks = [_orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))]
     _extend_krylov(p, blocks, TOPK_BLOCKS)
     converged = torch.zeros(b, dtype=torch.bool, device=p.device)
+    rtol = _residual_tolerance(p.dtype)
     while True:
         u, sig, vh, rho = _rayleigh_ritz(p, _orth(torch.cat(blocks, dim=-1)), l)
-        converged = (rho[:, :k] <= TOPK_RTOL * sig[:, :1]).all(dim=-1)
+        converged = (rho[:, :k] <= rtol * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
             return u, sig, vh
         if l * (len(blocks) + TOPK_BLOCKS // 2) > TOPK_MAX_FRACTION * n_min:

@@ -172,6 +172,28 @@ def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, m
     assert float(residual) < 1e-10 * float(full.max())
 
 
+def test_top_k_converges_in_float32_without_the_full_svd(generator, monkeypatch):
+    """float32 residuals level off near 10·ε₃₂·σ₁ (above TOPK_RTOL): the float32 check is
+    TOPK_RTOL_ULPS·ε₃₂, so the Krylov answer is kept and no full SVD runs."""
+    decay = 0.95 ** torch.arange(260, dtype=F64)  # σ_{i+1}/σ_i = 0.95: flat, as a projected gradient's
+    u0, _ = torch.linalg.qr(torch.randn(300, 260, generator=generator, dtype=F64))
+    v0, _ = torch.linalg.qr(torch.randn(260, 260, generator=generator, dtype=F64))
+    p64 = ((u0 * decay) @ v0.T).unsqueeze(0)
+    calls = []
+    full_svd = torch.linalg.svd
+
+    def counting_svd(*args, **kwargs):
+        calls.append(args[0].shape)
+        return full_svd(*args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", counting_svd)
+    u, sig, vh = singular.singular_triplets(p64.float(), 4)
+    assert calls == []
+    eps = torch.finfo(torch.float32).eps
+    sigma_error = (sig[0, :4].double() - decay[:4]).abs().max()
+    assert float(sigma_error) <= singular.TOPK_RTOL_ULPS * eps * float(decay[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # One buffer budget for all threads
 # ----------------------------------------------------------------------------------------------
