@@ -108,7 +108,9 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
     v, w = probe, probe
     up = down = torch.ones(b, p, dtype=sp.dtype, device=sp.device)
     for _ in range(POWER_ITERATIONS):
-        y = sp @ v
+        # = sp @ v for the symmetric sp; in this order BLAS reads sp without a packing copy
+        # (0.60 -> 0.36 ms at d = 577, one thread).
+        y = (v.mT @ sp).mT
         up = y.norm(dim=-2)
         v = y / up.clamp_min(tiny).unsqueeze(-2)
         # Two triangular solves: torch.cholesky_solve is ~4× slower than this on CPU for few columns.
