@@ -59,10 +59,11 @@ def options(backend, precision, chunk, check_finite) -> Options:
         raise unknown_backend(backend)
     mode = check_precision(precision)
     if chunk is not None:
-        not_an_int = not isinstance(chunk, int) or isinstance(chunk, bool)
-        if not_an_int or chunk < 1:
-            error = TypeError if not_an_int else ValueError
-            raise error(f"chunk must be None or a positive int, got {type(chunk).__name__ if not_an_int else chunk}")
+        rule = "chunk must be None or a positive int, got {}"
+        if not isinstance(chunk, int) or isinstance(chunk, bool):
+            raise TypeError(rule.format(type(chunk).__name__))
+        if chunk < 1:
+            raise ValueError(rule.format(chunk))
     return Options(backend, mode, chunk, check_flag("check_finite", check_finite))
 
 

@@ -30,10 +30,11 @@ _SILENT_ASYMMETRY_ULPS = 64
 def work_dtype(dtype) -> torch.dtype:
     if dtype is None:
         return torch.float64
-    not_a_dtype = not isinstance(dtype, torch.dtype)
-    if not_a_dtype or dtype not in _WORK_DTYPES:
-        error = TypeError if not_a_dtype else ValueError
-        raise error(f"dtype must be None, torch.float32 or torch.float64, got {type(dtype).__name__ if not_a_dtype else dtype}")
+    rule = "dtype must be None, torch.float32 or torch.float64, got {}"
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(rule.format(type(dtype).__name__))
+    if dtype not in _WORK_DTYPES:
+        raise ValueError(rule.format(dtype))
     return dtype
 
 

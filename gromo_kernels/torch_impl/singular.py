@@ -57,8 +57,8 @@ def uses_top_k(k: int | None, s_dim: int, t_dim: int) -> bool:
 
 
 def _residual_tolerance(dtype: torch.dtype) -> float:
-    """ρ_i / σ_1 accepted in ``dtype``: TOPK_RTOL, or TOPK_RTOL_ULPS·ε below float64."""
-    return TOPK_RTOL if dtype == torch.float64 else max(TOPK_RTOL, TOPK_RTOL_ULPS * torch.finfo(dtype).eps)
+    """ρ_i / σ_1 accepted in ``dtype``: TOPK_RTOL, unless ``dtype`` cannot reach it (TOPK_RTOL_ULPS·ε)."""
+    return max(TOPK_RTOL, TOPK_RTOL_ULPS * torch.finfo(dtype).eps)
 
 
 def _extend_krylov(p: torch.Tensor, blocks: list[torch.Tensor], count: int) -> None:

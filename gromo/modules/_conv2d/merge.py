@@ -180,13 +180,13 @@ class Conv2dMergeGrowingModule(MergeGrowingModule):
         next_modules = list(next_modules) if next_modules else []
         for module in next_modules:
             kernel_size, out_channels = self.kernel_size, self.out_channels
+            if isinstance(module, Conv2dGrowingModule):
+                ensure(tuple(module.kernel_size) == tuple(kernel_size), (
+                    f"Kernel size of next Conv2d modules {module.kernel_size} must match this module's "
+                    f"kernel_size {kernel_size} (error in {self.name}) (the next module has another kernel "
+                    "size)"
+                ))
             if isinstance(module, (Conv2dGrowingModule, Conv2dMergeGrowingModule)):
-                if isinstance(module, Conv2dGrowingModule):
-                    ensure(tuple(module.kernel_size) == tuple(kernel_size), (
-                        f"Kernel size of next Conv2d modules {module.kernel_size} must match this module's "
-                        f"kernel_size {kernel_size} (error in {self.name}) (the next module has another "
-                        "kernel size)"
-                    ))
                 ensure(module.in_channels == out_channels,
                        f"Next module input channels {module.in_channels} should match {out_channels=}")
             elif isinstance(module, (linear, linear_merge)):

@@ -45,7 +45,7 @@ class Conv2dGrowingModule(GrowingModule):
 
     _layer_type = nn.Conv2d
     _statistics_kind = "conv2d"
-    _fused_statistics = LAYER_STATISTICS
+    _fused_statistics = dict(LAYER_STATISTICS)
 
     def __init__(
         self,

@@ -17,18 +17,18 @@ from gromo.utils._assertions import ensure
 
 __all__ = ["ExtensionsMixin"]
 
-
-def _check_distribution(distribution: str) -> None:
-    """Raises ValueError unless ``distribution`` is 'uniform' or 'normal'."""
-    if distribution not in ("uniform", "normal"):
-        raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
-
 _KNOWN_RESCALINGS = ("default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape")
 _KNOWN_PAIRINGS = ("vv_z_negz",)
 # Module-level twins of GrowingModule's class constants, so that the method annotations naming them
 # resolve with typing.get_type_hints (class attributes are not in the annotations' scope).
 _KNOWN_RESCALING_STRATEGIES_TYPE = Literal["default_vt", "vt_constraint_old_shape", "vt_constraint_new_shape"]
 _KNOWN_NEURON_PAIRINGS_TYPE = Literal["vv_z_negz"]
+
+
+def _check_distribution(distribution: str) -> None:
+    """Raises ValueError unless ``distribution`` is 'uniform' or 'normal'."""
+    if distribution not in ("uniform", "normal"):
+        raise ValueError(f"Unknown distribution {distribution!r}, expected 'uniform' or 'normal'.")
 
 
 def _requested(value: str | None, known: tuple[str, ...], what: str, argument: str) -> bool:
