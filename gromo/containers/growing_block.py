@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from gromo.containers.growing_container import GrowingContainer, check_second_layer_output_not_extended
+from gromo.modules._growing.together import GrowthJob, solves_jointly
 from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules.conv2d_growing_module import RestrictedConv2dGrowingModule
 from gromo.modules.growing_module import GrowingModule
@@ -320,14 +321,32 @@ class GrowingBlock(GrowingContainer):
         """
         second = self.second_layer
         if self.hidden_neurons == 0:
-            second.optimal_delta_layer = None
-            second.delta_raw = None
-            self.parameter_update_decrease = 0.0
+            self._forget_delta()
             alpha_weight, alpha_bias, _, _ = second._compute_optimal_added_parameters(
                 **options.replace(use_projection=False).as_kwargs(drop=("compute_delta",))
             )
             return alpha_weight, alpha_bias
         return second.compute_optimal_updates(**options.as_kwargs())
+
+    def _forget_delta(self) -> None:
+        """At hidden width 0 there is no delta: none pending, decrease 0."""
+        self.second_layer.optimal_delta_layer = None
+        self.second_layer.delta_raw = None
+        self.parameter_update_decrease = 0.0
+
+    def _growth_job(self, *args: Any, **kwargs: Any) -> GrowthJob | None:
+        """This block's ``compute_optimal_updates(*args, **kwargs)`` as a job of a joint solve (its
+        second layer's), or None where the block or its second layer replaces a step of it."""
+        method = GrowingBlock.compute_optimal_updates
+        if type(self).compute_optimal_updates is not method or "compute_optimal_updates" in vars(self):
+            return None
+        if not solves_jointly(self.second_layer):
+            return None
+        options = method.bind_options(*args, **kwargs)
+        if self.hidden_neurons == 0:
+            return GrowthJob(self.second_layer, options.replace(use_projection=False), whole=False,
+                             before=self._forget_delta)
+        return GrowthJob(self.second_layer, options)
 
     def apply_change(self, extension_size: int | None = None, scaling_factor: float | torch.Tensor | None = None,
                      apply_delta: bool = True, apply_extension: bool = True) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 
 import gromo_kernels as gk
 from gromo.config.loader import load_config
+from gromo.modules._growing.together import GrowthJob, OwnSolve, compute_updates_together, growth_entry
 from gromo.modules.growing_module import GrowingModule, MergeGrowingModule
 from gromo.utils._assertions import ensure
 from gromo.utils.utils import get_correct_device
@@ -127,16 +128,30 @@ class GrowingContainer(nn.Module):
     def compute_optimal_updates(self, *args: Any, **kwargs: Any) -> None:
         """Optimal delta and new neurons of every growable layer (arguments forwarded).
 
-        The layers are solved, each through its own public ``compute_optimal_updates``, inside one
-        ``gromo_kernels.factorization_cache()`` block: a layer's new-neuron solve reuses the
-        factorisation of its growth covariance when the previous layer's delta solve already
-        factored that matrix (nested containers join the outer block).
+        The layers are solved together (request → solve → install, see
+        ``gromo.modules._growing.together``): every optimal delta, then every new-neuron solve, in
+        one ``gromo_kernels`` call per group of layers of equal shape, inside one
+        ``gromo_kernels.factorization_cache()`` block, so a layer's growth covariance factored by the
+        previous layer's delta is not factored again (nested containers join the outer block). Each
+        layer ends as its own ``compute_optimal_updates(*args, **kwargs)`` leaves it; a layer that
+        replaces a step of it runs that call in its place. All-or-nothing: when one layer fails,
+        no layer is changed.
         """
-        layers = self._updatable_layers()
-        reuse = gk.factorization_cache() if len(layers) > 1 else contextlib.nullcontext()
+        entries = self._growth_entries(args, kwargs)
+        reuse = gk.factorization_cache() if len(entries) > 1 else contextlib.nullcontext()
         with reuse:
-            for layer in layers:
-                layer.compute_optimal_updates(*args, **kwargs)
+            compute_updates_together(entries, scope=[self])
+
+    def _growth_entries(self, args: tuple, kwargs: dict) -> list[GrowthJob | OwnSolve]:
+        """The joint-solve entries of every growable layer, nested plain containers flattened."""
+        entries: list[GrowthJob | OwnSolve] = []
+        for layer in self._updatable_layers():
+            if (isinstance(layer, GrowingContainer) and "compute_optimal_updates" not in vars(layer)
+                    and type(layer).compute_optimal_updates is GrowingContainer.compute_optimal_updates):
+                entries += layer._growth_entries(args, kwargs)
+            else:
+                entries.append(growth_entry(layer, *args, **kwargs))
+        return entries
 
     def delete_update(self) -> None:
         """Forget the pending update of every growable layer."""

@@ -1,8 +1,8 @@
 """Candidate growths of one step: every growable layer's optimal added neurons, through the modules.
 
-Each layer solves through its own public ``compute_optimal_updates`` (GroMo's path: the delta
-prelude, the new-neuron solve, the packaging as extension layers), with two rules GroMo does not
-have:
+The layers solve together, through the modules (request → solve → install, as a container's
+``compute_optimal_updates``: each layer ends as its own ``compute_optimal_updates`` would leave it:
+delta, new neurons, extension layers), with two rules GroMo does not have:
 
 * the numerical threshold of ``S_growth^{-1/2}`` is **relative**: ``relative_numerical_threshold ·
   λ_max(S_growth)``, so it means the same thing whatever the scale of the inputs;
@@ -12,7 +12,7 @@ have:
 
 All solves of a step run in one ``gromo_kernels.factorization_cache`` block: layer l's new-neuron
 solve reuses ``S_{l-1}``, already factored by layer l−1's delta solve. A failing candidate raises
-(with the layer named); it is never turned into a gain of 0.
+(with the layer named, no layer changed); it is never turned into a gain of 0.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import warnings
 import torch
 from torch import nn
 
+import gromo_kernels as gk
+from gromo.modules._growing.together import compute_updates_together, growth_entry
 from gromo.modules._growth_options import GrowthOptions
 
 
@@ -67,26 +69,34 @@ def _compute_updates(model: nn.Module, config) -> dict[int, dict]:
     Raises:
         CandidateError: a layer's solve failed (the original error is chained).
     """
-    import gromo_kernels as gk
-
     layers = growable_layers(model)
+    names = {}
+    for index, layer in enumerate(layers):
+        names[id(layer)] = getattr(layer, "name", f"layer {index}")
+        if hasattr(layer, "second_layer"):  # a block's job is its second layer's; the candidate is the block
+            names[id(layer.second_layer)] = names[id(layer)]
+
+    def candidate_error(module: nn.Module, error: Exception) -> CandidateError:
+        return CandidateError(f"candidate {names.get(id(module), 'layer')!r}: {type(error).__name__}: {error}")
+
+    entries = []
+    for layer in layers:
+        try:
+            lam_max = _largest_eigenvalue(_growth_covariance(layer))
+            numerical = config.relative_numerical_threshold * lam_max if lam_max else 0.0
+            options = GrowthOptions(
+                numerical_threshold=numerical, statistical_threshold=0.0, maximum_added_neurons=None,
+                compute_delta=config.compute_delta, use_projection=config.use_projection,
+            )
+            # A block's signature has no update_previous (it always extends its first layer).
+            entries.append(growth_entry(layer, **options.as_kwargs(drop=("update_previous",))))
+        except Exception as error:
+            raise candidate_error(layer, error) from error
     reuse = gk.factorization_cache() if len(layers) > 1 else contextlib.nullcontext()
     with reuse, warnings.catch_warnings():
         # Dead ReLU units make S singular: the pseudo-inverse is the intended solve, not news.
         warnings.filterwarnings("ignore", message="Using the pseudo-inverse", category=UserWarning)
-        for index, layer in enumerate(layers):
-            try:
-                lam_max = _largest_eigenvalue(_growth_covariance(layer))
-                numerical = config.relative_numerical_threshold * lam_max if lam_max else 0.0
-                options = GrowthOptions(
-                    numerical_threshold=numerical, statistical_threshold=0.0, maximum_added_neurons=None,
-                    compute_delta=config.compute_delta, use_projection=config.use_projection,
-                )
-                # A block's signature has no update_previous (it always extends its first layer).
-                layer.compute_optimal_updates(**options.as_kwargs(drop=("update_previous",)))
-            except Exception as error:
-                name = getattr(layer, "name", f"layer {index}")
-                raise CandidateError(f"candidate {name!r}: {type(error).__name__}: {error}") from error
+        compute_updates_together(entries, scope=[model], on_error=candidate_error)
     info: dict[int, dict] = {}
     for index, layer in enumerate(layers):
         sigma = layer.eigenvalues_extension

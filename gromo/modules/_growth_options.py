@@ -84,7 +84,8 @@ def takes_growth_options(
     The fields of :class:`GrowthOptions` less ``without``, in field order, with their defaults and
     types, are the method's parameters (positional or keyword, as GroMo's): ``inspect.signature``,
     ``help`` and ``typing.get_type_hints`` show GroMo's signature, and a call is bound to one
-    :class:`GrowthOptions` (the options in ``without`` keep their defaults).
+    :class:`GrowthOptions` (the options in ``without`` keep their defaults). The method's
+    ``bind_options(*args, **kwargs)`` binds a call's arguments (less ``self``) without calling it.
 
     Raises (from the decorated method):
         TypeError: an unknown, repeated or surplus argument, with a plain ``def``'s text.
@@ -109,8 +110,7 @@ def takes_growth_options(
         )
         qualname = method.__qualname__
 
-        @functools.wraps(method)
-        def with_gromo_signature(self: Any, *args: Any, **kwargs: Any) -> _Result:
+        def bind_options(*args: Any, **kwargs: Any) -> GrowthOptions:
             # The checks (and texts) of a plain def, in CPython's order: keywords, then positionals.
             for key in kwargs:
                 if key not in position:
@@ -122,8 +122,13 @@ def takes_growth_options(
                     f"{qualname}() takes from 1 to {len(names) + 1} positional arguments but "
                     f"{len(args) + 1} were given"
                 )
-            return method(self, GrowthOptions(**dict(zip(names, args)), **kwargs))
+            return GrowthOptions(**dict(zip(names, args)), **kwargs)
 
+        @functools.wraps(method)
+        def with_gromo_signature(self: Any, *args: Any, **kwargs: Any) -> _Result:
+            return method(self, bind_options(*args, **kwargs))
+
+        with_gromo_signature.bind_options = bind_options  # type: ignore[attr-defined]
         with_gromo_signature.__signature__ = signature  # type: ignore[attr-defined]
         with_gromo_signature.__annotations__ = {
             **{p.name: p.annotation for p in options}, "return": method.__annotations__.get("return"),

@@ -2,7 +2,8 @@
 
 The public mutating methods validate their arguments first (:mod:`gromo.modules._guards`); what can
 only fail half-way (a solve on ill-posed statistics, an initialiser dividing by a zero fan-in, a
-post-layer function that cannot grow) is covered by :func:`atomic`: it records the modules' state
+post-layer function that cannot grow) is covered by :func:`atomic` (for a method) and
+:func:`all_or_nothing` (for a block of calls on several modules): each records the modules' state
 before the call and puts it back when the call raises, then re-raises the error unchanged.
 
 What is recorded, for the module, its neighbours and every sub-module of theirs (layer, extension
@@ -18,9 +19,10 @@ Nested atomic calls on modules already recorded by an outer call record nothing 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -28,7 +30,7 @@ from torch import nn
 
 from gromo.utils.tensor_statistic import TensorStatistic
 
-__all__ = ["Snapshot", "atomic", "merge_and_neighbours", "module_and_neighbours"]
+__all__ = ["Snapshot", "all_or_nothing", "atomic", "merge_and_neighbours", "module_and_neighbours"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _active = threading.local()
@@ -85,6 +87,31 @@ class Snapshot:
                 tensor.data = saved
 
 
+@contextlib.contextmanager
+def all_or_nothing(modules: Iterable[Any], *, copy_data: bool) -> Iterator[None]:
+    """Context: when the block raises, every module of ``modules`` is put back as it was on entry.
+
+    Args:
+        modules: the modules the block may change (non-modules are ignored).
+        copy_data: also record parameter / buffer values (blocks that change weights in place).
+    """
+    modules = [m for m in modules if isinstance(m, nn.Module)]
+    # id -> whether the outer call also copied the values
+    active: dict[int, bool] = getattr(_active, "recorded", {})
+    if all(id(m) in active and (active[id(m)] or not copy_data) for m in modules):
+        yield
+        return
+    snapshot = Snapshot(modules, copy_data=copy_data)
+    _active.recorded = {**active, **{id(m): copy_data or active.get(id(m), False) for m in modules}}
+    try:
+        yield
+    except BaseException:
+        snapshot.restore()
+        raise
+    finally:
+        _active.recorded = active
+
+
 def atomic(scope: Callable[..., Iterable[Any]], *, copy_data: bool) -> Callable[[_F], _F]:
     """Decorator: the method's call is all-or-nothing over the modules ``scope(self)`` returns.
 
@@ -96,21 +123,8 @@ def atomic(scope: Callable[..., Iterable[Any]], *, copy_data: bool) -> Callable[
     def decorate(method: _F) -> _F:
         @functools.wraps(method)
         def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-            modules = [m for m in scope(self) if isinstance(m, nn.Module)]
-            # id -> whether the outer call also copied the values
-            active: dict[int, bool] = getattr(_active, "recorded", {})
-            if all(id(m) in active and (active[id(m)] or not copy_data) for m in modules):
+            with all_or_nothing(scope(self), copy_data=copy_data):
                 return method(self, *args, **kwargs)
-            snapshot = Snapshot(modules, copy_data=copy_data)
-            previous = dict(active)
-            _active.recorded = {**active, **{id(m): copy_data or active.get(id(m), False) for m in modules}}
-            try:
-                return method(self, *args, **kwargs)
-            except BaseException:
-                snapshot.restore()
-                raise
-            finally:
-                _active.recorded = previous
 
         return wrapper  # type: ignore[return-value]
 

@@ -85,15 +85,8 @@ def optimal_delta(
     Warns:
         UserWarning: pseudo-inverse used; negative decrease (float64 retry, then zero).
     """
-    ensure(tensor_s.dtype == tensor_m.dtype, (
-        "Both input tensors must have the same dtype, got "
-        f"{tensor_s.dtype=} and {tensor_m.dtype=}"
-    ))
+    _check_optimal_delta_inputs(tensor_s, tensor_m)
     saved_dtype = tensor_s.dtype
-    # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
-    ensure(first_non_finite((tensor_s, tensor_m)) is None, (
-        "The optimal delta should not contain NaN values. (The statistics are not finite.)"
-    ))
     delta, decrease = _optimal_delta(
         tensor_s.to(dtype), tensor_m.to(dtype), dtype, force_pseudo_inverse,
         None if tensor_covariance_loss_gradient is None else tensor_covariance_loss_gradient.to(dtype),
@@ -101,8 +94,33 @@ def optimal_delta(
     return delta.to(saved_dtype), decrease.to(saved_dtype)
 
 
+def _check_optimal_delta_inputs(tensor_s: torch.Tensor, tensor_m: torch.Tensor) -> None:
+    """``optimal_delta``'s checks of S and M, before any solve.
+
+    Raises:
+        AssertionError: S and M dtypes differ, or either is not finite.
+    """
+    ensure(tensor_s.dtype == tensor_m.dtype, (
+        "Both input tensors must have the same dtype, got "
+        f"{tensor_s.dtype=} and {tensor_m.dtype=}"
+    ))
+    # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
+    ensure(first_non_finite((tensor_s, tensor_m)) is None, (
+        "The optimal delta should not contain NaN values. (The statistics are not finite.)"
+    ))
+
+
 def _optimal_delta(s, m, dtype, force, e):
-    result = gk.optimal_delta(s, m, E=e, force_pinv=force)
+    return _optimal_delta_outcome(gk.optimal_delta(s, m, E=e, force_pinv=force), s, m, dtype, force, e)
+
+
+def _optimal_delta_outcome(result, s, m, dtype, force, e) -> tuple[torch.Tensor, torch.Tensor]:
+    """``optimal_delta``'s reading of one ``gk.optimal_delta`` result on (s, m, e) already in ``dtype``:
+    the pseudo-inverse warning, the NaN check and GroMo's negative-decrease retry in float64.
+
+    Returns:
+        (Δ (o, D), decrease ()) in ``dtype``.
+    """
     delta, decrease = result.delta.to(dtype), result.decrease.to(dtype)
     if not force and _used_pinv(result):
         warn(
@@ -231,6 +249,27 @@ def compute_optimal_added_parameters(
         UserWarning: S not symmetric (it is symmetrised).
     """
     options = GrowthOptions.from_arguments(locals())
+    matrix_s, matrix_e = _checked_added_parameters_inputs(matrix_s, matrix_n, matrix_covariance_loss_gradient)
+    result = _added_neurons_reporting_svd_failure(matrix_s, matrix_n, E=matrix_e, **_added_neurons_options(options))
+    dtype = matrix_n.dtype
+    return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)
+
+
+def _added_neurons_options(options: GrowthOptions) -> dict:
+    """The ``gk.optimal_added_neurons`` keyword arguments of ``options``."""
+    return {kernel_name: getattr(options, name) for name, kernel_name in _SOLVE_OPTION_NAMES.items()}
+
+
+def _checked_added_parameters_inputs(
+    matrix_s: torch.Tensor | None, matrix_n: torch.Tensor, matrix_covariance_loss_gradient: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``compute_optimal_added_parameters``'s checks: (S, E) as solved, each symmetrised if it is not.
+
+    Raises:
+        AssertionError: S holds NaN, S or E is not square or does not match N.
+    Warns:
+        UserWarning: S not symmetric.
+    """
     s_dim, t_dim = matrix_n.shape
     if matrix_s is not None:
         ensure(not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values.")
@@ -258,10 +297,7 @@ def compute_optimal_added_parameters(
         ))
         if not torch.allclose(matrix_e, matrix_e.t()):
             matrix_e = (matrix_e + matrix_e.t()) / 2
-    solve_options = {kernel_name: getattr(options, name) for name, kernel_name in _SOLVE_OPTION_NAMES.items()}
-    result = _added_neurons_reporting_svd_failure(matrix_s, matrix_n, E=matrix_e, **solve_options)
-    dtype = matrix_n.dtype
-    return result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype)
+    return matrix_s, matrix_e
 
 
 def _added_neurons_reporting_svd_failure(matrix_s, matrix_n, **options):

@@ -132,13 +132,9 @@ class FullConv2dGrowingModule(_Conv2dGrowthScheme):
         omega_kernel = omega.reshape(self.out_channels, kh, kw, k).permute(0, 3, 1, 2).contiguous()
         return omega_kernel, omega_kernel
 
-    def _added_parameters(
-        self, options: GrowthOptions
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """α (k, C_p, kh_p, kw_p) (+ bias) in the previous layer, ω (C_out, k, kh, kw) here.
+    def _added_parameters_previous(self, options: GrowthOptions) -> Conv2dGrowingModule:
+        """The previous conv of the new neurons (ω is returned as the kernel (C_out, k, kh, kw)).
 
-        Returns:
-            (α weight, α bias or None, ω (C_out, k, kh, kw), λ (k,)).
         Raises:
             NotImplementedError: ``use_fisher`` (the output dimension C_out·kk is not the Fisher's
                 C_out), or previous not a conv.  ValueError: no previous module.
@@ -149,4 +145,4 @@ class FullConv2dGrowingModule(_Conv2dGrowthScheme):
                 "dimension of the SVD target is out_channels * k_h * k_w, which does not match the "
                 "(out_channels, out_channels) shape of covariance_loss_gradient."
             )
-        return super()._added_parameters(options)
+        return super()._added_parameters_previous(options)

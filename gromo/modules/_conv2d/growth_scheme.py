@@ -128,25 +128,13 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
             return self._growth_stats_direct(key, desired_activation)
         return self._layer_statistic(key)
 
-    def _alpha_omega(self, options: GrowthOptions):
-        previous = self._growth_previous("added_parameters")
-        alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
-            **options.as_kwargs(drop=("compute_delta", "update_previous"))
-        )
-        k = int(eigenvalues.shape[0])
-        dp = previous.in_features + previous.use_bias
-        ensure(alpha.shape[0] == k and omega.shape[-1] == k, lambda: (
-            f"alpha and omega should have the same number of added neurons {k}.but got {alpha.shape} "
-            f"and {omega.shape}."
-        ))
-        ensure(alpha.shape == (k, dp), lambda: f"alpha should have shape ({k}, ...) but got {alpha.shape}.")
-        if previous.use_bias:
-            alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
-        else:
-            alpha_weight, alpha_bias = alpha, None
-        kh_p, kw_p = previous.kernel_size
-        alpha_weight = alpha_weight.reshape(k, previous.in_channels, kh_p, kw_p)
-        return previous, alpha_weight, alpha_bias, omega, eigenvalues
+    def _added_parameters_previous(self, options: GrowthOptions) -> "Conv2dGrowingModule":
+        """The previous conv of the new neurons.
+
+        Raises:
+            ValueError: no previous module.  NotImplementedError: previous not a conv.
+        """
+        return self._growth_previous("added_parameters")
 
     def _zero_extension_bias(self, like: torch.Tensor) -> torch.Tensor | None:
         if not self.use_bias:
@@ -193,18 +181,27 @@ class _Conv2dGrowthScheme(Conv2dGrowingModule):
                f"The optimal delta should be computed before the tensor N for {self.name}.")
         return self.delta_raw, self.tensor_m_prev(), self.cross_covariance(), self.in_features + self.use_bias
 
-    def _added_parameters(
-        self, options: GrowthOptions
+    def _install_added_parameters(
+        self, options: GrowthOptions, previous, alpha: torch.Tensor, omega: torch.Tensor, eigenvalues: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """α (k, C_p, kh_p, kw_p) (+ bias) in the previous layer, ω here (see ``_omega_kernel``).
 
         Returns:
             (α weight, α bias or None, ω, λ (k,)).
-        Raises:
-            ValueError: no previous module.  NotImplementedError: previous not a conv.
         """
-        previous, alpha_weight, alpha_bias, omega, eigenvalues = self._alpha_omega(options)
         k = int(eigenvalues.shape[0])
+        dp = previous.in_features + previous.use_bias
+        ensure(alpha.shape[0] == k and omega.shape[-1] == k, lambda: (
+            f"alpha and omega should have the same number of added neurons {k}.but got {alpha.shape} "
+            f"and {omega.shape}."
+        ))
+        ensure(alpha.shape == (k, dp), lambda: f"alpha should have shape ({k}, ...) but got {alpha.shape}.")
+        if previous.use_bias:
+            alpha_weight, alpha_bias = alpha[:, :-1], alpha[:, -1]
+        else:
+            alpha_weight, alpha_bias = alpha, None
+        kh_p, kw_p = previous.kernel_size
+        alpha_weight = alpha_weight.reshape(k, previous.in_channels, kh_p, kw_p)
         ensure(omega.shape == (self._omega_rows(), k),
                "omega should have the same number of output features as the layer.")
         omega, kernel = self._omega_kernel(omega, k)

@@ -4,7 +4,7 @@ neurons (TINY / GradMax) and the first-order improvements they promise.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -15,7 +15,7 @@ from gromo.modules._growth_options import GrowthOptions, takes_growth_options
 from gromo.modules._transactions import atomic, module_and_neighbours
 from gromo.utils._assertions import ensure
 
-__all__ = ["UpdatesMixin", "added_parameters_not_implemented", "public_solver"]
+__all__ = ["NewNeuronRequest", "UpdatesMixin", "added_parameters_not_implemented", "public_solver"]
 
 # The growth options the new-neuron solver does not take (they choose its inputs).
 _NOT_SOLVER_OPTIONS = ("update_previous", "dtype", "compute_delta", "use_covariance", "use_projection", "use_fisher")
@@ -35,6 +35,16 @@ def public_solver(name: str) -> Callable[..., Any]:
     from gromo.modules import growing_module
 
     return getattr(growing_module, name)
+
+
+class NewNeuronRequest(NamedTuple):
+    """The inputs of one new-neuron solve: S₋₂ (s, s) or None (GradMax), N (s, t), E (t, t) or None,
+    in the solve's dtype, and the dtype of the statistics the results are returned in."""
+
+    matrix_s: torch.Tensor | None
+    matrix_n: torch.Tensor
+    matrix_e: torch.Tensor | None
+    statistics_dtype: torch.dtype
 
 
 class UpdatesMixin:
@@ -65,16 +75,30 @@ class UpdatesMixin:
         Raises:
             NonFiniteError: S, M (or E) holds NaN or Inf.
         """
-        _guards.check_statistics_finite(
-            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
-        )
-        tensor_s = self.tensor_s()
-        tensor_m = self.tensor_m()
-        fisher = self.covariance_loss_gradient() if use_fisher else None
+        tensor_s, tensor_m, fisher = self._delta_inputs(use_fisher)
         self.delta_raw, decrease = public_solver("optimal_delta")(
             tensor_s, tensor_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse,
             tensor_covariance_loss_gradient=fisher,
         )
+        return self._install_delta(decrease, update)
+
+    def _delta_inputs(self, use_fisher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(S (D, D), M (D, o), E (o, o) or None) of the optimal delta: the request of its solve.
+
+        Raises:
+            NonFiniteError: S, M (or E) holds NaN or Inf.
+        """
+        _guards.check_statistics_finite(
+            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
+        )
+        fisher = self.covariance_loss_gradient() if use_fisher else None
+        return self.tensor_s(), self.tensor_m(), fisher
+
+    def _install_delta(
+        self, decrease: torch.Tensor, update: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Read the solved ``delta_raw`` (o, D) into (ΔW, Δb or None, decrease); with ``update`` also
+        set ``optimal_delta_layer`` and ``parameter_update_decrease``."""
         if self.use_bias:
             delta_weight = self.delta_raw[:, :-1]
             delta_bias = self.delta_raw[:, -1]
@@ -110,6 +134,24 @@ class UpdatesMixin:
             NonFiniteError: a statistic the computation reads holds NaN or Inf.
         A call that raises leaves this module and its neighbours unchanged.
         """
+        previous = self._checked_growth_request(options)
+        delta_update = self._growth_delta_plan(options)
+        if delta_update is not None:
+            self.compute_optimal_delta(update=delta_update, dtype=options.dtype, use_fisher=options.use_fisher)
+        if previous is None:
+            return None, None
+        alpha_weight, alpha_bias, _, _ = self._compute_optimal_added_parameters(
+            **options.as_kwargs(drop=("compute_delta",))
+        )
+        match_pending_layer_dtypes(self)
+        return alpha_weight, alpha_bias
+
+    def _checked_growth_request(self, options: GrowthOptions) -> GrowingModuleBase | None:
+        """``compute_optimal_updates``'s checks, before any change: the previous module (or None).
+
+        Raises:
+            NotImplementedError, TypeError, ValueError, NonFiniteError: see ``compute_optimal_updates``.
+        """
         previous = self.previous_module
         if previous is not None and not isinstance(previous, GrowingModuleBase):
             raise added_parameters_not_implemented(previous)
@@ -124,28 +166,39 @@ class UpdatesMixin:
                 self.tensor_s_growth if options.use_covariance else None,
                 self.covariance_loss_gradient if options.use_fisher else None,
             ))
+        return previous
+
+    def _growth_delta_plan(self, options: GrowthOptions) -> bool | None:
+        """The optimal delta ``compute_optimal_updates`` needs: its ``update`` flag, or None for none.
+
+        Without ``compute_delta`` the pending delta is cleared here and the decrease set to 0; the
+        projection still needs ``delta_raw`` (solved with ``update=False``).
+        """
         if options.compute_delta:
-            self.compute_optimal_delta(update=True, dtype=options.dtype, use_fisher=options.use_fisher)
-        else:
-            self.optimal_delta_layer = None
-            self.parameter_update_decrease = torch.tensor(
-                0.0, dtype=self.weight.dtype, device=self.weight.device
-            )
-            if options.use_projection and previous is not None:
-                self.compute_optimal_delta(update=False, dtype=options.dtype, use_fisher=options.use_fisher)
-            else:
-                self.delta_raw = None
-        if previous is None:
-            return None, None
-        alpha_weight, alpha_bias, _, _ = self._compute_optimal_added_parameters(
-            **options.as_kwargs(drop=("compute_delta",))
-        )
-        match_pending_layer_dtypes(self)
-        return alpha_weight, alpha_bias
+            return True
+        self.optimal_delta_layer = None
+        self.parameter_update_decrease = torch.tensor(0.0, dtype=self.weight.dtype, device=self.weight.device)
+        if options.use_projection and self.previous_module is not None:
+            return False
+        self.delta_raw = None
+        return None
 
     @takes_growth_options(without=("update_previous", "compute_delta"))
     def _auxiliary_compute_alpha_omega(self, options: GrowthOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """α (k, s), ω (t, k), σ (k,) from N (or −M₋₂), S₋₂ and optionally E.
+
+        Raises:
+            AssertionError: no previous module.
+        """
+        request = self._alpha_omega_inputs(options)
+        alpha, omega, eigenvalues = public_solver("compute_optimal_added_parameters")(
+            matrix_s=request.matrix_s, matrix_n=request.matrix_n, matrix_covariance_loss_gradient=request.matrix_e,
+            **options.as_kwargs(drop=_NOT_SOLVER_OPTIONS),
+        )
+        return self._alpha_omega_outcome(options, request, alpha, omega, eigenvalues)
+
+    def _alpha_omega_inputs(self, options: GrowthOptions) -> NewNeuronRequest:
+        """The inputs of the new-neuron solve, in ``options.dtype``.
 
         Raises:
             AssertionError: no previous module.
@@ -156,15 +209,18 @@ class UpdatesMixin:
         matrix_s = self.tensor_s_growth() if options.use_covariance else None
         matrix_e = self.covariance_loss_gradient() if options.use_fisher else None
         dtype = options.dtype
-        saved_dtype = matrix_n.dtype
-        alpha, omega, eigenvalues = public_solver("compute_optimal_added_parameters")(
-            matrix_s=None if matrix_s is None else matrix_s.to(dtype),
-            matrix_n=matrix_n.to(dtype),
-            matrix_covariance_loss_gradient=None if matrix_e is None else matrix_e.to(dtype),
-            **options.as_kwargs(drop=_NOT_SOLVER_OPTIONS),
-        )
+        return NewNeuronRequest(None if matrix_s is None else matrix_s.to(dtype), matrix_n.to(dtype),
+                                None if matrix_e is None else matrix_e.to(dtype), matrix_n.dtype)
+
+    def _alpha_omega_outcome(
+        self, options: GrowthOptions, request: NewNeuronRequest, alpha: torch.Tensor, omega: torch.Tensor,
+        eigenvalues: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The solved (α, ω, σ) of ``request`` in its statistics' dtype; notes how the first-order
+        gain reads σ."""
         self._first_order_uses_squared_singular_values = not options.ignore_singular_values
-        return alpha.to(saved_dtype), omega.to(saved_dtype), eigenvalues.to(saved_dtype)
+        dtype = request.statistics_dtype
+        return alpha.to(dtype), omega.to(dtype), eigenvalues.to(dtype)
 
     @takes_growth_options(without=("compute_delta",))
     def _compute_optimal_added_parameters(
@@ -173,7 +229,7 @@ class UpdatesMixin:
         """Package α, ω into extension layers: ``_added_parameters`` of these options.
 
         GroMo's entry point (a user override of it is what ``compute_optimal_updates`` calls); layer
-        types implement :meth:`_added_parameters`.
+        types implement the two ends of :meth:`_added_parameters`.
         """
         return self._added_parameters(options)
 
@@ -181,6 +237,31 @@ class UpdatesMixin:
         self, options: GrowthOptions
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The new neurons for ``options`` as extension layers: (α weight, α bias, ω, eigenvalues).
+
+        Request → solve → install: the layer type checks its previous module
+        (:meth:`_added_parameters_previous`), ``_auxiliary_compute_alpha_omega`` solves, and the layer
+        type installs α and ω (:meth:`_install_added_parameters`).
+        """
+        previous = self._added_parameters_previous(options)
+        alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
+            **options.as_kwargs(drop=("compute_delta", "update_previous"))
+        )
+        return self._install_added_parameters(options, previous, alpha, omega, eigenvalues)
+
+    def _added_parameters_previous(self, options: GrowthOptions) -> GrowingModuleBase:
+        """The previous module the new neurons extend, checked for ``options`` before any solve.
+
+        Raises:
+            NotImplementedError: abstract (each layer type implements it).
+        """
+        raise NotImplementedError
+
+    def _install_added_parameters(
+        self, options: GrowthOptions, previous: GrowingModuleBase, alpha: torch.Tensor, omega: torch.Tensor,
+        eigenvalues: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Set the extensions from the solved α (k, s), ω (t, k) and σ (k,): (α weight, α bias, ω,
+        eigenvalues) as the layer type shapes them.
 
         Raises:
             NotImplementedError: abstract (each layer type implements it).

@@ -388,17 +388,12 @@ class LinearGrowingModule(GrowingModule):
             stacklevel=2,
         )
 
-    # GroMo lists this override; the work is done by ``_added_parameters``.
+    # GroMo lists this override; the work is done by ``_added_parameters`` and its two ends below.
     _compute_optimal_added_parameters = GrowingModule._compute_optimal_added_parameters
 
-    def _added_parameters(
-        self, options: GrowthOptions
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """New neurons as layers: ``extended_input_layer`` = Linear(k → out) holding ω (zero bias),
-        previous ``extended_output_layer`` = Linear(in_p → k) holding α.
+    def _added_parameters_previous(self, options: GrowthOptions) -> GrowingModule:
+        """The previous module of the new neurons.
 
-        Returns:
-            (α weight (k, in_p), α bias (k,) or None, ω (out, k), eigenvalues (k,)).
         Raises:
             ValueError: no previous module.
             NotImplementedError: ``update_previous`` with a merge / non-linear previous module.
@@ -406,9 +401,18 @@ class LinearGrowingModule(GrowingModule):
         previous = self._previous_module_for("the optimal added parameters cannot be computed")
         if options.update_previous and not isinstance(previous, LinearGrowingModule):
             raise added_parameters_not_implemented(previous)
-        alpha, omega, eigenvalues = self._auxiliary_compute_alpha_omega(
-            **options.as_kwargs(drop=("compute_delta", "update_previous"))
-        )
+        return previous
+
+    def _install_added_parameters(
+        self, options: GrowthOptions, previous: GrowingModule, alpha: torch.Tensor, omega: torch.Tensor,
+        eigenvalues: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """New neurons as layers: ``extended_input_layer`` = Linear(k → out) holding ω (zero bias),
+        previous ``extended_output_layer`` = Linear(in_p → k) holding α.
+
+        Returns:
+            (α weight (k, in_p), α bias (k,) or None, ω (out, k), eigenvalues (k,)).
+        """
         k = eigenvalues.shape[0]
         ensure(alpha.shape[0] == k and omega.shape[1] == k, lambda: (
             "alpha and omega should have the same number of added neurons.but got "

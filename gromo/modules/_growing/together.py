@@ -1,0 +1,269 @@
+"""Growth solves of many modules at once: request → solve → install, one gromo_kernels call per group.
+
+``compute_optimal_updates`` of one module checks, solves its optimal delta, then its new neurons.
+A container (or the growth loop) runs the same three steps for all its layers together:
+
+1. each module's checks and requests (S, M for the delta), in layer order;
+2. every optimal delta in one ``gromo_kernels.optimal_delta`` call per group of layers of equal shape
+   and dtype (the factorisation cache then holds every S before the growth solves read them);
+3. every new-neuron request (N reads the layer's own delta), one ``gromo_kernels.optimal_added_neurons``
+   call per group of equal shapes and solve options, and each module's install of α, ω.
+
+Each step applies GroMo's per-layer rules exactly as the module path does (the tools' checks,
+pseudo-inverse warning, negative-decrease retry, SVD diagnostics), so the modules end in the state
+their own ``compute_optimal_updates`` calls would give, bit for bit. A module takes part only when
+none of GroMo's override points is replaced (:func:`solves_jointly`); others run their own
+``compute_optimal_updates`` in their place. The whole call is all-or-nothing: when any layer fails,
+every module is put back and the error raised is that layer's own (a grouped solve that fails is
+solved again one layer at a time, so the error and GroMo's diagnostics name the failing layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import gromo_kernels as gk
+from gromo.modules._dtypes import match_pending_layer_dtypes
+from gromo.modules._growing.updates import UpdatesMixin, public_solver
+from gromo.modules._growth_options import GrowthOptions
+from gromo.modules._transactions import all_or_nothing, module_and_neighbours
+from gromo.utils import tools
+
+__all__ = ["GrowthJob", "OwnSolve", "compute_updates_together", "growth_entry", "solves_jointly"]
+
+# GroMo's override points of a module's growth solve: a subclass (or instance) that replaces one
+# solves on its own, through its own methods.
+_OVERRIDE_POINTS = (
+    "compute_optimal_updates", "compute_optimal_delta", "_compute_optimal_added_parameters",
+    "_auxiliary_compute_alpha_omega", "_added_parameters",
+)
+# GroMo's public solvers as this package defines them (a user may replace them in GroMo's namespace).
+_OWN_SOLVERS = {"optimal_delta": tools.optimal_delta,
+                "compute_optimal_added_parameters": tools.compute_optimal_added_parameters}
+
+OnError = Callable[[nn.Module, Exception], Exception | None]
+
+
+@dataclass(frozen=True)
+class GrowthJob:
+    """One module's part of a joint growth solve.
+
+    Attributes:
+        module: the growing module solved.
+        options: its growth options.
+        whole: the whole ``compute_optimal_updates`` (checks, delta, new neurons); False: only the new
+            neurons, as ``_compute_optimal_added_parameters`` (a block at hidden width 0).
+        before: run first, in step 1 (a block clearing its delta at hidden width 0).
+    """
+
+    module: nn.Module
+    options: GrowthOptions
+    whole: bool = True
+    before: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class OwnSolve:
+    """A layer that solves on its own: ``call()`` is its ``compute_optimal_updates(…)``."""
+
+    module: nn.Module
+    call: Callable[[], object]
+
+
+def growth_entry(layer: nn.Module, *args: Any, **kwargs: Any) -> GrowthJob | OwnSolve:
+    """The entry of ``layer.compute_optimal_updates(*args, **kwargs)`` in a joint solve.
+
+    A module that :func:`solves_jointly` gives a job; so does a layer with a ``_growth_job(*args,
+    **kwargs)`` method that returns one (a block); any other layer solves on its own.
+
+    Raises:
+        TypeError: the arguments do not fit the layer's ``compute_optimal_updates`` (a plain def's text).
+    """
+    job = None
+    if solves_jointly(layer):
+        job = GrowthJob(layer, type(layer).compute_optimal_updates.bind_options(*args, **kwargs))
+    elif hasattr(layer, "_growth_job"):
+        job = layer._growth_job(*args, **kwargs)
+    if job is not None:
+        return job
+    return OwnSolve(layer, functools.partial(layer.compute_optimal_updates, *args, **kwargs))
+
+
+def solves_jointly(module: nn.Module) -> bool:
+    """Whether ``module`` may take part in a joint solve: a growing module of this package none of
+    whose override points (:data:`_OVERRIDE_POINTS`) is replaced on its class or instance, with
+    GroMo's public solvers (``gromo.modules.growing_module.optimal_delta``, …) this package's own."""
+    if not isinstance(module, UpdatesMixin):
+        return False
+    if any(name in vars(module) or getattr(type(module), name) is not getattr(UpdatesMixin, name)
+           for name in _OVERRIDE_POINTS):
+        return False
+    return all(public_solver(name) is own for name, own in _OWN_SOLVERS.items())
+
+
+@contextlib.contextmanager
+def _blamed_on(module: nn.Module, on_error: OnError | None) -> Iterator[None]:
+    """Errors inside are the module's: ``on_error(module, error)`` may give the one to raise instead."""
+    try:
+        yield
+    except Exception as error:
+        replacement = None if on_error is None else on_error(module, error)
+        if replacement is None:
+            raise
+        raise replacement from error
+
+
+def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list], list],
+             solve_one: Callable[[Any], Any], on_error: OnError | None) -> list:
+    """Results of ``items`` (each with ``.module``): ``solve_many`` once per group of equal ``key``;
+    a group that raises is solved item by item with ``solve_one``, so the error is its item's."""
+    results: list = [None] * len(items)
+    groups: dict[Any, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(key(item), []).append(index)
+    for indices in groups.values():
+        members = [items[i] for i in indices]
+        try:
+            solved = solve_many(members)
+        except Exception:
+            solved = []
+            for member in members:
+                with _blamed_on(member.module, on_error):
+                    solved.append(solve_one(member))
+        for index, result in zip(indices, solved):
+            results[index] = result
+    return results
+
+
+@dataclass
+class _DeltaItem:
+    module: nn.Module
+    update: bool
+    dtype: torch.dtype
+    tensor_s: torch.Tensor  # the statistics as read, then cast to ``dtype`` for the solve
+    tensor_m: torch.Tensor
+    tensor_e: torch.Tensor | None
+    saved_dtype: torch.dtype
+
+
+@dataclass
+class _NeuronItem:
+    job: GrowthJob
+    previous: nn.Module
+    request: Any  # NewNeuronRequest
+    matrix_s: torch.Tensor | None  # as checked (symmetrised) by the tools
+    matrix_e: torch.Tensor | None
+    solve_options: dict
+
+    @property
+    def module(self) -> nn.Module:
+        return self.job.module
+
+
+def _delta_item(module: nn.Module, update: bool, options: GrowthOptions) -> _DeltaItem:
+    tensor_s, tensor_m, fisher = module._delta_inputs(options.use_fisher)
+    tools._check_optimal_delta_inputs(tensor_s, tensor_m)
+    dtype = options.dtype
+    return _DeltaItem(module, update, dtype, tensor_s.to(dtype), tensor_m.to(dtype),
+                      None if fisher is None else fisher.to(dtype), tensor_s.dtype)
+
+
+def _solve_deltas(items: list[_DeltaItem], on_error: OnError | None) -> None:
+    def solve_many(group: list[_DeltaItem]) -> list:
+        fishers = [item.tensor_e for item in group]
+        return gk.optimal_delta([item.tensor_s for item in group], [item.tensor_m for item in group],
+                                E=None if all(e is None for e in fishers) else fishers)
+
+    def solve_one(item: _DeltaItem):
+        return gk.optimal_delta(item.tensor_s, item.tensor_m, E=item.tensor_e)
+
+    results = _grouped(items, lambda item: (item.dtype, item.tensor_e is None), solve_many, solve_one, on_error)
+    for item, result in zip(items, results):
+        with _blamed_on(item.module, on_error):
+            delta, decrease = tools._optimal_delta_outcome(
+                result, item.tensor_s, item.tensor_m, item.dtype, False, item.tensor_e)
+            item.module.delta_raw = delta.to(item.saved_dtype)
+            item.module._install_delta(decrease.to(item.saved_dtype), item.update)
+
+
+def _neuron_item(job: GrowthJob) -> _NeuronItem:
+    module, options = job.module, job.options
+    previous = module._added_parameters_previous(options)
+    request = module._alpha_omega_inputs(options)
+    matrix_s, matrix_e = tools._checked_added_parameters_inputs(request.matrix_s, request.matrix_n, request.matrix_e)
+    return _NeuronItem(job, previous, request, matrix_s, matrix_e, tools._added_neurons_options(options))
+
+
+def _solve_new_neurons(items: list[_NeuronItem], on_error: OnError | None) -> None:
+    def solve_many(group: list[_NeuronItem]) -> list:
+        matrices_s = [item.matrix_s for item in group]
+        matrices_e = [item.matrix_e for item in group]
+        return gk.optimal_added_neurons(
+            None if all(s is None for s in matrices_s) else matrices_s, [item.request.matrix_n for item in group],
+            E=None if all(e is None for e in matrices_e) else matrices_e, **group[0].solve_options,
+        )
+
+    def solve_one(item: _NeuronItem):
+        return tools._added_neurons_reporting_svd_failure(
+            item.matrix_s, item.request.matrix_n, E=item.matrix_e, **item.solve_options)
+
+    results = _grouped(items, lambda item: tuple(sorted(item.solve_options.items())), solve_many, solve_one,
+                       on_error)
+    for item, result in zip(items, results):
+        module, options = item.module, item.job.options
+        with _blamed_on(module, on_error):
+            dtype = item.request.matrix_n.dtype
+            alpha, omega, eigenvalues = module._alpha_omega_outcome(
+                options, item.request, result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype))
+            module._install_added_parameters(options, item.previous, alpha, omega, eigenvalues)
+            if item.job.whole:
+                match_pending_layer_dtypes(module)
+
+
+def compute_updates_together(entries: Sequence[GrowthJob | OwnSolve], *, scope: Iterable[nn.Module] = (),
+                             on_error: OnError | None = None) -> None:
+    """Solve the growth of every entry (:func:`growth_entry`): a :class:`GrowthJob` joins the joint
+    solve, an :class:`OwnSolve` runs in its place in step 1.
+
+    Args:
+        entries: in layer order.
+        scope: modules also restored on failure (the container whose layers these are).
+        on_error: ``on_error(module, error)`` → the exception to raise instead (chained), or None.
+    Raises:
+        The failing layer's error (or ``on_error``'s); every module is then as it was.
+    """
+    touched = [*scope, *(m for entry in entries for m in module_and_neighbours(entry.module))]
+    with all_or_nothing(touched, copy_data=False):
+        deltas: list[_DeltaItem] = []
+        growing: list[GrowthJob] = []
+        for entry in entries:
+            module = entry.module
+            with _blamed_on(module, on_error):
+                if isinstance(entry, OwnSolve):
+                    entry.call()
+                    continue
+                options = entry.options
+                if entry.before is not None:
+                    entry.before()
+                if not entry.whole:
+                    growing.append(entry)
+                    continue
+                previous = module._checked_growth_request(options)
+                update = module._growth_delta_plan(options)
+                if update is not None:
+                    deltas.append(_delta_item(module, update, options))
+                if previous is not None:
+                    growing.append(entry)
+        _solve_deltas(deltas, on_error)
+        requests = []
+        for job in growing:
+            with _blamed_on(job.module, on_error):
+                requests.append(_neuron_item(job))
+        _solve_new_neurons(requests, on_error)
