@@ -48,8 +48,9 @@ def _growth_covariance(layer: nn.Module) -> torch.Tensor:
 
 
 def _largest_eigenvalue(matrix: torch.Tensor | None) -> float | None:
-    """λ_max of a symmetric matrix (float64), None for an empty or missing one."""
-    if matrix is None or matrix.numel() == 0:
+    """λ_max of a symmetric matrix (float64), None for an empty, missing or non-finite one (the
+    layer's own checks then report the non-finite statistic, naming the layer it belongs to)."""
+    if matrix is None or matrix.numel() == 0 or not bool(torch.isfinite(matrix).all()):
         return None
     matrix = matrix.detach().double()
     return float(torch.linalg.eigvalsh((matrix + matrix.T) / 2)[-1])

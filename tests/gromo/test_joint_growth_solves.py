@@ -235,3 +235,12 @@ def test_growth_loop_names_the_failing_candidate_and_changes_nothing(monkeypatch
                        + "_?LinAlgError: the SVD did not converge"):
         _compute_updates(model, GrowthConfig())
     assert all(layer.eigenvalues_extension is None and layer.optimal_delta_layer is None for layer in model.layers)
+
+
+def test_growth_loop_blames_a_non_finite_statistic_on_its_own_layer(generator):
+    # layer 2's S is also layer 3's growth covariance, which the loop reads first (for its threshold)
+    model = _mlp(_seed(generator))
+    model.layers[2].tensor_s._tensor[0, 0] = float("nan")
+    with pytest.raises(CandidateError, match=re.escape(f"candidate '{model.layers[2].name}': NonFiniteError")):
+        _compute_updates(model, GrowthConfig())
+    assert all(layer.eigenvalues_extension is None for layer in model.layers)
