@@ -146,6 +146,26 @@ def test_equal_shape_layers_share_one_kernel_call(monkeypatch, generator):
     assert calls == {"delta": [4], "added": [4]}
 
 
+def test_groups_are_cut_by_size_with_the_same_results(monkeypatch, generator):
+    calls = []
+    added = gk.optimal_added_neurons
+
+    def counted(S, N, **kwargs):
+        calls.append(len(N) if isinstance(N, list) else 1)
+        return added(S, N, **kwargs)
+
+    seed = _seed(generator)
+    joint, alone = _mlp(seed), _mlp(seed)
+    # requests of 1.5, 2.2, 2.2 and 1.5 KB (S₋₂ and N in float32, layers 1-4): 5000 bytes a group
+    monkeypatch.setattr(together, "GROUP_BYTES", 5000)
+    monkeypatch.setattr(together.gk, "optimal_added_neurons", counted)
+    joint.compute_optimal_updates()
+    assert calls == [2, 2]  # layers 1-2, then 3-4 (instead of one call of 4)
+    _one_by_one(alone)
+    for a, b in zip(_modules(joint), _modules(alone), strict=True):
+        _assert_same(_state(a), _state(b))
+
+
 def test_replaced_public_solver_is_called_for_every_layer(monkeypatch, generator):
     seen = []
     original = growing_module.compute_optimal_added_parameters

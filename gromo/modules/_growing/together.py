@@ -5,7 +5,7 @@ A container (or the growth loop) runs the same three steps for all its layers to
 
 1. each module's checks and requests (S, M for the delta), in layer order;
 2. every optimal delta in one ``gromo_kernels.optimal_delta`` call per group of layers of equal shape
-   and dtype (the factorisation cache then holds every S before the growth solves read them);
+   and dtype (groups of at most ``GROUP_BYTES`` of inputs, so memory stays near one large layer's) (the factorisation cache then holds every S before the growth solves read them);
 3. every new-neuron request (N reads the layer's own delta), one ``gromo_kernels.optimal_added_neurons``
    call per group of equal shapes and solve options, and each module's install of α, ω.
 
@@ -125,10 +125,15 @@ def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list]
     """Results of ``items`` (each with ``.module``): ``solve_many`` once per group of equal ``key``;
     a group that raises is solved item by item with ``solve_one``, so the error is its item's."""
     results: list = [None] * len(items)
-    groups: dict[Any, list[int]] = {}
+    groups: dict[Any, list[list[int]]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(key(item), []).append(index)
-    for indices in groups.values():
+        chunks = groups.setdefault(key(item), [[]])
+        # A group solved in one call holds its inputs stacked (and their float64 work copies) at
+        # once: chunks of at most GROUP_BYTES of inputs keep that near one large layer's need.
+        if chunks[-1] and sum(_nbytes(items[i]) for i in chunks[-1]) + _nbytes(item) > GROUP_BYTES:
+            chunks.append([])
+        chunks[-1].append(index)
+    for indices in (chunk for chunks in groups.values() for chunk in chunks):
         members = [items[i] for i in indices]
         try:
             solved = solve_many(members)
@@ -142,6 +147,15 @@ def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list]
     return results
 
 
+# Inputs of at most this many bytes are stacked into one grouped solve.
+GROUP_BYTES = 64 * 2**20
+
+
+def _nbytes(item: Any) -> int:
+    """Bytes of an item's input matrices."""
+    return sum(t.numel() * t.element_size() for t in item.tensors() if t is not None)
+
+
 @dataclass
 class _DeltaItem:
     module: nn.Module
@@ -151,6 +165,9 @@ class _DeltaItem:
     tensor_m: torch.Tensor
     tensor_e: torch.Tensor | None
     saved_dtype: torch.dtype
+
+    def tensors(self) -> tuple:
+        return self.tensor_s, self.tensor_m, self.tensor_e
 
 
 @dataclass
@@ -165,6 +182,9 @@ class _NeuronItem:
     @property
     def module(self) -> nn.Module:
         return self.job.module
+
+    def tensors(self) -> tuple:
+        return self.matrix_s, self.request.matrix_n, self.matrix_e
 
 
 def _delta_item(module: nn.Module, update: bool, options: GrowthOptions) -> _DeltaItem:
@@ -262,6 +282,7 @@ def compute_updates_together(entries: Sequence[GrowthJob | OwnSolve], *, scope: 
                 if previous is not None:
                     growing.append(entry)
         _solve_deltas(deltas, on_error)
+        deltas.clear()  # the statistics' copies read by the delta solves
         requests = []
         for job in growing:
             with _blamed_on(job.module, on_error):
