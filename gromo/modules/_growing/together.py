@@ -4,23 +4,28 @@
 A container (or the growth loop) runs the same three steps for all its layers together:
 
 1. each module's checks and requests (S, M for the delta), in layer order;
-2. every optimal delta in one ``gromo_kernels.optimal_delta`` call per group of layers of equal shape
-   and dtype (groups of at most ``GROUP_BYTES`` of inputs, so memory stays near one large layer's) (the factorisation cache then holds every S before the growth solves read them);
+2. every optimal delta, layer by layer (a grouped call can round a float64 decrease 1-3 ulp away
+   where its batch splits between the Cholesky and the eigh path); the factorisation cache then
+   holds every S before the growth solves read them;
 3. every new-neuron request (N reads the layer's own delta), one ``gromo_kernels.optimal_added_neurons``
-   call per group of equal shapes and solve options, and each module's install of α, ω.
+   call per group of equal solve options (at most ``GROUP_BYTES`` of inputs, so memory stays near one
+   large layer's need), and each module's install of α, ω.
 
 Each step applies GroMo's per-layer rules exactly as the module path does (the tools' checks,
 pseudo-inverse warning, negative-decrease retry, SVD diagnostics), so the modules end in the state
 their own ``compute_optimal_updates`` calls would give, bit for bit. A module takes part only when
 none of GroMo's override points is replaced (:func:`solves_jointly`); others run their own
-``compute_optimal_updates`` in their place. The whole call is all-or-nothing: when any layer fails,
-every module is put back and the error raised is that layer's own (a grouped solve that fails is
-solved again one layer at a time, so the error and GroMo's diagnostics name the failing layer).
+``compute_optimal_updates`` in their place. When the joint solve fails, every module is put back
+and the layers' own calls run in layer order instead, so the error is the one GroMo's order raises
+(and names its layer); the whole call stays all-or-nothing. (The warnings of the failed attempt
+have then been emitted as well; a grouped kernel's rounding-asymmetry warning names the element of
+its group, ``S[i]``.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ import gromo_kernels as gk
 from gromo.modules._dtypes import match_pending_layer_dtypes
 from gromo.modules._growing.updates import UpdatesMixin, public_solver
 from gromo.modules._growth_options import GrowthOptions
-from gromo.modules._transactions import all_or_nothing, module_and_neighbours
+from gromo.modules._transactions import Snapshot, all_or_nothing, module_and_neighbours
 from gromo.utils import tools
 
 __all__ = ["GrowthJob", "OwnSolve", "compute_updates_together", "growth_entry", "solves_jointly"]
@@ -61,12 +66,14 @@ class GrowthJob:
         whole: the whole ``compute_optimal_updates`` (checks, delta, new neurons); False: only the new
             neurons, as ``_compute_optimal_added_parameters`` (a block at hidden width 0).
         before: run first, in step 1 (a block clearing its delta at hidden width 0).
+        call: the layer's own ``compute_optimal_updates(…)`` (what a failed joint solve re-runs).
     """
 
     module: nn.Module
     options: GrowthOptions
     whole: bool = True
     before: Callable[[], None] | None = None
+    call: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,10 @@ def growth_entry(layer: nn.Module, *args: Any, **kwargs: Any) -> GrowthJob | Own
         job = GrowthJob(layer, type(layer).compute_optimal_updates.bind_options(*args, **kwargs))
     elif hasattr(layer, "_growth_job"):
         job = layer._growth_job(*args, **kwargs)
+    own = functools.partial(layer.compute_optimal_updates, *args, **kwargs)
     if job is not None:
-        return job
-    return OwnSolve(layer, functools.partial(layer.compute_optimal_updates, *args, **kwargs))
+        return dataclasses.replace(job, call=own)
+    return OwnSolve(layer, own)
 
 
 def solves_jointly(module: nn.Module) -> bool:
@@ -196,15 +204,15 @@ def _delta_item(module: nn.Module, update: bool, options: GrowthOptions) -> _Del
 
 
 def _solve_deltas(items: list[_DeltaItem], on_error: OnError | None) -> None:
-    def solve_many(group: list[_DeltaItem]) -> list:
-        fishers = [item.tensor_e for item in group]
-        return gk.optimal_delta([item.tensor_s for item in group], [item.tensor_m for item in group],
-                                E=None if all(e is None for e in fishers) else fishers)
-
     def solve_one(item: _DeltaItem):
         return gk.optimal_delta(item.tensor_s, item.tensor_m, E=item.tensor_e)
 
-    results = _grouped(items, lambda item: (item.dtype, item.tensor_e is None), solve_many, solve_one, on_error)
+    # One call per layer: a grouped call whose batch splits between the Cholesky and the eigh path
+    # can round a float64 decrease 1-3 ulp away from the layer's own call.
+    results = []
+    for item in items:
+        with _blamed_on(item.module, on_error):
+            results.append(solve_one(item))
     for item, result in zip(items, results):
         with _blamed_on(item.module, on_error):
             delta, decrease = tools._optimal_delta_outcome(
@@ -261,30 +269,45 @@ def compute_updates_together(entries: Sequence[GrowthJob | OwnSolve], *, scope: 
     """
     touched = [*scope, *(m for entry in entries for m in module_and_neighbours(entry.module))]
     with all_or_nothing(touched, copy_data=False):
-        deltas: list[_DeltaItem] = []
-        growing: list[GrowthJob] = []
-        for entry in entries:
-            module = entry.module
-            with _blamed_on(module, on_error):
-                if isinstance(entry, OwnSolve):
+        before = Snapshot([m for m in touched if isinstance(m, nn.Module)], copy_data=False)
+        try:
+            _solve_jointly(entries, on_error)
+        except Exception:
+            # Which error a failing call raises first depends on the order of its steps: GroMo's is
+            # layer after layer. Put everything back and run the layers' own calls in that order,
+            # so the error (and the layer it names) is the one they raise.
+            before.restore()
+            for entry in entries:
+                with _blamed_on(entry.module, on_error):
                     entry.call()
-                    continue
-                options = entry.options
-                if entry.before is not None:
-                    entry.before()
-                if not entry.whole:
-                    growing.append(entry)
-                    continue
-                previous = module._checked_growth_request(options)
-                update = module._growth_delta_plan(options)
-                if update is not None:
-                    deltas.append(_delta_item(module, update, options))
-                if previous is not None:
-                    growing.append(entry)
-        _solve_deltas(deltas, on_error)
-        deltas.clear()  # the statistics' copies read by the delta solves
-        requests = []
-        for job in growing:
-            with _blamed_on(job.module, on_error):
-                requests.append(_neuron_item(job))
-        _solve_new_neurons(requests, on_error)
+
+
+def _solve_jointly(entries: Sequence[GrowthJob | OwnSolve], on_error: OnError | None) -> None:
+    """Steps 1-3 of the module docstring."""
+    deltas: list[_DeltaItem] = []
+    growing: list[GrowthJob] = []
+    for entry in entries:
+        module = entry.module
+        with _blamed_on(module, on_error):
+            if isinstance(entry, OwnSolve):
+                entry.call()
+                continue
+            options = entry.options
+            if entry.before is not None:
+                entry.before()
+            if not entry.whole:
+                growing.append(entry)
+                continue
+            previous = module._checked_growth_request(options)
+            update = module._growth_delta_plan(options)
+            if update is not None:
+                deltas.append(_delta_item(module, update, options))
+            if previous is not None:
+                growing.append(entry)
+    _solve_deltas(deltas, on_error)
+    deltas.clear()  # the statistics' copies read by the delta solves
+    requests = []
+    for job in growing:
+        with _blamed_on(job.module, on_error):
+            requests.append(_neuron_item(job))
+    _solve_new_neurons(requests, on_error)

@@ -91,8 +91,8 @@ class UpdatesMixin:
         _guards.check_statistics_finite(
             self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
         )
-        fisher = self.covariance_loss_gradient() if use_fisher else None
-        return self.tensor_s(), self.tensor_m(), fisher
+        tensor_s, tensor_m = self.tensor_s(), self.tensor_m()
+        return tensor_s, tensor_m, self.covariance_loss_gradient() if use_fisher else None
 
     def _install_delta(
         self, decrease: torch.Tensor, update: bool
