@@ -174,9 +174,6 @@ class _DeltaItem:
     tensor_e: torch.Tensor | None
     saved_dtype: torch.dtype
 
-    def tensors(self) -> tuple:
-        return self.tensor_s, self.tensor_m, self.tensor_e
-
 
 @dataclass
 class _NeuronItem:
