@@ -129,8 +129,8 @@ class GrowingContainer(nn.Module):
         """Optimal delta and new neurons of every growable layer (arguments forwarded).
 
         The layers are solved together (request → solve → install, see
-        ``gromo.modules._growing.together``): every optimal delta, then every new-neuron solve, in
-        one ``gromo_kernels`` call per group of layers of equal shape, inside one
+        ``gromo.modules._growing.together``): every optimal delta, then every new-neuron solve (one
+        ``gromo_kernels`` call per group of layers with equal options), inside one
         ``gromo_kernels.factorization_cache()`` block, so a layer's growth covariance factored by the
         previous layer's delta is not factored again (nested containers join the outer block). Each
         layer ends as its own ``compute_optimal_updates(*args, **kwargs)`` leaves it; a layer that
