@@ -85,8 +85,15 @@ def optimal_delta(
     Warns:
         UserWarning: pseudo-inverse used; negative decrease (float64 retry, then zero).
     """
-    _check_optimal_delta_inputs(tensor_s, tensor_m)
+    ensure(tensor_s.dtype == tensor_m.dtype, (
+        "Both input tensors must have the same dtype, got "
+        f"{tensor_s.dtype=} and {tensor_m.dtype=}"
+    ))
     saved_dtype = tensor_s.dtype
+    # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
+    ensure(first_non_finite((tensor_s, tensor_m)) is None, (
+        "The optimal delta should not contain NaN values. (The statistics are not finite.)"
+    ))
     delta, decrease = _optimal_delta(
         tensor_s.to(dtype), tensor_m.to(dtype), dtype, force_pseudo_inverse,
         None if tensor_covariance_loss_gradient is None else tensor_covariance_loss_gradient.to(dtype),
@@ -94,33 +101,8 @@ def optimal_delta(
     return delta.to(saved_dtype), decrease.to(saved_dtype)
 
 
-def _check_optimal_delta_inputs(tensor_s: torch.Tensor, tensor_m: torch.Tensor) -> None:
-    """``optimal_delta``'s checks of S and M, before any solve.
-
-    Raises:
-        AssertionError: S and M dtypes differ, or either is not finite.
-    """
-    ensure(tensor_s.dtype == tensor_m.dtype, (
-        "Both input tensors must have the same dtype, got "
-        f"{tensor_s.dtype=} and {tensor_m.dtype=}"
-    ))
-    # GroMo's LU / pinv propagate NaN and then fail the NaN assertion: same error type here.
-    ensure(first_non_finite((tensor_s, tensor_m)) is None, (
-        "The optimal delta should not contain NaN values. (The statistics are not finite.)"
-    ))
-
-
 def _optimal_delta(s, m, dtype, force, e):
-    return _optimal_delta_outcome(gk.optimal_delta(s, m, E=e, force_pinv=force), s, m, dtype, force, e)
-
-
-def _optimal_delta_outcome(result, s, m, dtype, force, e) -> tuple[torch.Tensor, torch.Tensor]:
-    """``optimal_delta``'s reading of one ``gk.optimal_delta`` result on (s, m, e) already in ``dtype``:
-    the pseudo-inverse warning, the NaN check and GroMo's negative-decrease retry in float64.
-
-    Returns:
-        (Δ (o, D), decrease ()) in ``dtype``.
-    """
+    result = gk.optimal_delta(s, m, E=e, force_pinv=force)
     delta, decrease = result.delta.to(dtype), result.decrease.to(dtype)
     if not force and _used_pinv(result):
         warn(

@@ -3,16 +3,17 @@
 ``compute_optimal_updates`` of one module checks, solves its optimal delta, then its new neurons.
 A container (or the growth loop) runs the same three steps for all its layers together:
 
-1. each module's checks and requests (S, M for the delta), in layer order;
-2. every optimal delta, layer by layer (a grouped call can round a float64 decrease 1-3 ulp away
-   where its batch splits between the Cholesky and the eigh path); the factorisation cache then
-   holds every S before the growth solves read them;
+1. each module's checks and delta plan, in layer order;
+2. every optimal delta, by each module's own ``compute_optimal_delta`` (one call per layer: a
+   grouped call can round a float64 decrease 1-3 ulp away where its batch splits between the
+   Cholesky and the eigh path); the factorisation cache then holds every S before the growth solves
+   read them;
 3. every new-neuron request (N reads the layer's own delta), one ``gromo_kernels.optimal_added_neurons``
    call per group of equal solve options (at most ``GROUP_BYTES`` of inputs, so memory stays near one
    large layer's need), and each module's install of α, ω.
 
 Each step applies GroMo's per-layer rules exactly as the module path does (the tools' checks,
-pseudo-inverse warning, negative-decrease retry, SVD diagnostics), so the modules end in the state
+pseudo-inverse warning, negative-decrease retry), so the modules end in the state
 their own ``compute_optimal_updates`` calls would give, bit for bit. A module takes part only when
 none of GroMo's override points is replaced (:func:`solves_jointly`); others run their own
 ``compute_optimal_updates`` in their place. When the joint solve fails, every module is put back
@@ -128,10 +129,8 @@ def _blamed_on(module: nn.Module, on_error: OnError | None) -> Iterator[None]:
         raise replacement from error
 
 
-def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list], list],
-             solve_one: Callable[[Any], Any], on_error: OnError | None) -> list:
-    """Results of ``items`` (each with ``.module``): ``solve_many`` once per group of equal ``key``;
-    a group that raises is solved item by item with ``solve_one``, so the error is its item's."""
+def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list], list]) -> list:
+    """Results of ``items``: ``solve_many`` once per group of equal ``key`` (in layer order)."""
     results: list = [None] * len(items)
     groups: dict[Any, list[list[int]]] = {}
     for index, item in enumerate(items):
@@ -142,15 +141,7 @@ def _grouped(items: list, key: Callable[[Any], Any], solve_many: Callable[[list]
             chunks.append([])
         chunks[-1].append(index)
     for indices in (chunk for chunks in groups.values() for chunk in chunks):
-        members = [items[i] for i in indices]
-        try:
-            solved = solve_many(members)
-        except Exception:
-            solved = []
-            for member in members:
-                with _blamed_on(member.module, on_error):
-                    solved.append(solve_one(member))
-        for index, result in zip(indices, solved):
+        for index, result in zip(indices, solve_many([items[i] for i in indices])):
             results[index] = result
     return results
 
@@ -162,17 +153,6 @@ GROUP_BYTES = 64 * 2**20
 def _nbytes(item: Any) -> int:
     """Bytes of an item's input matrices."""
     return sum(t.numel() * t.element_size() for t in item.tensors() if t is not None)
-
-
-@dataclass
-class _DeltaItem:
-    module: nn.Module
-    update: bool
-    dtype: torch.dtype
-    tensor_s: torch.Tensor  # the statistics as read, then cast to ``dtype`` for the solve
-    tensor_m: torch.Tensor
-    tensor_e: torch.Tensor | None
-    saved_dtype: torch.dtype
 
 
 @dataclass
@@ -192,32 +172,6 @@ class _NeuronItem:
         return self.matrix_s, self.request.matrix_n, self.matrix_e
 
 
-def _delta_item(module: nn.Module, update: bool, options: GrowthOptions) -> _DeltaItem:
-    tensor_s, tensor_m, fisher = module._delta_inputs(options.use_fisher)
-    tools._check_optimal_delta_inputs(tensor_s, tensor_m)
-    dtype = options.dtype
-    return _DeltaItem(module, update, dtype, tensor_s.to(dtype), tensor_m.to(dtype),
-                      None if fisher is None else fisher.to(dtype), tensor_s.dtype)
-
-
-def _solve_deltas(items: list[_DeltaItem], on_error: OnError | None) -> None:
-    def solve_one(item: _DeltaItem):
-        return gk.optimal_delta(item.tensor_s, item.tensor_m, E=item.tensor_e)
-
-    # One call per layer: a grouped call whose batch splits between the Cholesky and the eigh path
-    # can round a float64 decrease 1-3 ulp away from the layer's own call.
-    results = []
-    for item in items:
-        with _blamed_on(item.module, on_error):
-            results.append(solve_one(item))
-    for item, result in zip(items, results):
-        with _blamed_on(item.module, on_error):
-            delta, decrease = tools._optimal_delta_outcome(
-                result, item.tensor_s, item.tensor_m, item.dtype, False, item.tensor_e)
-            item.module.delta_raw = delta.to(item.saved_dtype)
-            item.module._install_delta(decrease.to(item.saved_dtype), item.update)
-
-
 def _neuron_item(job: GrowthJob) -> _NeuronItem:
     module, options = job.module, job.options
     previous = module._added_parameters_previous(options)
@@ -226,7 +180,7 @@ def _neuron_item(job: GrowthJob) -> _NeuronItem:
     return _NeuronItem(job, previous, request, matrix_s, matrix_e, tools._added_neurons_options(options))
 
 
-def _solve_new_neurons(items: list[_NeuronItem], on_error: OnError | None) -> None:
+def _solve_new_neurons(items: list[_NeuronItem]) -> None:
     def solve_many(group: list[_NeuronItem]) -> list:
         matrices_s = [item.matrix_s for item in group]
         matrices_e = [item.matrix_e for item in group]
@@ -235,21 +189,15 @@ def _solve_new_neurons(items: list[_NeuronItem], on_error: OnError | None) -> No
             E=None if all(e is None for e in matrices_e) else matrices_e, **group[0].solve_options,
         )
 
-    def solve_one(item: _NeuronItem):
-        return tools._added_neurons_reporting_svd_failure(
-            item.matrix_s, item.request.matrix_n, E=item.matrix_e, **item.solve_options)
-
-    results = _grouped(items, lambda item: tuple(sorted(item.solve_options.items())), solve_many, solve_one,
-                       on_error)
+    results = _grouped(items, lambda item: tuple(sorted(item.solve_options.items())), solve_many)
     for item, result in zip(items, results):
         module, options = item.module, item.job.options
-        with _blamed_on(module, on_error):
-            dtype = item.request.matrix_n.dtype
-            alpha, omega, eigenvalues = module._alpha_omega_outcome(
-                options, item.request, result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype))
-            module._install_added_parameters(options, item.previous, alpha, omega, eigenvalues)
-            if item.job.whole:
-                match_pending_layer_dtypes(module)
+        dtype = item.request.matrix_n.dtype
+        alpha, omega, eigenvalues = module._alpha_omega_outcome(
+            options, item.request, result.alpha.to(dtype), result.omega.to(dtype), result.sigma.to(dtype))
+        module._install_added_parameters(options, item.previous, alpha, omega, eigenvalues)
+        if item.job.whole:
+            match_pending_layer_dtypes(module)
 
 
 def compute_updates_together(entries: Sequence[GrowthJob | OwnSolve], *, scope: Iterable[nn.Module] = (),
@@ -268,43 +216,38 @@ def compute_updates_together(entries: Sequence[GrowthJob | OwnSolve], *, scope: 
     with all_or_nothing(touched, copy_data=False):
         before = Snapshot([m for m in touched if isinstance(m, nn.Module)], copy_data=False)
         try:
-            _solve_jointly(entries, on_error)
+            _solve_jointly(entries)
         except Exception:
             # Which error a failing call raises first depends on the order of its steps: GroMo's is
             # layer after layer. Put everything back and run the layers' own calls in that order,
-            # so the error (and the layer it names) is the one they raise.
+            # so the error (and the layer it names, and GroMo's SVD diagnostics) is the one they
+            # raise.
             before.restore()
             for entry in entries:
                 with _blamed_on(entry.module, on_error):
                     entry.call()
 
 
-def _solve_jointly(entries: Sequence[GrowthJob | OwnSolve], on_error: OnError | None) -> None:
+def _solve_jointly(entries: Sequence[GrowthJob | OwnSolve]) -> None:
     """Steps 1-3 of the module docstring."""
-    deltas: list[_DeltaItem] = []
+    deltas: list[tuple[nn.Module, bool, GrowthOptions]] = []
     growing: list[GrowthJob] = []
     for entry in entries:
-        module = entry.module
-        with _blamed_on(module, on_error):
-            if isinstance(entry, OwnSolve):
-                entry.call()
-                continue
-            options = entry.options
-            if entry.before is not None:
-                entry.before()
-            if not entry.whole:
-                growing.append(entry)
-                continue
-            previous = module._checked_growth_request(options)
-            update = module._growth_delta_plan(options)
-            if update is not None:
-                deltas.append(_delta_item(module, update, options))
-            if previous is not None:
-                growing.append(entry)
-    _solve_deltas(deltas, on_error)
-    deltas.clear()  # the statistics' copies read by the delta solves
-    requests = []
-    for job in growing:
-        with _blamed_on(job.module, on_error):
-            requests.append(_neuron_item(job))
-    _solve_new_neurons(requests, on_error)
+        if isinstance(entry, OwnSolve):
+            entry.call()
+            continue
+        module, options = entry.module, entry.options
+        if entry.before is not None:
+            entry.before()
+        if not entry.whole:
+            growing.append(entry)
+            continue
+        previous = module._checked_growth_request(options)
+        update = module._growth_delta_plan(options)
+        if update is not None:
+            deltas.append((module, update, options))
+        if previous is not None:
+            growing.append(entry)
+    for module, update, options in deltas:
+        module.compute_optimal_delta(update=update, dtype=options.dtype, use_fisher=options.use_fisher)
+    _solve_new_neurons([_neuron_item(job) for job in growing])

@@ -75,30 +75,16 @@ class UpdatesMixin:
         Raises:
             NonFiniteError: S, M (or E) holds NaN or Inf.
         """
-        tensor_s, tensor_m, fisher = self._delta_inputs(use_fisher)
+        _guards.check_statistics_finite(
+            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
+        )
+        tensor_s = self.tensor_s()
+        tensor_m = self.tensor_m()
+        fisher = self.covariance_loss_gradient() if use_fisher else None
         self.delta_raw, decrease = public_solver("optimal_delta")(
             tensor_s, tensor_m, dtype=dtype, force_pseudo_inverse=force_pseudo_inverse,
             tensor_covariance_loss_gradient=fisher,
         )
-        return self._install_delta(decrease, update)
-
-    def _delta_inputs(self, use_fisher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(S (D, D), M (D, o), E (o, o) or None) of the optimal delta: the request of its solve.
-
-        Raises:
-            NonFiniteError: S, M (or E) holds NaN or Inf.
-        """
-        _guards.check_statistics_finite(
-            self, (self.tensor_s, self.tensor_m, self.covariance_loss_gradient if use_fisher else None)
-        )
-        tensor_s, tensor_m = self.tensor_s(), self.tensor_m()
-        return tensor_s, tensor_m, self.covariance_loss_gradient() if use_fisher else None
-
-    def _install_delta(
-        self, decrease: torch.Tensor, update: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Read the solved ``delta_raw`` (o, D) into (ΔW, Δb or None, decrease); with ``update`` also
-        set ``optimal_delta_layer`` and ``parameter_update_decrease``."""
         if self.use_bias:
             delta_weight = self.delta_raw[:, :-1]
             delta_bias = self.delta_raw[:, -1]
