@@ -142,14 +142,25 @@ def _container_updates(targets):
         compute_updates_together([growth_entry(layer, maximum_added_neurons=K) for layer in targets])
 
 
-def _time(fn, rounds: int) -> float:
-    fn()  # warm-up
-    times = []
+PATHS = ("gromo", "ours")
+
+
+def _time_paths(fn, rounds: int) -> dict[str, float]:
+    """Median seconds of ``fn()`` under each solve path, the paths alternating round by round (so a
+    noisy machine's drift falls on both alike), after one warm-up call each."""
+    def under(path):
+        with solve_path(path):
+            fn()
+
+    for path in PATHS:
+        under(path)
+    times = {path: [] for path in PATHS}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for path in PATHS:
+            t0 = time.perf_counter()
+            under(path)
+            times[path].append(time.perf_counter() - t0)
+    return {path: statistics.median(ts) for path, ts in times.items()}
 
 
 def run_case(name, build, rounds, updates=_updates):
@@ -157,33 +168,31 @@ def run_case(name, build, rounds, updates=_updates):
     _collect(layers, forward, loss_fn)
     truths = [_truth(layer) for layer in targets]
     row = {"case": name}
-    for path in ("gromo", "ours"):
-        with solve_path(path), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            row[f"{path}_s"] = _time(lambda: updates(targets), rounds)
-            updates(targets)
-            row[f"{path}_err"] = max(_delta_error(layer, t) for layer, t in zip(targets, truths))
-            row[f"{path}_pinv_warnings"] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path, seconds in _time_paths(lambda: updates(targets), rounds).items():
+            row[f"{path}_s"] = seconds
+    for path in PATHS:
         with solve_path(path), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             updates(targets)
+        row[f"{path}_err"] = max(_delta_error(layer, t) for layer, t in zip(targets, truths))
         row[f"{path}_pinv_warnings"] = sum("pseudo-inverse" in str(w.message) for w in caught)
     return row
 
 
 def growth_step(rounds):
     targets, layers, forward, loss_fn = linear_pair()
-    out = {}
-    for path in ("gromo", "ours"):
-        def step():
-            _collect(layers, forward, loss_fn)
-            _updates(targets)
-            for layer in layers:
-                layer.reset_computation()
-        with solve_path(path), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[path] = _time(step, rounds)
-    return out
+
+    def step():
+        _collect(layers, forward, loss_fn)
+        _updates(targets)
+        for layer in layers:
+            layer.reset_computation()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _time_paths(step, rounds)
 
 
 def main():

@@ -154,7 +154,7 @@ def sqrt_inverse_matrix_semi_positive(
             place, decomposed once more.
     """
     ensure(matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], "The input matrix must be square.")
-    ensure(torch.allclose(matrix, matrix.t()), lambda: "The input matrix must be symmetric." + (
+    ensure(_symmetric(matrix), lambda: "The input matrix must be symmetric." + (
         " (It contains NaN values.)" if torch.isnan(matrix).any() else ""
     ))
     ensure(not torch.isnan(matrix).any(), "The input matrix must not contain NaN values.")
@@ -242,6 +242,13 @@ def _added_neurons_options(options: GrowthOptions) -> dict:
     return {kernel_name: getattr(options, name) for name, kernel_name in _SOLVE_OPTION_NAMES.items()}
 
 
+def _symmetric(matrix: torch.Tensor) -> bool:
+    """GroMo's symmetry test, ``torch.allclose(matrix, matrixᵀ)``, answered by ``torch.equal`` first
+    where the matrix is exactly symmetric (as the statistics are): the same answer (equal entries
+    are close, and NaN is equal to nothing) at a tenth of allclose's cost on CPU."""
+    return torch.equal(matrix, matrix.t()) or torch.allclose(matrix, matrix.t())
+
+
 def _checked_added_parameters_inputs(
     matrix_s: torch.Tensor | None, matrix_n: torch.Tensor, matrix_covariance_loss_gradient: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -261,7 +268,7 @@ def _checked_added_parameters_inputs(
             "The input matrices S and N must have compatible shapes."
             f"(got {matrix_s.shape=} and {matrix_n.shape=})"
         ))
-        if not torch.allclose(matrix_s, matrix_s.t()):
+        if not _symmetric(matrix_s):
             diff = (matrix_s - matrix_s.t()).abs()
             warn(
                 "Warning: The input matrix S is not symmetric.\n"
@@ -277,7 +284,7 @@ def _checked_added_parameters_inputs(
             "The input matrices E and N must have compatible shapes."
             f"(got {matrix_covariance_loss_gradient.shape=} and {matrix_n.shape=})"
         ))
-        if not torch.allclose(matrix_e, matrix_e.t()):
+        if not _symmetric(matrix_e):
             matrix_e = (matrix_e + matrix_e.t()) / 2
     return matrix_s, matrix_e
 

@@ -173,6 +173,40 @@ def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, m
     assert float(residual) < 1e-10 * float(full.max())
 
 
+@pytest.mark.parametrize("rank", [12, 40])
+def test_top_k_keeps_an_orthonormal_basis_once_the_krylov_space_is_exhausted(generator, monkeypatch, rank):
+    """P of rank ≥ the block: its range is found within a few blocks, after which each new block
+    is rounding noise inside the space already built. The basis must stay orthonormal (Gram–Schmidt
+    repeated while a block loses most of its norm), so the triplets come out exact, without the
+    full SVD."""
+    p = (torch.randn(2, 300, rank, generator=generator, dtype=F64)
+         @ torch.randn(2, rank, 260, generator=generator, dtype=F64))
+    calls = []
+    full_svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **kw: calls.append(1) or full_svd(*a, **kw))
+    u, sig, vh = singular.singular_triplets(p, 4)
+    assert calls == []
+    truth = torch.linalg.svdvals(p)
+    torch.testing.assert_close(sig[:, :4], truth[:, :4], rtol=1e-12, atol=0)
+    eye = torch.eye(u.shape[-1], dtype=F64)
+    assert float((u.mT @ u - eye).abs().max()) < 1e-12
+    residual = (p @ vh[:, :4].mT - u[:, :, :4] * sig[:, None, :4]).norm(dim=-2)
+    assert float(residual.max()) < 1e-12 * float(truth.max())
+
+
+def test_top_k_of_a_rank_below_k_is_the_full_svd(generator):
+    """Rank 3 < k = 4: the fourth triplet has σ = 0 and no Krylov residual check can pass for it
+    (its v is undetermined by the space), so the element goes to the full SVD: exact triplets."""
+    p = (torch.randn(2, 300, 3, generator=generator, dtype=F64)
+         @ torch.randn(2, 3, 260, generator=generator, dtype=F64))
+    u, sig, vh = singular.singular_triplets(p, 4)
+    truth = torch.linalg.svdvals(p)
+    torch.testing.assert_close(sig[:, :3], truth[:, :3], rtol=1e-12, atol=0)
+    assert float(sig[:, 3].abs().max()) < 1e-12 * float(truth.max())
+    residual = (p @ vh[:, :4].mT - u[:, :, :4] * sig[:, None, :4]).norm(dim=-2)
+    assert float(residual.max()) < 1e-11 * float(truth.max())
+
+
 def test_top_k_converges_in_float32_without_the_full_svd(generator, monkeypatch):
     """float32 residuals level off near 10·ε₃₂·σ₁ (above TOPK_RTOL): the float32 check is
     TOPK_RTOL_ULPS·ε₃₂, so the Krylov answer is kept and no full SVD runs."""
