@@ -174,11 +174,10 @@ def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, m
 
 
 @pytest.mark.parametrize("rank", [12, 40])
-def test_top_k_keeps_an_orthonormal_basis_once_the_krylov_space_is_exhausted(generator, monkeypatch, rank):
-    """P of rank ≥ the block: its range is found within a few blocks, after which each new block
-    is rounding noise inside the space already built. The basis must stay orthonormal (Gram–Schmidt
-    repeated while a block loses most of its norm), so the triplets come out exact, without the
-    full SVD."""
+def test_top_k_of_a_low_rank_matrix_is_exact_without_the_full_svd(generator, monkeypatch, rank):
+    """P of rank ≥ the block: its range is found within a few blocks, after which the Krylov
+    blocks add only rounding noise. The basis of the Rayleigh–Ritz step stays orthonormal, so the
+    triplets come out exact, without the full SVD."""
     p = (torch.randn(2, 300, rank, generator=generator, dtype=F64)
          @ torch.randn(2, rank, 260, generator=generator, dtype=F64))
     calls = []
@@ -194,9 +193,9 @@ def test_top_k_keeps_an_orthonormal_basis_once_the_krylov_space_is_exhausted(gen
     assert float(residual.max()) < 1e-12 * float(truth.max())
 
 
-def test_top_k_of_a_rank_below_k_is_the_full_svd(generator):
-    """Rank 3 < k = 4: the fourth triplet has σ = 0 and no Krylov residual check can pass for it
-    (its v is undetermined by the space), so the element goes to the full SVD: exact triplets."""
+def test_top_k_of_a_rank_below_k(generator):
+    """Rank 3 < k = 4: the three triplets of P exact, the fourth σ = 0 to rounding, every returned
+    triplet within the residual bound."""
     p = (torch.randn(2, 300, 3, generator=generator, dtype=F64)
          @ torch.randn(2, 3, 260, generator=generator, dtype=F64))
     u, sig, vh = singular.singular_triplets(p, 4)
