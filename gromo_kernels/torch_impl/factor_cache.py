@@ -63,6 +63,9 @@ class CacheEntry:
             return part.clone()
         flat = buffers.take(part.numel(), part.dtype)
         self.buffers.append(flat)
+        if not part.is_contiguous() and part.mT.is_contiguous():
+            # A column-major part (a Cholesky factor) keeps its layout: the solves read it as written.
+            return flat[: part.numel()].view(part.mT.shape).copy_(part.mT).mT
         return flat[: part.numel()].view(part.shape).copy_(part)
 
     def nbytes(self) -> int:

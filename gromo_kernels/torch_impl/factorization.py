@@ -305,7 +305,9 @@ def _cholesky_parts(sp: torch.Tensor, name: str) -> tuple:
     dead = (sp.amax(dim=-1) == 0) & (sp.amin(dim=-1) == 0)
     diagonal = sp.diagonal(dim1=-2, dim2=-1)
     diagonal.add_(dead.to(dtype))
-    chol = buffers.workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device)
+    # Column-major (each matrix's transpose contiguous), the layout LAPACK writes: a row-major
+    # ``out=`` costs a transposing copy of the factor (3.3 -> 5.1 ms at d = 577, one thread).
+    chol = buffers.workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device).mT
     info = torch.empty(sp.shape[0], dtype=torch.int32, device=sp.device)
     torch.linalg.cholesky_ex(sp, out=(chol, info))
     diagonal.sub_(dead.to(dtype))

@@ -83,6 +83,24 @@ def test_a_second_identical_call_is_all_hits_and_identical(generator, device):
         _assert_same(a.delta, b.delta)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_large_factors_held_in_pooled_buffers_serve_the_same_solves(generator, device, batch):
+    # d = 300: a Cholesky factor of 720 kB (held in a pooled buffer, not cloned) and above the size
+    # up to which cached factors are stacked (so it is applied as it is held).
+    s = torch.stack([random_psd(300, "geometric", cond=1e3, generator=generator) for _ in range(batch)]).float()
+    m = torch.randn(batch, 300, 7, generator=generator).to(device)
+    s = s.to(device)
+    plain = gk.optimal_delta(s, m)
+    with gk.factorization_cache() as cache:
+        first = gk.optimal_delta(s, m)
+        second = gk.optimal_delta(s.clone(), m)
+    assert cache.misses == batch and cache.hits == batch
+    assert not bool(plain.used_pinv.any())  # the Cholesky path
+    for result in (first, second):
+        _assert_same(result.delta, plain.delta)
+        _assert_same(result.decrease, plain.decrease)
+
+
 def test_a_matrix_changed_in_place_is_refactored(generator, device):
     s = random_psd(12, "geometric", cond=1e2, generator=generator).float().to(device)
     m = torch.randn(12, 3, generator=generator).to(device)
