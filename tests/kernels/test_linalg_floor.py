@@ -146,6 +146,77 @@ def test_absolute_threshold_reproduces_gromo_where_nothing_is_noise(generator):
 
 
 # ----------------------------------------------------------------------------------------------
+# The Cholesky path's extreme eigenvalues: exact on small CPU matrices, estimated above that
+# ----------------------------------------------------------------------------------------------
+
+
+def _scaled_with_dead_units(d, cond, dead, generator):
+    s = random_psd(d, "geometric", cond=cond, generator=generator)
+    s[:dead, :] = 0
+    s[:, :dead] = 0
+    r = torch.where(s.diagonal() > 0, s.diagonal(), torch.ones(d, dtype=F64)).rsqrt()
+    return (r[:, None] * s * r[None, :]).unsqueeze(0)
+
+
+@pytest.mark.parametrize("d", [9, 33, 65])
+@pytest.mark.parametrize("dead", [0, 3])
+def test_small_matrices_take_their_exact_extreme_eigenvalues(generator, monkeypatch, d, dead):
+    """Up to EXACT_SPECTRUM_MAX_DIM the λ_min and λ_max that decide the Cholesky path are the
+    eigenvalues of S' as factored (dead units at a unit diagonal); the iterations they replace
+    estimate the same two numbers (λ_max from below within 1.25×, λ_min from above within 1.33×)."""
+    from gromo_kernels.torch_impl import factorization
+
+    assert d <= factorization.EXACT_SPECTRUM_MAX_DIM
+    sp = _scaled_with_dead_units(d, 1e4, dead, generator)
+    factored = sp.clone()
+    factored.diagonal(dim1=-2, dim2=-1)[:, :dead] = 1.0
+    lam = torch.linalg.eigvalsh(factored)
+    chol, _, ok, lam_max, lam_min = factorization._cholesky_parts(sp.clone(), "test")
+    assert bool(ok.all())
+    torch.testing.assert_close(lam_max, lam[:, -1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(lam_min, lam[:, 0], rtol=1e-12, atol=0)
+    monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 0)
+    _, _, _, est_max, est_min = factorization._cholesky_parts(sp.clone(), "test")
+    assert float(lam[:, -1] / 1.25) <= float(est_max) <= float(lam[:, -1]) * (1 + 1e-12)
+    assert float(lam[:, 0]) * (1 - 1e-12) <= float(est_min) <= 1.33 * float(lam[:, 0])
+
+
+def test_the_exact_and_the_estimated_spectrum_give_the_same_solves(generator, monkeypatch):
+    from gromo_kernels.torch_impl import factorization
+
+    d = 33
+    s = random_psd(d, "geometric", cond=1e3, generator=generator)
+    s[:2, :] = 0
+    s[:, :2] = 0
+    m = s @ torch.randn(d, 4, generator=generator, dtype=F64)
+    exact = gk.optimal_delta(s.float(), m.float())
+    monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 0)
+    estimated = gk.optimal_delta(s.float(), m.float())
+    torch.testing.assert_close(exact.delta, estimated.delta, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(exact.decrease, estimated.decrease, rtol=1e-10, atol=0)
+    assert float(exact.delta[:, :2].abs().max()) == 0.0  # the dead units, deflated on both paths
+
+
+def test_a_failing_eigvalsh_leaves_the_iterations_to_estimate_the_spectrum(generator, monkeypatch):
+    from gromo_kernels.torch_impl import factorization
+
+    sp = _scaled_with_dead_units(17, 1e3, 0, generator)
+    expected = factorization._cholesky_parts(sp.clone(), "test")
+    monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 0)
+    iterated = factorization._cholesky_parts(sp.clone(), "test")
+
+    def no_convergence(a):
+        raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+
+    monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 80)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", no_convergence)
+    fallback = factorization._cholesky_parts(sp.clone(), "test")
+    torch.testing.assert_close(fallback[3], iterated[3], rtol=0, atol=0)
+    torch.testing.assert_close(fallback[4], iterated[4], rtol=0, atol=0)
+    assert not torch.equal(fallback[4], expected[4])  # the estimate, not the exact λ_min
+
+
+# ----------------------------------------------------------------------------------------------
 # Top-k singular triplets
 # ----------------------------------------------------------------------------------------------
 
