@@ -6,7 +6,8 @@ spec transcriptions of bench/gromo_style_solves.py (fp32 LU → pinv → fp64 re
 the absolute numerical_threshold; fp32 full SVD). Statistics, tensor_n and the packaging of the
 neurons are shared, so the ratio is the solves' alone.
 
-Cases: a Linear pair 512→256→512 (trained a few Adam steps on a teacher), a Restricted and a Full
+Cases: a Linear pair 512→256→512 (trained a few Adam steps on a teacher) and a tiny one 8→4→8
+(where per-call overhead, not arithmetic, is what is timed), a Restricted and a Full
 conv pair 64→64→64 (3×3, padding 1, 32×32), and a 5-layer ReLU chain of Restricted convs
 (``compute_optimal_updates`` of layers 2–5, one by one, then as a container's joint solve);
 ``maximum_added_neurons=8``. The truth: each layer's S
@@ -69,14 +70,14 @@ def _collect(layers, forward, loss_fn):
         layer.update_computation()
 
 
-def linear_pair():
+def linear_pair(width: int = 512, hidden: int = 256, n: int = 2048):
     torch.manual_seed(0)
-    first = LinearGrowingModule(512, 256, post_layer_function=nn.ReLU(), name="first")
-    second = LinearGrowingModule(256, 512, previous_module=first, name="second")
+    first = LinearGrowingModule(width, hidden, post_layer_function=nn.ReLU(), name="first")
+    second = LinearGrowingModule(hidden, width, previous_module=first, name="second")
     first.next_module = second
     # Features of different scales (Jacobi scaling makes them irrelevant to the solves).
-    x = torch.randn(2048, 512) * torch.logspace(-1, 1, 512)
-    teacher = torch.randn(512, 512) / 512**0.5
+    x = torch.randn(n, width) * torch.logspace(-1, 1, width)
+    teacher = torch.randn(width, width) / width**0.5
     target = torch.relu(x @ teacher) @ teacher
     opt = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=1e-3)
     for _ in range(20):
@@ -205,6 +206,7 @@ def main():
         torch.set_num_threads(args.threads)
     cases = [
         ("Linear pair 512→256→512", linear_pair),
+        ("tiny Linear pair 8→4→8", lambda: linear_pair(8, 4, 256)),
         ("Restricted pair 64→64→64", lambda: conv_chain(RestrictedConv2dGrowingModule, 2, args.n_conv)),
         ("Full pair 64→64→64", lambda: conv_chain(FullConv2dGrowingModule, 2, args.n_conv)),
         ("5-layer ReLU Restricted chain", lambda: conv_chain(RestrictedConv2dGrowingModule, 5, args.n_conv)),

@@ -70,9 +70,9 @@ RESOLUTION_FACTOR = 8.0
 # The precision floor in Jacobi units: FLOOR_ULPS·ε, or NEGATIVE_NOISE_FACTOR × the most negative
 # eigenvalue (both measured, see the module docstring).
 FLOOR_ULPS = 32.0
-# On CPU up to this size λ_min and λ_max come from one exact ``eigvalsh``: 14–180 µs at d = 9…65 on
-# one thread, against 0.2–0.4 ms of per-operation overhead for the iterations (even at d = 97).
-# CUDA keeps the iterations: a small eigvalsh there is not measured to be cheaper than a few launches.
+# On CPU up to this size λ_min and λ_max come from one exact ``eigvalsh``, which costs less than the
+# iterations' ~40 small operations there (measured crossover near d = 97; bench/README.md). CUDA
+# keeps the iterations: a small eigvalsh there is not measured to be cheaper than their launches.
 EXACT_SPECTRUM_MAX_DIM = 80
 # Cached factors up to this size are stacked and applied in one batched call (not one by one).
 STACK_CACHED_MAX_DIM = 256
@@ -312,7 +312,7 @@ def _cholesky_parts(sp: torch.Tensor, name: str) -> tuple:
     diagonal = sp.diagonal(dim1=-2, dim2=-1)
     diagonal.add_(dead.to(dtype))
     # Column-major (each matrix's transpose contiguous), the layout LAPACK writes: a row-major
-    # ``out=`` costs a transposing copy of the factor (3.3 -> 5.1 ms at d = 577, one thread).
+    # ``out=`` costs a transposing copy of the factor (timings: bench/README.md, solves section).
     chol = buffers.workspace(f"{name}:chol", tuple(sp.shape), dtype, sp.device).mT
     info = torch.empty(sp.shape[0], dtype=torch.int32, device=sp.device)
     torch.linalg.cholesky_ex(sp, out=(chol, info))
