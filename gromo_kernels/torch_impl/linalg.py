@@ -161,11 +161,11 @@ def _residual_ratio(sp, xp, mp, f: PsdFactor) -> torch.Tensor:
 
 def _back(t: torch.Tensor, scale: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
     """t (B, m, n) in float64 times a per-element scale (B,), row factors (B, m), column factors (B, n)."""
-    out = t.to(F64) * scale[:, None, None]
+    out = t.to(F64) * scale[:, None, None]  # a fresh tensor: the factors below apply in place
     if rows is not None:
-        out = out * rows[:, :, None]
+        out.mul_(rows[:, :, None])
     if cols is not None:
-        out = out * cols[:, None, :]
+        out.mul_(cols[:, None, :])
     return out
 
 

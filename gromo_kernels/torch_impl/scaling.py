@@ -136,9 +136,14 @@ def scaled_rhs(a: torch.Tensor, r_rows: torch.Tensor | None, r_cols: torch.Tenso
     """
     if r_rows is None and r_cols is None:
         return scaled(a, work)
-    t = a.to(torch.float64)
+    # One fresh float64 tensor, scaled in place: A is as large as N (D × o), so every extra pass
+    # or temporary costs as much as a small solve. The power of 2 is applied before any rounding
+    # to ``work`` (exact in float64, and no fp32 overflow of R·A before it is scaled down).
+    t = a.to(torch.float64, copy=True)
     if r_rows is not None:
-        t = t * r_rows[:, :, None]
+        t.mul_(r_rows[:, :, None])
     if r_cols is not None:
-        t = t * r_cols[:, None, :]
-    return scaled(t, work)
+        t.mul_(r_cols[:, None, :])
+    m = pow2_scale(t)
+    t.mul_((1.0 / m)[:, None, None])
+    return (t if work == torch.float64 else t.to(work)), m
