@@ -235,9 +235,11 @@ class PsdFactor:
 
     def whiten(self, y: torch.Tensor) -> torch.Tensor:
         """W y: y (B, d, k) -> (B, d, k)."""
+        # The triangular solve runs in place on the masked copy (ours): solving into a separate
+        # output would first copy the right-hand side into LAPACK's column-major layout.
         return self._dispatch(
             y,
-            lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol, x, upper=False),
+            lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol, x, upper=False, out=x),
                             self.chol, t * self.live),
             lambda t: self.weights * _each(lambda vecs, x: vecs.mT @ x, self.vecs, t),
         )
@@ -247,7 +249,7 @@ class PsdFactor:
         return self._dispatch(
             z,
             lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol.mT, x, upper=True),
-                            self.chol, t) * self.live,
+                            self.chol, t).mul_(self.live),
             lambda t: _each(lambda vecs, x: vecs @ x, self.vecs, self.weights * t),
         )
 
