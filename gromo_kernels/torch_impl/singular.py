@@ -9,13 +9,15 @@ vector ≤ ρ_i / gap_i. A Krylov space converges like a Chebyshev polynomial in
 even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) needs only a few blocks,
 where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
 triplets (TOPK_RTOL_ULPS·ε in float32, which cannot reach TOPK_RTOL); otherwise the space grows by
-TOPK_BLOCKS/2 blocks a try, up to half of min(s, t), and an element still not converged is
-decomposed by the full SVD instead.
+the blocks that the residual's decay so far says are missing (1 to TOPK_MAX_ADDED_BLOCKS a try),
+up to half of min(s, t), and an element still not converged — or not expected to converge in that
+room — is decomposed by the full SVD instead.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -27,8 +29,15 @@ TOPK_RTOL = 1e-7
 # In float32 the residuals level off near 10·ε₃₂·σ₁, above TOPK_RTOL: there the check is
 # TOPK_RTOL_ULPS·ε₃₂ (the triplets are then as exact as float32 holds them).
 TOPK_RTOL_ULPS = 64
-# Krylov blocks of the first try (grown by half as many on each failed residual check).
+# Krylov blocks of the first try after the start block (trained Linear layers need 10–13 blocks of
+# k + max(k, 8) columns in all to reach TOPK_RTOL, trained conv layers 6–10: bench/README.md).
 TOPK_BLOCKS = 8
+# A failed try adds the blocks the residual's decay so far says are still missing: at least 1, at
+# most TOPK_MAX_ADDED_BLOCKS (and none, the full SVD answering, when they would not fit).
+TOPK_MAX_ADDED_BLOCKS = 5
+# How much faster (in log residual per block) the next blocks converge than the average since the
+# start: measured 1.7–2.1× on six trained Linear layers (bench/README.md, solves section).
+LATE_RATE_FACTOR = 2.0
 # Top-k is worth it only when the first Krylov space is small against min(s, t).
 TOPK_MAX_FRACTION = 0.5
 TOPK_MIN_SIZE = 96
@@ -61,6 +70,21 @@ def _residual_tolerance(dtype: torch.dtype) -> float:
     return max(TOPK_RTOL, TOPK_RTOL_ULPS * torch.finfo(dtype).eps)
 
 
+def _blocks_to_add(n_blocks: int, residual: float, rtol: float) -> int | None:
+    """Blocks the next try needs, the worst residual ρ/σ₁ being ``residual`` after ``n_blocks``
+    blocks (≥ 1), or None where that cannot be told (no decay yet).
+
+    The residual of the start block is O(1). A Krylov space converges faster as it grows (its
+    polynomials separate the wanted triplets better): the next blocks cut the residual about
+    LATE_RATE_FACTOR times as fast (in logarithm) as the average since the start, and that rate is
+    extrapolated. An estimate too short only costs one more try.
+    """
+    if not 0.0 < rtol < residual < 1.0 or n_blocks < 2:
+        return None
+    per_block = LATE_RATE_FACTOR * -math.log(residual) / (n_blocks - 1)
+    return max(1, math.ceil(math.log(residual / rtol) / per_block))
+
+
 def _extend_krylov(p: torch.Tensor, blocks: list[torch.Tensor], count: int) -> None:
     """Append ``count`` blocks orth((PPᵀ) y) to the Krylov blocks, continuing from the last one."""
     y = blocks[-1]
@@ -84,12 +108,15 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
     rtol = _residual_tolerance(p.dtype)
     while True:
         u, sig, vh, rho = _rayleigh_ritz(p, _orth(torch.cat(blocks, dim=-1)), l)
+        relative = (rho[:, :k] / sig[:, :1].clamp_min(torch.finfo(p.dtype).tiny)).amax(dim=-1)
         converged = (rho[:, :k] <= rtol * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
             return u, sig, vh
-        if l * (len(blocks) + TOPK_BLOCKS // 2) > TOPK_MAX_FRACTION * n_min:
-            break
-        _extend_krylov(p, blocks, TOPK_BLOCKS // 2)
+        worst = float(relative[~converged].amax())  # host sync on a failed try
+        needed = _blocks_to_add(len(blocks), worst, rtol) or TOPK_MAX_ADDED_BLOCKS
+        if needed > int(TOPK_MAX_FRACTION * n_min) // l - len(blocks):
+            break  # not expected to converge in the room left: the full SVD now, not after more tries
+        _extend_krylov(p, blocks, min(needed, TOPK_MAX_ADDED_BLOCKS))
     idx = (~converged).nonzero().squeeze(1)
     fu, fs, fvh = torch.linalg.svd(p[idx], full_matrices=False)
     u, sig, vh = u.clone(), sig.clone(), vh.clone()

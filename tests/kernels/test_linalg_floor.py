@@ -244,6 +244,65 @@ def test_top_k_falls_back_to_the_full_svd_when_it_does_not_converge(generator, m
     assert float(residual) < 1e-10 * float(full.max())
 
 
+def _geometric_p(base, generator, s_dim=400, t_dim=380):
+    sig = base ** torch.arange(t_dim, dtype=F64)
+    u = torch.linalg.qr(torch.randn(s_dim, t_dim, generator=generator, dtype=F64)).Q
+    v = torch.linalg.qr(torch.randn(t_dim, t_dim, generator=generator, dtype=F64)).Q
+    return ((u * sig) @ v.T).unsqueeze(0)
+
+
+def _counting_tries(monkeypatch, full_svd=False):
+    """The Krylov blocks of each Rayleigh–Ritz try, as a list filled by the calls that follow
+    (and, unless ``full_svd``, an error if the full SVD is called)."""
+    spaces = []
+    rayleigh_ritz = singular._rayleigh_ritz
+
+    def counted(p, q, l):
+        spaces.append(q.shape[-1] // l)
+        return rayleigh_ritz(p, q, l)
+
+    def no_full_svd(*args, **kwargs):
+        raise AssertionError("the full SVD was called")
+
+    monkeypatch.setattr(singular, "_rayleigh_ritz", counted)
+    if not full_svd:
+        monkeypatch.setattr(torch.linalg, "svd", no_full_svd)
+    return spaces
+
+
+@pytest.mark.parametrize("base,spaces", [(0.985, [9, 10]), (0.99, [9, 13])])
+def test_a_failed_top_k_try_adds_the_blocks_its_residual_decay_predicts(generator, monkeypatch, base, spaces):
+    """σ_i = base^i: 9 blocks are not enough; the second try, sized from the residual's decay over the
+    first, is (the blocks it needs: 1 and 4), and its triplets are those of the full SVD."""
+    p = _geometric_p(base, generator)
+    full = torch.linalg.svdvals(p)
+    tried = _counting_tries(monkeypatch)
+    u, sig, vh = singular.singular_triplets(p, 4)
+    assert tried == spaces
+    torch.testing.assert_close(sig[:, :4], full[:, :4], rtol=1e-12, atol=0)
+    rho = torch.linalg.vector_norm(p @ vh[:, :4].mT - u[:, :, :4] * sig[:, None, :4], dim=-2)
+    assert float(rho.max()) <= singular.TOPK_RTOL * float(full[:, 0])
+
+
+def test_top_k_hands_over_to_the_full_svd_when_the_room_left_cannot_converge(generator, monkeypatch):
+    """σ_i = 0.995^i: after the first try the residual's decay predicts more blocks than the space
+    may hold (half of min(s, t)), so the full SVD answers at once, without further tries."""
+    p = _geometric_p(0.995, generator)
+    full = torch.linalg.svd(p, full_matrices=False)
+    tried = _counting_tries(monkeypatch, full_svd=True)
+    u, sig, vh = singular.singular_triplets(p, 4)
+    assert tried == [9]
+    torch.testing.assert_close(sig[:, :4], full.S[:, :4], rtol=1e-12, atol=0)
+
+
+def test_the_blocks_a_failed_try_adds():
+    # 7.8e-6 after 9 blocks (the benchmark's trained Linear pair): 2 more reach 1e-7 (measured 4.1e-8).
+    assert singular._blocks_to_add(9, 7.8e-6, 1e-7) == 2
+    assert singular._blocks_to_add(9, 2.0e-7, 1e-7) == 1
+    assert singular._blocks_to_add(9, 1.5, 1e-7) is None  # no decay to extrapolate
+    assert singular._blocks_to_add(9, 1e-3, 0.0) is None  # a tolerance no try can reach
+
+
 @pytest.mark.parametrize("rank", [12, 40])
 def test_top_k_of_a_low_rank_matrix_is_exact_without_the_full_svd(generator, monkeypatch, rank):
     """P of rank ≥ the block: its range is found within a few blocks, after which the Krylov
