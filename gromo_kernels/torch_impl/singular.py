@@ -101,13 +101,14 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
         return torch.linalg.svd(p, full_matrices=False)
     n_min = min(s_dim, t_dim)
     l = _block(k, n_min)
-    # A failed try keeps its blocks: the next one only appends (the same space as a rebuild).
+    # A failed try keeps its blocks, basis and products: the next one only appends.
     blocks = [_orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))]
     _extend_krylov(p, blocks, TOPK_BLOCKS)
     converged = torch.zeros(b, dtype=torch.bool, device=p.device)
     rtol = _residual_tolerance(p.dtype)
+    space = _RitzSpace(p, torch.cat(blocks, dim=-1))
     while True:
-        u, sig, vh, rho = _rayleigh_ritz(p, _orth(torch.cat(blocks, dim=-1)), l)
+        u, sig, vh, rho = space.rayleigh_ritz(l)
         relative = (rho[:, :k] / sig[:, :1].clamp_min(torch.finfo(p.dtype).tiny)).amax(dim=-1)
         converged = (rho[:, :k] <= rtol * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
@@ -116,7 +117,9 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
         needed = _blocks_to_add(len(blocks), worst, rtol) or TOPK_MAX_ADDED_BLOCKS
         if needed > int(TOPK_MAX_FRACTION * n_min) // l - len(blocks):
             break  # not expected to converge in the room left: the full SVD now, not after more tries
-        _extend_krylov(p, blocks, min(needed, TOPK_MAX_ADDED_BLOCKS))
+        added = min(needed, TOPK_MAX_ADDED_BLOCKS)
+        _extend_krylov(p, blocks, added)
+        space.extend(torch.cat(blocks[-added:], dim=-1))
     idx = (~converged).nonzero().squeeze(1)
     fu, fs, fvh = torch.linalg.svd(p[idx], full_matrices=False)
     u, sig, vh = u.clone(), sig.clone(), vh.clone()
@@ -124,21 +127,57 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
     return u, sig, vh
 
 
-def _rayleigh_ritz(p: torch.Tensor, q: torch.Tensor, l: int):
-    """The top l triplets of p on the column space of q (B, s, m), and their residuals ρ (B, l).
+class _RitzSpace:
+    """The orthonormal basis Q (B, s, m) of the Householder QR of the Krylov blocks of p (B, s, t),
+    grown try by try, with the Rayleigh–Ritz products QᵀP (B, m, t) and their Gram matrix (B, m, m)
+    kept: a try after a failed one computes only what the appended blocks add.
 
-    The small SVD of QᵀP (m × t) through the eigh of its (m × m) Gram matrix: several times faster
-    than LAPACK's SVD at these shapes. Squaring costs accuracy only for σ_i ≲ 1e-4·σ₁, and ρ is
-    computed from the triplets themselves, so such a loss can only fail the check (never pass it).
-    Only the l kept triplets are formed (the other m − l directions only enlarge the space).
+    Householder QR factors columns left to right, so the QR of [blocks, new] extends that of the
+    blocks: their reflectors applied to ``new`` (ormqr), the rows below m of the result factored,
+    and the new columns of Q those reflectors applied to that factor's Q. That is a Householder QR
+    of all the blocks, computed at the price of the new columns; as with any QR, the columns made
+    from nearly dependent blocks are as orthonormal as the others, whatever rounding they hold.
     """
-    small = q.mT @ p  # (B, m, t)
-    _, ub = torch.linalg.eigh(small @ small.mT)
-    ub = ub.flip(-1)[..., :l]
-    rows = ub.mT @ small  # σ_i v_iᵀ
-    sig = torch.linalg.vector_norm(rows, dim=-1)
-    tiny = torch.finfo(p.dtype).tiny
-    vh = rows / sig.clamp_min(tiny).unsqueeze(-1)
-    u = q @ ub
-    rho = torch.linalg.vector_norm(p @ vh.mT - u * sig.unsqueeze(-2), dim=-2)
-    return u, sig, vh, rho
+
+    def __init__(self, p: torch.Tensor, blocks: torch.Tensor):
+        self.p = p
+        self.reflectors, self.tau = torch.geqrf(blocks)
+        self.q = torch.linalg.householder_product(self.reflectors, self.tau)
+        self.small = self.q.mT @ p
+        self.gram = self.small @ self.small.mT
+
+    def extend(self, new: torch.Tensor) -> None:
+        """Append the columns of ``new`` (B, s, c) to the basis."""
+        m = self.q.shape[-1]
+        projected = torch.ormqr(self.reflectors, self.tau, new, left=True, transpose=True)
+        trailing, tau = torch.geqrf(projected[..., m:, :])
+        embedded = torch.cat([torch.zeros_like(projected[..., :m, :]),
+                              torch.linalg.householder_product(trailing, tau)], dim=-2)
+        q_new = torch.ormqr(self.reflectors, self.tau, embedded, left=True, transpose=False)
+        self.reflectors = torch.cat([self.reflectors, torch.cat([projected[..., :m, :], trailing], dim=-2)], dim=-1)
+        self.tau = torch.cat([self.tau, tau], dim=-1)
+        small_new = q_new.mT @ self.p
+        cross = self.small @ small_new.mT
+        self.gram = torch.cat([torch.cat([self.gram, cross], dim=-1),
+                               torch.cat([cross.mT, small_new @ small_new.mT], dim=-1)], dim=-2)
+        self.q = torch.cat([self.q, q_new], dim=-1)
+        self.small = torch.cat([self.small, small_new], dim=-2)
+
+    def rayleigh_ritz(self, l: int):
+        """The top l triplets of p on the space, and their residuals ρ (B, l).
+
+        The small SVD of QᵀP (m × t) through the eigh of its (m × m) Gram matrix: several times
+        faster than LAPACK's SVD at these shapes. Squaring costs accuracy only for σ_i ≲ 1e-4·σ₁,
+        and ρ is computed from the triplets themselves, so such a loss can only fail the check
+        (never pass it). Only the l kept triplets are formed (the other m − l directions only
+        enlarge the space).
+        """
+        _, ub = torch.linalg.eigh(self.gram)
+        ub = ub.flip(-1)[..., :l]
+        rows = ub.mT @ self.small  # σ_i v_iᵀ
+        sig = torch.linalg.vector_norm(rows, dim=-1)
+        tiny = torch.finfo(self.p.dtype).tiny
+        vh = rows / sig.clamp_min(tiny).unsqueeze(-1)
+        u = self.q @ ub
+        rho = torch.linalg.vector_norm(self.p @ vh.mT - u * sig.unsqueeze(-2), dim=-2)
+        return u, sig, vh, rho

@@ -255,16 +255,16 @@ def _counting_tries(monkeypatch, full_svd=False):
     """The Krylov blocks of each Rayleigh–Ritz try, as a list filled by the calls that follow
     (and, unless ``full_svd``, an error if the full SVD is called)."""
     spaces = []
-    rayleigh_ritz = singular._rayleigh_ritz
+    rayleigh_ritz = singular._RitzSpace.rayleigh_ritz
 
-    def counted(p, q, l):
-        spaces.append(q.shape[-1] // l)
-        return rayleigh_ritz(p, q, l)
+    def counted(space, l):
+        spaces.append(space.q.shape[-1] // l)
+        return rayleigh_ritz(space, l)
 
     def no_full_svd(*args, **kwargs):
         raise AssertionError("the full SVD was called")
 
-    monkeypatch.setattr(singular, "_rayleigh_ritz", counted)
+    monkeypatch.setattr(singular._RitzSpace, "rayleigh_ritz", counted)
     if not full_svd:
         monkeypatch.setattr(torch.linalg, "svd", no_full_svd)
     return spaces
@@ -293,6 +293,34 @@ def test_top_k_hands_over_to_the_full_svd_when_the_room_left_cannot_converge(gen
     u, sig, vh = singular.singular_triplets(p, 4)
     assert tried == [9]
     torch.testing.assert_close(sig[:, :4], full.S[:, :4], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("zero_rows", [0, 150])
+def test_the_grown_krylov_basis_is_the_householder_qr_of_all_its_blocks(generator, zero_rows):
+    """Extending the kept QR by new blocks keeps the old columns, stays orthonormal, holds every
+    block, and its Rayleigh–Ritz triplets are those of one QR of all the blocks — also when the
+    blocks lie almost inside the space (exact zero rows). (Columns made from nearly dependent blocks
+    differ with rounding, as between any two QRs of them.)"""
+    p = _geometric_p(0.99, generator)
+    p[:, :zero_rows] = 0
+    blocks = [singular._orth(p @ torch.randn(1, 380, 12, generator=generator, dtype=F64))]
+    singular._extend_krylov(p, blocks, 8)
+    space = singular._RitzSpace(p, torch.cat(blocks, dim=-1))
+    first = space.q.clone()
+    for added in (1, 3):
+        singular._extend_krylov(p, blocks, added)
+        space.extend(torch.cat(blocks[-added:], dim=-1))
+    every = torch.cat(blocks, dim=-1)
+    assert torch.equal(space.q[..., : first.shape[-1]], first)
+    eye = torch.eye(every.shape[-1], dtype=F64)
+    torch.testing.assert_close(space.q.mT @ space.q, eye[None], rtol=0, atol=1e-13)
+    outside = every - space.q @ (space.q.mT @ every)
+    assert float(outside.abs().max()) <= 1e-13
+    torch.testing.assert_close(space.small, space.q.mT @ p, rtol=0, atol=1e-13)
+    rebuilt = singular._RitzSpace(p, every)
+    grown_triplets, rebuilt_triplets = space.rayleigh_ritz(12), rebuilt.rayleigh_ritz(12)
+    torch.testing.assert_close(grown_triplets[1], rebuilt_triplets[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grown_triplets[3], rebuilt_triplets[3], rtol=0, atol=1e-12)
 
 
 def test_the_blocks_a_failed_try_adds():
