@@ -30,13 +30,14 @@ TOPK_RTOL = 1e-7
 # TOPK_RTOL_ULPS·ε₃₂ (the triplets are then as exact as float32 holds them).
 TOPK_RTOL_ULPS = 64
 # Krylov blocks of the first try after the start block (trained Linear layers need 10–13 blocks of
-# k + max(k, 8) columns in all to reach TOPK_RTOL, trained conv layers 6–10: bench/README.md).
+# k + max(k, 8) columns in all to reach TOPK_RTOL, trained conv layers 6–10: bench/topk_convergence.py).
 TOPK_BLOCKS = 8
 # A failed try adds the blocks the residual's decay so far says are still missing: at least 1, at
 # most TOPK_MAX_ADDED_BLOCKS (and none, the full SVD answering, when they would not fit).
 TOPK_MAX_ADDED_BLOCKS = 5
 # How much faster (in log residual per block) the next blocks converge than the average since the
-# start: measured 1.7–2.1× on six trained Linear layers (bench/README.md, solves section).
+# start: measured 1.7–2.0× on six trained Linear layers (bench/topk_convergence.py); 1.1–1.3× on
+# conv layers, which mostly converge within the first try.
 LATE_RATE_FACTOR = 2.0
 # Top-k is worth it only when the first Krylov space is small against min(s, t).
 TOPK_MAX_FRACTION = 0.5
