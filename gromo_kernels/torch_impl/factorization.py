@@ -244,12 +244,15 @@ class PsdFactor:
             lambda t: self.weights * _each(lambda vecs, x: vecs.mT @ x, self.vecs, t),
         )
 
-    def whiten_t(self, z: torch.Tensor) -> torch.Tensor:
-        """Wᵀ z: z (B, d, k) -> (B, d, k)."""
+    def whiten_t(self, z: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
+        """Wᵀ z: z (B, d, k) -> (B, d, k). ``overwrite``: z is the caller's scratch (it may be
+        overwritten, which spares LAPACK a copy of it on the Cholesky path)."""
+        def solve(chol, x):
+            return torch.linalg.solve_triangular(chol.mT, x, upper=True, out=x if overwrite else None)
+
         return self._dispatch(
             z,
-            lambda t: _each(lambda chol, x: torch.linalg.solve_triangular(chol.mT, x, upper=True),
-                            self.chol, t).mul_(self.live),
+            lambda t: _each(solve, self.chol, t).mul_(self.live),
             lambda t: _each(lambda vecs, x: vecs @ x, self.vecs, self.weights * t),
         )
 

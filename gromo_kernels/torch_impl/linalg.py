@@ -184,7 +184,7 @@ class SolveOut(NamedTuple):
 def _solve_core(s, m, rule, *, work, out_dtype, check, exact):
     f, sp, r = _factor(s, rule, work, exact=exact, defer_eigh=check)
     mp, mscale = scaled_rhs(m, r, None, work)
-    xp = f.whiten_t(f.whiten(mp))
+    xp = f.whiten_t(f.whiten(mp), overwrite=True)
     x = _back(xp, mscale, rows=r).to(out_dtype)
     bad = None
     if check:
@@ -256,10 +256,12 @@ def _delta_core(s, m, e, rule_s, rule_e, *, force_pinv, work, out_dtype, check, 
     if e is None:
         mp, mscale = scaled_rhs(m, r_s, None, work)
         y = fs.whiten(mp)  # W_S M'   (B, D, o)
-        deltap_t = fs.whiten_t(y)  # S'⁺ M'  (B, D, o)
+        # What is read of y (the decrease, its finiteness) is read before Wᵀ overwrites it.
+        y_norm = torch.linalg.vector_norm(y, dim=(-2, -1))
+        deltap_t = fs.whiten_t(y, overwrite=True)  # S'⁺ M'  (B, D, o)
         delta = _back(deltap_t.mT, mscale, cols=r_s)
         if check:
-            bad = fs.deferred | ~_finite_rows(deltap_t, y) | fs.unresolved_in_fp32() | (
+            bad = fs.deferred | ~_finite_rows(deltap_t) | ~torch.isfinite(y_norm) | fs.unresolved_in_fp32() | (
                 _residual_ratio(sp, deltap_t, mp, fs) > RESIDUAL_LIMIT)
     else:
         fe, _, r_e = _factor(e, rule_e, work, name="E", exact=exact, force_eigh=force_pinv, defer_eigh=check)
@@ -276,7 +278,9 @@ def _delta_core(s, m, e, rule_s, rule_e, *, force_pinv, work, out_dtype, check, 
             bad = fs.deferred | fe.deferred | ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
                 fe.unresolved_in_fp32() | (_residual_ratio(sp, xs, mp, fs) > RESIDUAL_LIMIT))
     # tr(M·Δ) = ‖W_S M W_Eᵀ‖²: a sum of squares, never negative.
-    decrease = (torch.linalg.vector_norm(y, dim=(-2, -1)).to(F64) ** 2 * mscale ** 2).to(out_dtype)
+    if e is not None:
+        y_norm = torch.linalg.vector_norm(y, dim=(-2, -1))
+    decrease = (y_norm.to(F64) ** 2 * mscale ** 2).to(out_dtype)
     return (delta.to(out_dtype), decrease, used), bad
 
 

@@ -394,8 +394,8 @@ def test_fp32_residual_failure_is_escalated(generator, monkeypatch):
     m = torch.randn(2, d, 2, generator=generator).float()
     real = impl.PsdFactor.whiten_t
 
-    def corrupted(self, z):
-        out = real(self, z)
+    def corrupted(self, z, **options):
+        out = real(self, z, **options)
         if out.dtype == torch.float32:
             out = out.clone()
             out[0, 0] += 1e-2 * out[0].abs().max()
@@ -642,3 +642,29 @@ def test_fp32_mode_sends_pseudo_inverse_elements_to_fp64(generator):
     ref = gk.optimal_delta(s, m, rtol=d * _eps(torch.float32))
     torch.testing.assert_close(out.delta[0], ref.delta[0], rtol=0, atol=0)
     assert float((out.delta[1] - ref.delta[1]).norm() / ref.delta[1].norm()) < 1e-5
+
+
+def test_whitening_writes_only_into_scratch_it_is_given(generator):
+    """W and Wᵀ leave their argument as it was (the in-place triangular solves work on copies),
+    except ``whiten_t(z, overwrite=True)``, which gives the same values — on a batch split between
+    the Cholesky path (one element with a dead unit) and the eigh path (a rank-deficient element)."""
+    from gromo_kernels.torch_impl import scaling
+
+    d = 12
+    full = random_psd(d, "geometric", cond=1e2, generator=generator)
+    full[0, :] = 0
+    full[:, 0] = 0
+    deficient = random_psd(d, "geometric", cond=1e2, rank=d - 3, generator=generator)
+    s = torch.stack([full, deficient])
+    sp, r = scaling.scale_psd(s, torch.float64, jacobi=True)
+    f = impl.factor_psd_torch(sp, atol=None, rtol=None, floor=1e-6, r=r)
+    assert f.chol is not None and f.vecs is not None  # both paths
+    y = torch.randn(2, d, 5, generator=generator, dtype=torch.float64)
+    before = y.clone()
+    white = f.whiten(y)
+    back = f.whiten_t(white)
+    assert torch.equal(y, before)
+    scratch = white.clone()
+    torch.testing.assert_close(f.whiten_t(scratch, overwrite=True), back, rtol=0, atol=0)
+    # Wᵀ W is the pseudo-inverse of S' on its kept directions.
+    torch.testing.assert_close(back[0], torch.linalg.pinv(sp[0]) @ y[0], rtol=1e-10, atol=1e-10)
