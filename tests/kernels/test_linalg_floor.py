@@ -122,11 +122,17 @@ def test_dependent_bias_column_at_large_scale_is_not_inverted(generator):
     assert err.subspace <= 3e-2
 
 
+def _psd_with_dead_units(d, cond, dead, generator):
+    """A geometric-spectrum PSD matrix (float64) whose first ``dead`` rows and columns are zero."""
+    s = random_psd(d, "geometric", cond=cond, generator=generator)
+    s[:dead, :] = 0
+    s[:, :dead] = 0
+    return s
+
+
 def test_dead_features_are_dropped_exactly(generator):
     d = 40
-    s = random_psd(d, "geometric", cond=1e3, generator=generator)
-    s[:5, :] = 0
-    s[:, :5] = 0
+    s = _psd_with_dead_units(d, 1e3, 5, generator)
     m = s @ torch.randn(d, 3, generator=generator, dtype=F64)
     out = gk.optimal_delta(s.float(), m.float())
     assert float(out.delta[:, :5].abs().max()) == 0.0
@@ -151,9 +157,7 @@ def test_absolute_threshold_reproduces_gromo_where_nothing_is_noise(generator):
 
 
 def _scaled_with_dead_units(d, cond, dead, generator):
-    s = random_psd(d, "geometric", cond=cond, generator=generator)
-    s[:dead, :] = 0
-    s[:, :dead] = 0
+    s = _psd_with_dead_units(d, cond, dead, generator)
     r = torch.where(s.diagonal() > 0, s.diagonal(), torch.ones(d, dtype=F64)).rsqrt()
     return (r[:, None] * s * r[None, :]).unsqueeze(0)
 
@@ -185,9 +189,7 @@ def test_the_exact_and_the_estimated_spectrum_give_the_same_solves(generator, mo
     from gromo_kernels.torch_impl import factorization
 
     d = 33
-    s = random_psd(d, "geometric", cond=1e3, generator=generator)
-    s[:2, :] = 0
-    s[:, :2] = 0
+    s = _psd_with_dead_units(d, 1e3, 2, generator)
     m = s @ torch.randn(d, 4, generator=generator, dtype=F64)
     exact = gk.optimal_delta(s.float(), m.float())
     monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 0)
