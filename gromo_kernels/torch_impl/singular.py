@@ -9,8 +9,8 @@ vector ≤ ρ_i / gap_i. A Krylov space converges like a Chebyshev polynomial in
 even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) needs only a few blocks,
 where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
 triplets (TOPK_RTOL_ULPS·ε in float32, which cannot reach TOPK_RTOL); otherwise the space grows by
-the blocks that the residual's decay so far says are missing (1 to TOPK_MAX_ADDED_BLOCKS a try),
-up to half of min(s, t), and an element still not converged — or not expected to converge in that
+the blocks that the residual's decay so far says are missing (1 to TOPK_MAX_ADDED_BLOCKS a try;
+in float32, whose residuals stall near the tolerance, always the maximum), up to half of min(s, t), and an element still not converged — or not expected to converge in that
 room — is decomposed by the full SVD instead.
 """
 
@@ -32,9 +32,10 @@ TOPK_RTOL_ULPS = 64
 # Krylov blocks of the first try after the start block (trained Linear layers need 10–13 blocks of
 # k + max(k, 8) columns in all to reach TOPK_RTOL, trained conv layers 6–10: bench/topk_convergence.py).
 TOPK_BLOCKS = 8
-# A failed try adds the blocks the residual's decay so far says are still missing: at least 1, at
-# most TOPK_MAX_ADDED_BLOCKS (and none, the full SVD answering, when they would not fit).
-TOPK_MAX_ADDED_BLOCKS = 5
+# A failed try adds the blocks the residual's decay so far says are still missing (after a second
+# failure at least twice the step before), at most TOPK_MAX_ADDED_BLOCKS, and none, the full SVD answering, when they would
+# not fit; in float32 always TOPK_MAX_ADDED_BLOCKS.
+TOPK_MAX_ADDED_BLOCKS = 4
 # How much faster (in log residual per block) the next blocks converge than the average since the
 # start: measured 1.7–2.0× on six trained Linear layers (bench/topk_convergence.py); 1.1–1.3× on
 # conv layers, which mostly converge within the first try.
@@ -71,18 +72,26 @@ def _residual_tolerance(dtype: torch.dtype) -> float:
     return max(TOPK_RTOL, TOPK_RTOL_ULPS * torch.finfo(dtype).eps)
 
 
-def _blocks_to_add(n_blocks: int, residual: float, rtol: float) -> int | None:
-    """Blocks the next try needs, the worst residual ρ/σ₁ being ``residual`` after ``n_blocks``
-    blocks (≥ 1), or None where that cannot be told (no decay yet).
+def _blocks_to_add(history: list[tuple[int, float]], rtol: float) -> int | None:
+    """Blocks the next try needs (≥ 1), ``history`` holding (blocks, worst residual ρ/σ₁) of the
+    failed tries so far; None where that cannot be told (no decay seen).
 
-    The residual of the start block is O(1). A Krylov space converges faster as it grows (its
-    polynomials separate the wanted triplets better): the next blocks cut the residual about
-    LATE_RATE_FACTOR times as fast (in logarithm) as the average since the start, and that rate is
-    extrapolated. An estimate too short only costs one more try.
+    After the first try: the residual of the start block is O(1), and a Krylov space converges
+    faster as it grows (its polynomials separate the wanted triplets better), so the next blocks
+    cut the residual about LATE_RATE_FACTOR times as fast (in logarithm) as the average since the
+    start. After later tries: the rate seen between the last two. An estimate too short costs one
+    more try; after one the caller adds at least twice its last step.
     """
+    n_blocks, residual = history[-1]
     if not 0.0 < rtol < residual < 1.0 or n_blocks < 2:
         return None
-    per_block = LATE_RATE_FACTOR * -math.log(residual) / (n_blocks - 1)
+    if len(history) == 1:
+        per_block = LATE_RATE_FACTOR * -math.log(residual) / (n_blocks - 1)
+    else:
+        previous_blocks, previous = history[-2]
+        per_block = math.log(previous / residual) / (n_blocks - previous_blocks)
+        if not per_block > 0.0:
+            return None
     return max(1, math.ceil(math.log(residual / rtol) / per_block))
 
 
@@ -107,18 +116,28 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
     _extend_krylov(p, blocks, TOPK_BLOCKS)
     converged = torch.zeros(b, dtype=torch.bool, device=p.device)
     rtol = _residual_tolerance(p.dtype)
+    # Where the dtype's rounding sets the tolerance (float32), the residual stalls near it and its
+    # decay says nothing about the blocks missing: the space then grows by the fixed maximum.
+    predictable = rtol == TOPK_RTOL
     space = _RitzSpace(p, torch.cat(blocks, dim=-1))
+    history, added = [], 0
     while True:
         u, sig, vh, rho = space.rayleigh_ritz(l)
         relative = (rho[:, :k] / sig[:, :1].clamp_min(torch.finfo(p.dtype).tiny)).amax(dim=-1)
         converged = (rho[:, :k] <= rtol * sig[:, :1]).all(dim=-1)
         if bool(converged.all()):  # host sync per try
             return u, sig, vh
-        worst = float(relative[~converged].amax())  # host sync on a failed try
-        needed = _blocks_to_add(len(blocks), worst, rtol) or TOPK_MAX_ADDED_BLOCKS
-        if needed > int(TOPK_MAX_FRACTION * n_min) // l - len(blocks):
+        room = int(TOPK_MAX_FRACTION * n_min) // l - len(blocks)
+        needed = None
+        if predictable:
+            history.append((len(blocks), float(relative[~converged].amax())))  # host sync on a failed try
+            needed = _blocks_to_add(history, rtol)
+        if needed is None:
+            needed = TOPK_MAX_ADDED_BLOCKS
+        if needed > room:
             break  # not expected to converge in the room left: the full SVD now, not after more tries
-        added = min(needed, TOPK_MAX_ADDED_BLOCKS)
+        # A prediction that fell short once is not trusted to the block: at least twice the last step.
+        added = min(max(needed, 2 * added), TOPK_MAX_ADDED_BLOCKS, room)
         _extend_krylov(p, blocks, added)
         space.extend(torch.cat(blocks[-added:], dim=-1))
     idx = (~converged).nonzero().squeeze(1)

@@ -286,6 +286,19 @@ def test_a_failed_top_k_try_adds_the_blocks_its_residual_decay_predicts(generato
     assert float(rho.max()) <= singular.TOPK_RTOL * float(full[:, 0])
 
 
+def test_float32_top_k_grows_by_the_fixed_step(generator, monkeypatch):
+    """In float32 the residuals stall near the tolerance (64·ε₃₂), so their decay predicts nothing:
+    the space grows by TOPK_MAX_ADDED_BLOCKS a try, and the triplets are float32-exact."""
+    p = _geometric_p(0.99, generator, 600, 600).float()
+    tried = _counting_tries(monkeypatch)
+    u, sig, vh = singular.singular_triplets(p, 8)
+    assert tried == [9, 9 + singular.TOPK_MAX_ADDED_BLOCKS]
+    p64 = p.double()
+    rho = torch.linalg.vector_norm(p64 @ vh[:, :8].double().mT - u[:, :, :8].double() * sig[:, None, :8].double(),
+                                   dim=-2)
+    assert float(rho.max()) <= singular.TOPK_RTOL_ULPS * torch.finfo(torch.float32).eps * float(sig[:, 0])
+
+
 def test_top_k_hands_over_to_the_full_svd_when_the_room_left_cannot_converge(generator, monkeypatch):
     """σ_i = 0.995^i: after the first try the residual's decay predicts more blocks than the space
     may hold (half of min(s, t)), so the full SVD answers at once, without further tries."""
@@ -327,10 +340,14 @@ def test_the_grown_krylov_basis_is_the_householder_qr_of_all_its_blocks(generato
 
 def test_the_blocks_a_failed_try_adds():
     # 7.8e-6 after 9 blocks (the benchmark's trained Linear pair): 2 more reach 1e-7 (measured 4.1e-8).
-    assert singular._blocks_to_add(9, 7.8e-6, 1e-7) == 2
-    assert singular._blocks_to_add(9, 2.0e-7, 1e-7) == 1
-    assert singular._blocks_to_add(9, 1.5, 1e-7) is None  # no decay to extrapolate
-    assert singular._blocks_to_add(9, 1e-3, 0.0) is None  # a tolerance no try can reach
+    assert singular._blocks_to_add([(9, 7.8e-6)], 1e-7) == 2
+    assert singular._blocks_to_add([(9, 2.0e-7)], 1e-7) == 1
+    # After two tries the rate seen between them: 10× a block from 1e-5 to 1e-6, 1e-7 is one more.
+    assert singular._blocks_to_add([(9, 1e-5), (10, 1e-6)], 1e-7) == 1
+    assert singular._blocks_to_add([(9, 1e-5), (10, 5e-6)], 1e-7) == 6
+    assert singular._blocks_to_add([(9, 1e-5), (10, 2e-5)], 1e-7) is None  # no decay seen
+    assert singular._blocks_to_add([(9, 1.5)], 1e-7) is None  # no decay to extrapolate
+    assert singular._blocks_to_add([(9, 1e-3)], 0.0) is None  # a tolerance no try can reach
 
 
 @pytest.mark.parametrize("rank", [12, 40])
