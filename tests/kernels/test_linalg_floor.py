@@ -191,6 +191,11 @@ def test_the_exact_and_the_estimated_spectrum_give_the_same_solves(generator, mo
     d = 33
     s = _psd_with_dead_units(d, 1e3, 2, generator)
     m = s @ torch.randn(d, 4, generator=generator, dtype=F64)
+
+    def no_eigh(a):
+        raise AssertionError("the eigh path was taken")
+
+    monkeypatch.setattr(factorization, "eigh_psd_torch", no_eigh)  # both solves: the Cholesky path
     exact = gk.optimal_delta(s.float(), m.float())
     monkeypatch.setattr(factorization, "EXACT_SPECTRUM_MAX_DIM", 0)
     estimated = gk.optimal_delta(s.float(), m.float())
