@@ -261,13 +261,14 @@ def _delta_core(s, m, e, rule_s, rule_e, *, force_pinv, work, out_dtype, check, 
         deltap_t = fs.whiten_t(y, overwrite=True)  # S'⁺ M'  (B, D, o)
         delta = _back(deltap_t.mT, mscale, cols=r_s)
         if check:
-            bad = fs.deferred | ~_finite_rows(deltap_t) | ~torch.isfinite(y_norm) | fs.unresolved_in_fp32() | (
-                _residual_ratio(sp, deltap_t, mp, fs) > RESIDUAL_LIMIT)
+            bad = fs.deferred | ~_finite_rows(deltap_t) | ~torch.isfinite(y_norm) | (
+                fs.unresolved_in_fp32() | (_residual_ratio(sp, deltap_t, mp, fs) > RESIDUAL_LIMIT))
     else:
         fe, _, r_e = _factor(e, rule_e, work, name="E", exact=exact, force_eigh=force_pinv, defer_eigh=check)
         mp, mscale = scaled_rhs(m, r_s, r_e, work)
         y1 = fs.whiten(mp)
         y = fe.whiten(y1.mT).mT  # W_S M' W_Eᵀ
+        y_norm = torch.linalg.vector_norm(y, dim=(-2, -1))
         z = fs.whiten_t(y)  # W_Sᵀ W_S M' W_Eᵀ
         deltap = fe.whiten_t(z.mT)  # W_Eᵀ W_E M'ᵀ W_Sᵀ W_S = E'⁺ (S'⁺ M')ᵀ   (B, o, D)
         delta = _back(deltap, mscale, rows=r_e, cols=r_s)
@@ -278,8 +279,6 @@ def _delta_core(s, m, e, rule_s, rule_e, *, force_pinv, work, out_dtype, check, 
             bad = fs.deferred | fe.deferred | ~_finite_rows(deltap, y) | fs.unresolved_in_fp32() | (
                 fe.unresolved_in_fp32() | (_residual_ratio(sp, xs, mp, fs) > RESIDUAL_LIMIT))
     # tr(M·Δ) = ‖W_S M W_Eᵀ‖²: a sum of squares, never negative.
-    if e is not None:
-        y_norm = torch.linalg.vector_norm(y, dim=(-2, -1))
     decrease = (y_norm.to(F64) ** 2 * mscale ** 2).to(out_dtype)
     return (delta.to(out_dtype), decrease, used), bad
 

@@ -10,8 +10,9 @@ even a flat spectrum (σ_{k+1}/σ_k ≈ 0.9, typical of a projected gradient) ne
 where a plain subspace iteration needs dozens. Accepted once ρ_i ≤ TOPK_RTOL·σ_1 for the k wanted
 triplets (TOPK_RTOL_ULPS·ε in float32, which cannot reach TOPK_RTOL); otherwise the space grows by
 the blocks that the residual's decay so far says are missing (1 to TOPK_MAX_ADDED_BLOCKS a try;
-in float32, whose residuals stall near the tolerance, always the maximum), up to half of min(s, t), and an element still not converged — or not expected to converge in that
-room — is decomposed by the full SVD instead.
+in float32, whose residuals stall near the tolerance, always the maximum), up to half of
+min(s, t), and an element still not converged — or not expected to converge in that room — is
+decomposed by the full SVD instead.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ TOPK_RTOL_ULPS = 64
 # k + max(k, 8) columns in all to reach TOPK_RTOL, trained conv layers 6–10: bench/topk_convergence.py).
 TOPK_BLOCKS = 8
 # A failed try adds the blocks the residual's decay so far says are still missing (after a second
-# failure at least twice the step before), at most TOPK_MAX_ADDED_BLOCKS, and none, the full SVD answering, when they would
-# not fit; in float32 always TOPK_MAX_ADDED_BLOCKS.
+# failure at least twice the step before), at most TOPK_MAX_ADDED_BLOCKS, and none, the full SVD
+# answering, when they would not fit; in float32 always TOPK_MAX_ADDED_BLOCKS.
 TOPK_MAX_ADDED_BLOCKS = 4
 # How much faster (in log residual per block) the next blocks converge than the average since the
 # start: measured 1.7–2.0× on six trained Linear layers (bench/topk_convergence.py); 1.1–1.3× on
@@ -114,7 +115,6 @@ def singular_triplets(p: torch.Tensor, k: int | None) -> tuple[torch.Tensor, tor
     # A failed try keeps its blocks, basis and products: the next one only appends.
     blocks = [_orth(p @ _probe(t_dim, l, p.dtype, p.device).expand(b, t_dim, l))]
     _extend_krylov(p, blocks, TOPK_BLOCKS)
-    converged = torch.zeros(b, dtype=torch.bool, device=p.device)
     rtol = _residual_tolerance(p.dtype)
     # Where the dtype's rounding sets the tolerance (float32), the residual stalls near it and its
     # decay says nothing about the blocks missing: the space then grows by the fixed maximum.
