@@ -1,7 +1,9 @@
 """Argument checks of the public solves, and the grouping of lists of layers by shape.
 
 One host synchronisation per call serves every check (:func:`screen`): NaN/Inf, symmetry and
-threshold validity. Asymmetry, relative to max|S| and with ε of S's dtype: up to 64·ε is the
+threshold validity. On CPU, where a host read costs nothing, two whole-tensor tests per argument (a
+finite sum, S equal to Sᵀ) accept the common case first; only what they do not accept goes through
+the per-element checks, which word every error and warning. Asymmetry, relative to max|S| and with ε of S's dtype: up to 64·ε is the
 rounding of the product that built S (``x.T @ x`` is not exactly symmetric) and passes silently; up
 to √ε is rounding-sized accumulated noise and gives a UserWarning; anything larger is a ValueError.
 """
@@ -66,16 +68,15 @@ def same_batch(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         )
 
 
-def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor) -> torch.Tensor | None:
-    """A per-element threshold (B,) in the accumulate dtype of ``like`` (no host sync); None when
-    ``value`` and ``default`` are None (the precision floor applies)."""
-    acc = accumulate_dtype(like.dtype)
-    b = math.prod(batch)
-    if value is None and default is None:
-        return None
+def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor) -> torch.Tensor | float | None:
+    """A threshold tensor as a per-element (B,) tensor in the accumulate dtype of ``like`` (no host
+    sync); a float (already validated by :func:`nonneg_number`) stays a float, the same for every
+    element; None when ``value`` and ``default`` are None (the precision floor applies)."""
     if value is None:
-        return torch.full((b,), default, dtype=acc, device=like.device)
+        return default
     if isinstance(value, torch.Tensor):
+        acc = accumulate_dtype(like.dtype)
+        b = math.prod(batch)
         try:
             t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
         except RuntimeError:
@@ -83,7 +84,7 @@ def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor)
                 f"{name} of shape {tuple(value.shape)} does not broadcast to the batch shape {batch}"
             ) from None
         return t.reshape(b)
-    return torch.full((b,), value, dtype=acc, device=like.device)
+    return value
 
 
 def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: int = 4) -> bool:
@@ -93,6 +94,8 @@ def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: i
     Raises ValueError naming the argument (and the batch element); warns for rounding asymmetry.
     Returns whether every symmetric item is exactly symmetric (the solve then skips (S + Sᵀ)/2).
     """
+    if _plainly_valid(items, thresholds, check_finite):
+        return True
     flags, what = [], []
     for name, t, symmetric in items:
         if t is None or t.numel() == 0:
@@ -144,6 +147,24 @@ def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: i
                     stacklevel=stacklevel,
                 )
     return exactly_symmetric
+
+
+def _plainly_valid(items, thresholds, check_finite: bool) -> bool:
+    """CPU tensors with nothing for :func:`screen` to report, every symmetric one exactly symmetric:
+    found with two whole-tensor operations per item (a host read costs nothing on CPU, and small
+    solves are dominated by the number of operations). False sends the call to the full screen."""
+    for _, t, symmetric in items:
+        if t is None or t.numel() == 0:
+            continue
+        if t.device.type != "cpu":
+            return False
+        # A sum is finite when no entry is NaN/Inf, unless finite entries overflow it (then the full
+        # screen decides).
+        if check_finite and not math.isfinite(t.sum()):
+            return False
+        if symmetric and not torch.equal(t, t.mT):
+            return False
+    return not any(isinstance(t, torch.Tensor) and t.numel() for _, t in thresholds)
 
 
 def plain_name(name: str, index: int) -> str:

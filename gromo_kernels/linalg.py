@@ -40,7 +40,8 @@ eigenvalues: exactly S's where the floor cuts nothing). Consequences:
   the accumulate dtype of the input (fp32 for 16/32-bit statistics, fp64 for fp64), as GroMo casts
   back.
 
-Validation (one host synchronisation per call, shared by every check): TypeError for non-tensors,
+Validation (one host synchronisation per call, shared by every check; on CPU a finite sum and an
+exactly symmetric S accept the common case first): TypeError for non-tensors,
 integer/complex dtypes and mismatched dtypes; ValueError for wrong ranks, non-square S/E, mismatched
 batch or inner dimensions, NaN/Inf (``check_finite``), and a non-symmetric S/E. S and E are always
 replaced by (S + Sᵀ)/2. Asymmetry, relative to max|S| and with ε of S's dtype: up to 64·ε is the

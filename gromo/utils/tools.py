@@ -37,7 +37,7 @@ from torch import nn
 import gromo_kernels as gk
 from gromo.modules._growth_options import GrowthOptions
 from gromo.utils._assertions import ensure
-from gromo.utils._nonfinite import first_non_finite
+from gromo.utils._nonfinite import first_non_finite, has_nan
 
 __all__ = [
     "optimal_delta",
@@ -110,7 +110,7 @@ def _optimal_delta(s, m, dtype, force, e):
             "(The tensor S, or E, is not numerically positive definite.)"
         )
         force = True
-    ensure(not torch.isnan(delta).any(), "The optimal delta should not contain NaN values.")
+    ensure(not has_nan(delta), "The optimal delta should not contain NaN values.")
     if decrease < 0:
         parameter_update_decrease = decrease
         warn(
@@ -155,9 +155,9 @@ def sqrt_inverse_matrix_semi_positive(
     """
     ensure(matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1], "The input matrix must be square.")
     ensure(_symmetric(matrix), lambda: "The input matrix must be symmetric." + (
-        " (It contains NaN values.)" if torch.isnan(matrix).any() else ""
+        " (It contains NaN values.)" if has_nan(matrix) else ""
     ))
-    ensure(not torch.isnan(matrix).any(), "The input matrix must not contain NaN values.")
+    ensure(not has_nan(matrix), "The input matrix must not contain NaN values.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", gk.EighFallbackWarning)
         try:
@@ -261,7 +261,7 @@ def _checked_added_parameters_inputs(
     """
     s_dim, t_dim = matrix_n.shape
     if matrix_s is not None:
-        ensure(not torch.isnan(matrix_s).any(), "The input matrix S must not contain NaN values.")
+        ensure(not has_nan(matrix_s), "The input matrix S must not contain NaN values.")
         ensure(matrix_s.ndim == 2 and matrix_s.shape[0] == matrix_s.shape[-1],
                lambda: f"The input matrix S must be square. (got {matrix_s.shape=})")
         ensure(matrix_s.shape[1] == s_dim, lambda: (

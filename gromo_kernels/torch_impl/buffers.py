@@ -109,7 +109,7 @@ def _trim_idle(extra: int) -> None:
 
 def _new(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A flat CPU buffer, counted in the pool when the budget allows (lock NOT held)."""
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     with _LOCK:
         _trim_idle(nbytes)
         pooled = _STATE["alive"] + nbytes <= _STATE["budget"]
@@ -148,7 +148,7 @@ def workspace(name: str, shape: tuple, dtype: torch.dtype, device: torch.device)
     numel = 1
     for size in shape:
         numel *= size
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if device.type != "cpu" or nbytes < MIN_POOLED_BYTES:
         return torch.empty(shape, dtype=dtype, device=device)
     named = getattr(_HELD, "named", None)

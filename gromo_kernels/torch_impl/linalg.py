@@ -17,7 +17,7 @@ LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) 
 a kept eigenvalue within 8× of fp32's resolution d·ε₃₂·‖S'‖; or a requested cutoff below that
 resolution with a spectrum reaching it (see PsdFactor.unresolved_in_fp32).
 
-Host synchronisations (thresholds stay tensors): one per factorisation to split the batch between
+Host synchronisations (threshold tensors stay on the device): one per factorisation to split the batch between
 the Cholesky and eigh paths, one for the escalation mask in fp32 mode, one every other step of a
 top-k iteration, and in the public layer one for validation and one for the kept-neuron counts.
 Inside a ``factorization_cache()`` block (factor_cache.py), one more per factorisation for the
@@ -80,12 +80,13 @@ def _eps(dtype: torch.dtype) -> float:
 
 
 class Rule(NamedTuple):
-    """Which eigen-directions a solve keeps. ``rtol`` (B,) tensor: the relative rule (uniform
-    scaling, cutoff max(atol, rtol·‖S‖₂)); ``rtol`` None: the precision floor (Jacobi scaling,
-    ``floor`` = FLOOR_ULPS·ε of the arrival dtype, ``atol`` an absolute threshold on λ(S))."""
+    """Which eigen-directions a solve keeps. ``rtol`` a float or (B,) tensor: the relative rule
+    (uniform scaling, cutoff max(atol, rtol·‖S‖₂)); ``rtol`` None: the precision floor (Jacobi
+    scaling, ``floor`` = FLOOR_ULPS·ε of the arrival dtype, ``atol`` an absolute threshold on λ(S)).
+    ``atol`` a float or (B,) tensor."""
 
-    atol: torch.Tensor
-    rtol: torch.Tensor | None
+    atol: torch.Tensor | float
+    rtol: torch.Tensor | float | None
     floor: float
 
     @property
@@ -93,8 +94,7 @@ class Rule(NamedTuple):
         return self.rtol is None
 
     def select(self, idx) -> Rule:
-        return Rule(None if self.atol is None else self.atol[idx], None if self.rtol is None else self.rtol[idx],
-                    self.floor)
+        return Rule(_select_input(self.atol, idx), _select_input(self.rtol, idx), self.floor)
 
 
 def _factor(s, rule: Rule, work, *, name="S", exact, force_eigh=False, defer_eigh=False):
@@ -104,9 +104,9 @@ def _factor(s, rule: Rule, work, *, name="S", exact, force_eigh=False, defer_eig
         f = factor_psd_torch(sp, atol=None, rtol=None, floor=rule.floor, r=r, atol_true=rule.atol,
                              force_eigh=force_eigh, defer_eigh=defer_eigh, name=name, source=s)
     else:
-        inv_c = r[:, 0] ** 2
-        f = factor_psd_torch(sp, atol=(rule.atol * inv_c).to(work), rtol=rule.rtol.to(work),
-                             force_eigh=force_eigh, defer_eigh=defer_eigh, name=name, source=s)
+        atol = rule.atol * r[:, 0] ** 2 if isinstance(rule.atol, torch.Tensor) or rule.atol else 0.0
+        f = factor_psd_torch(sp, atol=atol, rtol=rule.rtol, force_eigh=force_eigh, defer_eigh=defer_eigh,
+                             name=name, source=s)
     return f, sp, r
 
 
@@ -340,7 +340,7 @@ def _added_core(s, n, e, rule_s, rule_e, *, statistical_threshold, max_neurons, 
     sigma = sig.to(F64) * pscale[:, None]
     k_max = sigma.shape[-1]
     if k_max:
-        threshold = torch.minimum(torch.full_like(sigma[:, 0], statistical_threshold), sigma[:, 0])
+        threshold = sigma[:, 0].clamp_max(statistical_threshold)
         count = (sigma >= threshold[:, None]).sum(dim=-1)
     else:
         count = torch.zeros(big, dtype=torch.int64, device=n.device)
@@ -351,7 +351,7 @@ def _added_core(s, n, e, rule_s, rule_e, *, statistical_threshold, max_neurons, 
     first, second = (w_dir, a_dir) if alpha_zero else (a_dir, w_dir)
     sign = _column_sign(first)
     sign = torch.where(sign == 0, _column_sign(second), sign)
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    sign = torch.where(sign == 0, 1.0, sign)
     root = torch.ones_like(sigma) if ignore_singular_values else sigma.abs().sqrt()
     scale = (sign * root).unsqueeze(-2)
     alpha = (a_dir * scale).mT
@@ -379,10 +379,8 @@ def optimal_added_neurons_torch(s, n, e, *, atol, rtol_s, rtol_e, statistical_th
     the orthogonal factor that cancels in α, ω); keep σ ≥ min(statistical_threshold, σ_max), at most
     ``max_neurons`` (then only the top triplets are computed); α = S^{+1/2} U r, ω = r Vᵀ E^{+1/2},
     r = √σ or 1. ``atol`` (B,) is the absolute threshold on the eigenvalues of S and E; rtol_s /
-    rtol_e None select the precision floor.
+    rtol_e None select the precision floor. Thresholds are floats or (B,) tensors.
     """
-    if not isinstance(atol, torch.Tensor):
-        atol = torch.full((n.shape[0],), float(atol), dtype=out_dtype, device=n.device)
     (alpha, omega, sigma, count), escalated = _with_fp64_escalation(
         _added_core, (s, n, e, Rule(atol, rtol_s, floor), Rule(atol, rtol_e, floor)), work_dtype,
         statistical_threshold=statistical_threshold, max_neurons=max_neurons,

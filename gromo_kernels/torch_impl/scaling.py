@@ -24,9 +24,16 @@ __all__ = ["max_abs", "asymmetry", "pow4_scale", "pow2_scale", "scaled_symmetric
            "scaled_rhs"]
 
 
+# Up to this many entries per element max|a| is one inf-norm call (fewer operations); above it,
+# amax and amin, which run ~10× faster than torch's inf-norm on large CPU tensors.
+_NORM_MAX_ABS_NUMEL = 4096
+
+
 def max_abs(a: torch.Tensor) -> torch.Tensor:
-    """max|a| per batch element, NaN if a holds NaN: a (B, ...) -> (B,) (amax/amin: no |a| temporary)."""
+    """max|a| per batch element, NaN if a holds NaN: a (B, ...) -> (B,) (no |a| temporary)."""
     flat = a.reshape(a.shape[0], -1)
+    if flat.shape[-1] <= _NORM_MAX_ABS_NUMEL:
+        return torch.linalg.vector_norm(flat, ord=float("inf"), dim=-1)
     return torch.maximum(flat.amax(dim=-1), -flat.amin(dim=-1))
 
 
@@ -74,11 +81,13 @@ def pow2_scale(a: torch.Tensor) -> torch.Tensor:
 def _jacobi_factors(s: torch.Tensor, work: torch.dtype) -> torch.Tensor:
     """r (B, d) float64, exactly representable in ``work``: 1/√S_ii where S_ii > 0, else 0."""
     diag = s.diagonal(dim1=-2, dim2=-1).to(torch.float64)
-    live = diag > 0
-    r = torch.where(live, diag.clamp_min(torch.finfo(torch.float64).tiny).rsqrt(), torch.zeros_like(diag))
-    # Round to the work dtype once so S' and the rescaling of results use the very same r.
+    r = torch.where(diag > 0, diag.clamp_min(torch.finfo(torch.float64).tiny).rsqrt(), 0.0)
+    if work == torch.float64:
+        return r  # finite: 0 where S_ii is 0, negative, NaN or inf
+    # Round to the work dtype once so S' and the rescaling of results use the very same r; a value
+    # beyond the work dtype's range (S_ii below its tiny²) is treated as a dead feature.
     r = r.to(work).to(torch.float64)
-    return torch.where(torch.isfinite(r), r, torch.zeros_like(r))
+    return torch.where(r < float("inf"), r, 0.0)
 
 
 def scale_psd(s: torch.Tensor, work: torch.dtype, *, jacobi: bool, name: str = "S",

@@ -186,3 +186,23 @@ def test_first_non_finite_finds_nan_and_inf_but_not_overflowing_sums():
     assert first_non_finite([ones, torch.tensor([1.0, math.nan])]) == 1
     assert first_non_finite([overflowing, ones, torch.tensor([math.inf, -math.inf])]) == 2
     assert first_non_finite([torch.tensor([2.0, -math.inf], dtype=torch.bfloat16)]) == 0
+
+
+def test_has_nan_is_gromos_isnan_any_also_where_the_sum_is_not_finite():
+    """has_nan answers ``torch.isnan(t).any()``: a finite sum settles it, an infinite or NaN sum (Inf
+    entries, or finite entries overflowing it) goes to the exact test."""
+    from gromo.utils._nonfinite import has_nan
+
+    generator = torch.Generator().manual_seed(3)
+    finite = torch.randn(40, 40, generator=generator)
+    overflowing = torch.full((4, 4), 3e38)
+    with_inf = finite.clone()
+    with_inf[2, 3] = -math.inf
+    with_nan = finite.clone()
+    with_nan[7, 1] = math.nan
+    half_nan = finite.half()
+    half_nan[0, 0] = math.nan
+    cases = [finite, overflowing, with_inf, with_nan, finite.double(), half_nan, torch.empty(0, 3)]
+    for t in cases:
+        assert has_nan(t) == bool(torch.isnan(t).any())
+    assert [has_nan(t) for t in cases] == [False, False, False, True, False, True, False]

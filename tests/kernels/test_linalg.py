@@ -598,6 +598,97 @@ def test_half_precision_statistics(generator):
 # ----------------------------------------------------------------------------------------------
 
 
+def _screen_outcome(items, thresholds, check_finite):
+    """(returned value, warning texts, error text) of one screen call."""
+    from gromo_kernels import _solve_args
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = _solve_args.screen(items, thresholds, check_finite=check_finite,
+                                       element_name=_solve_args.batched_name((len(items[0][1]),)))
+            error = None
+        except ValueError as exc:
+            value, error = None, str(exc)
+    return value, [str(w.message) for w in caught], error
+
+
+def test_screen_fast_accept_gives_the_full_screens_outcome(generator, monkeypatch):
+    """On CPU the screen first tries two whole-tensor tests per argument (a finite sum, S equal to
+    Sᵀ); every outcome — value, warnings, errors — is the per-element screen's."""
+    from gromo_kernels import _solve_args
+
+    s = random_psd(7, cond=1e3, generator=generator, batch_shape=(3,)).float()
+    m = torch.randn(3, 7, 2, generator=generator)
+    rounding = s.clone()
+    rounding[1, 0, 4] += 8 * _eps(torch.float32) * float(s[1].abs().max())
+    noisy = s.clone()
+    noisy[2, 0, 4] += 1e3 * _eps(torch.float32) * float(s[2].abs().max())
+    broken = s.clone()
+    broken[0, 0, 4] += 1.0
+    huge = s / s.abs().amax() * 3e38  # finite, but its sum overflows
+    with_nan, with_inf = m.clone(), s.clone()
+    with_nan[2, 3, 1] = float("nan")
+    with_inf[1, 2, 2] = float("inf")
+    cases = [
+        ([("S", s, True), ("M", m, False)], [], True),
+        ([("S", rounding, True), ("M", m, False)], [], True),
+        ([("S", noisy, True), ("M", m, False)], [], True),
+        ([("S", broken, True)], [], True),
+        ([("S", huge, True), ("M", m, False)], [], True),
+        ([("S", s, True), ("M", with_nan, False)], [], True),
+        ([("S", with_inf, True)], [], True),
+        ([("S", with_inf, True), ("M", with_nan, False)], [], False),
+        ([("S", s, True)], [("rtol", torch.tensor([0.1, -1.0, 0.2]))], True),
+        ([("S", s, True)], [("rtol", torch.tensor([0.1, 0.0, 0.2]))], True),
+        ([("S", s, True), ("E", None, True)], [("atol", 0.5)], True),
+    ]
+    fast = [_screen_outcome(*case) for case in cases]
+    monkeypatch.setattr(_solve_args, "_plainly_valid", lambda *args: False)
+    full = [_screen_outcome(*case) for case in cases]
+    assert fast == full
+    assert [value for value, _, _ in fast] == [True, False, False, None, True, None, None, True, None, True, True]
+    assert sum(bool(texts) for _, texts, _ in fast) == 1  # the rounding-sized noise warns
+    assert "batch element (1,)" in fast[6][2] and "batch element (2,)" in fast[5][2]
+
+
+def test_max_abs_small_and_large_paths_agree(generator):
+    """max|a| per element: one inf-norm call up to _NORM_MAX_ABS_NUMEL entries, amax/amin above,
+    with the same values, NaN and Inf included."""
+    from gromo_kernels.torch_impl import scaling
+
+    for numel in (12, scaling._NORM_MAX_ABS_NUMEL + 1):
+        a = torch.randn(4, numel, generator=generator, dtype=torch.float64)
+        a[1, 3] = float("nan")
+        a[2, 5] = -float("inf")
+        a[3] = -a[3].abs()
+        expected = torch.stack([row.abs().max() if not row.isnan().any() else row.new_tensor(float("nan"))
+                                for row in a])
+        torch.testing.assert_close(scaling.max_abs(a), expected, equal_nan=True, rtol=0, atol=0)
+
+
+def test_factor_records_default_where_no_path_set_them(generator):
+    """A PsdFactor's per-element records (rank, λ bounds, cutoff, path flags) read their defaults
+    where no path wrote them: on an all-Cholesky batch, an all-eigh batch and a split one."""
+    from gromo_kernels.torch_impl import scaling
+
+    d = 10
+    well = random_psd(d, "geometric", cond=1e2, generator=generator)
+    deficient = random_psd(d, "geometric", cond=1e2, rank=d - 4, generator=generator)
+    for batch, cholesky in (([well, well], [True, True]), ([deficient], [False]), ([deficient, well], [False, True])):
+        sp, r = scaling.scale_psd(torch.stack(batch), torch.float64, jacobi=True)
+        f = impl.factor_psd_torch(sp, atol=None, rtol=None, floor=1e-10, r=r)
+        chol = torch.tensor(cholesky)
+        assert f.used_eigh.tolist() == (~chol).tolist()
+        assert f.deferred.tolist() == [False] * len(batch)
+        assert f.rank.tolist() == [d if c else d - 4 for c in cholesky]
+        assert torch.isinf(f.lam_min_kept[chol]).all() and torch.isfinite(f.lam_min_kept[~chol]).all()
+        assert (f.cutoff == 1e-10).all() and (f.lam_max > 0).all() and (f.lam_min[chol] > 0).all()
+    deferred = impl.factor_psd_torch(scaling.scale_psd(torch.stack([deficient, well]), torch.float64, jacobi=True)[0],
+                                     atol=None, rtol=None, floor=1e-10, r=r, defer_eigh=True)
+    assert deferred.deferred.tolist() == [True, False] and deferred.used_eigh.tolist() == [False, False]
+
+
 def test_large_rounding_asymmetric_input_is_symmetrised(generator):
     """d ≥ 256 takes the per-matrix transpose path for the check and the symmetrisation."""
     d = 260
