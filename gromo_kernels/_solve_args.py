@@ -10,6 +10,7 @@ to √ε is rounding-sized accumulated noise and gives a UserWarning; anything l
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -68,23 +69,29 @@ def same_batch(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         )
 
 
+@functools.lru_cache(maxsize=256)
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (inf beyond its range), as a float."""
+    return float(torch.tensor(value, dtype=dtype))
+
+
 def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor) -> torch.Tensor | float | None:
-    """A threshold tensor as a per-element (B,) tensor in the accumulate dtype of ``like`` (no host
-    sync); a float (already validated by :func:`nonneg_number`) stays a float, the same for every
-    element; None when ``value`` and ``default`` are None (the precision floor applies)."""
+    """A threshold in the accumulate dtype of ``like``: a tensor as a per-element (B,) tensor (no
+    host sync); a float (already validated by :func:`nonneg_number`) as a float rounded to that
+    dtype, the same for every element; None when ``value`` and ``default`` are None (the precision
+    floor applies)."""
     if value is None:
-        return default
-    if isinstance(value, torch.Tensor):
-        acc = accumulate_dtype(like.dtype)
-        b = math.prod(batch)
-        try:
-            t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
-        except RuntimeError:
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} does not broadcast to the batch shape {batch}"
-            ) from None
-        return t.reshape(b)
-    return value
+        value = default
+    acc = accumulate_dtype(like.dtype)
+    if value is None or not isinstance(value, torch.Tensor):
+        return value if value is None or acc == torch.float64 else _rounded(float(value), acc)
+    try:
+        t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} does not broadcast to the batch shape {batch}"
+        ) from None
+    return t.reshape(math.prod(batch))
 
 
 def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: int = 4) -> bool:

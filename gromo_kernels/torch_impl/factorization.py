@@ -97,7 +97,8 @@ def _probe(d: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Te
     return v.to(device=device, dtype=dtype)
 
 
-def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor, *,
+                                  lam_max: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimates of λ_max(S') from below and λ_min(S') from above: sp, chol (B, d, d) -> (B,), (B,).
 
     Block power iteration on S' and block inverse iteration through its Cholesky factor, from the
@@ -106,6 +107,7 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
     unit probe on A's top eigenvector): within d^{1/(2q)} of the truth in the worst case, much
     closer in practice (3 steps, 4 probes: λ_min over-estimated ≤ 1.33×, λ_max under-estimated
     ≤ 1.25×, over geometric/linear/clustered/repeated spectra, κ 1…1e12, d ≤ 1153).
+    ``lam_max=False`` (no cutoff reads it): ‖S'‖_F, an upper bound, instead of the power iteration.
     """
     b, d = sp.shape[0], sp.shape[-1]
     p = min(POWER_BLOCK, d)
@@ -114,17 +116,19 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor) -> tuple
     v, w = probe, probe
     up = down = torch.ones(b, p, dtype=sp.dtype, device=sp.device)
     for _ in range(POWER_ITERATIONS):
-        # = sp @ v for the symmetric sp; in this order BLAS reads sp without a packing copy
-        # (0.60 -> 0.36 ms at d = 577, one thread).
-        y = (v.mT @ sp).mT
-        up = y.norm(dim=-2)
-        v = y / up.clamp_min(tiny).unsqueeze(-2)
+        if lam_max:
+            # = sp @ v for the symmetric sp; in this order BLAS reads sp without a packing copy
+            # (0.60 -> 0.36 ms at d = 577, one thread).
+            y = (v.mT @ sp).mT
+            up = y.norm(dim=-2)
+            v = y / up.clamp_min(tiny).unsqueeze(-2)
         # Two triangular solves: torch.cholesky_solve is ~4× slower than this on CPU for few columns.
         z = torch.linalg.solve_triangular(chol.mT, torch.linalg.solve_triangular(chol, w, upper=False),
                                           upper=True)
         down = z.norm(dim=-2)
         w = z / down.clamp_min(tiny).unsqueeze(-2)
-    return up.amax(dim=-1), 1.0 / down.amax(dim=-1)
+    top = up.amax(dim=-1) if lam_max else torch.linalg.matrix_norm(sp)
+    return top, 1.0 / down.amax(dim=-1)
 
 
 def _svd_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +178,8 @@ def eigh_psd_torch(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _as_batch(value, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.to(device=device, dtype=dtype).expand(b)
-    return torch.full((b,), float(value), dtype=dtype, device=device)
+    full = torch.full((b,), float(value), dtype=torch.float64, device=device)
+    return full if dtype == torch.float64 else full.to(dtype)  # inf beyond dtype's range, no error
 
 
 def _each(fn, mats, t: torch.Tensor) -> torch.Tensor:
@@ -319,9 +324,10 @@ class PsdFactor:
         return (bq * gamma.clamp_min(tiny).rsqrt().unsqueeze(-2)) @ bq.mT
 
 
-def _cholesky_parts(sp: torch.Tensor, name: str) -> tuple:
+def _cholesky_parts(sp: torch.Tensor, name: str, *, lam_max: bool = True) -> tuple:
     """(chol, dead, ok, λ_max estimate, λ_min estimate) of sp (B, d, d): the cutoff-independent part
-    of the Cholesky path. ``chol`` is a reused workspace (a cache keeps its own copy).
+    of the Cholesky path. ``chol`` is a reused workspace (a cache keeps its own copy). ``lam_max``
+    False: no rule reads λ_max (the precision floor in float64), an upper bound stands in for it.
 
     Exactly zero rows/columns (dead units) get a unit diagonal for the factorisation only (sp is
     ours: added and subtracted in place, exactly, instead of copying a (B, d, d) tensor). A failed
@@ -341,7 +347,7 @@ def _cholesky_parts(sp: torch.Tensor, name: str) -> tuple:
     spectrum = _exact_spectrum(sp) if exact else None
     diagonal.sub_(unit)
     if spectrum is None:
-        lam_max_est, lam_min_est = _extreme_eigenvalue_estimates(sp, chol)
+        lam_max_est, lam_min_est = _extreme_eigenvalue_estimates(sp, chol, lam_max=lam_max)
     else:
         lam_max_est, lam_min_est = spectrum[..., -1], spectrum[..., 0]
     return chol, dead, info == 0, lam_max_est, lam_min_est
@@ -440,13 +446,17 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, floor=None, r: torch.Tenso
         accept = torch.zeros(b, dtype=torch.bool, device=device)
         n_accept = 0
     else:
-        chol, dead, ok, lam_max_est, lam_min = _cached_parts(sp, entries, ("cholesky", use_floor), _cholesky_parts, name)
+        # λ_max enters the relative rule's cutoff and float32's resolution check, not the floor's cutoff.
+        lam_max_read = not use_floor or dtype != torch.float64
+        chol, dead, ok, lam_max_est, lam_min = _cached_parts(
+            sp, entries, ("cholesky", use_floor), functools.partial(_cholesky_parts, lam_max=lam_max_read), name)
         live = (~dead).to(dtype)
         lam_max_ub = LAMBDA_MAX_SAFETY * lam_max_est
         # The floor's cutoff does not depend on λ_max.
         cutoff_ub = atol if use_floor else torch.maximum(atol, rtol * lam_max_ub)
-        # (NaN and +inf estimates, from a failed factor, are refused by the comparisons.)
-        accept = ok & (lam_min < float("inf")) & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
+        # NaN and +inf estimates (a failed factor, or NaN above the diagonal with check_finite off)
+        # are refused by the comparisons.
+        accept = ok & (lam_min < float("inf")) & (lam_max_ub < float("inf")) & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
         n_accept = int(accept.sum())  # host sync: splits the batch between the two paths
     # Index tensors exist only for a batch split between the paths (the scatter is skipped otherwise).
     if n_accept:

@@ -8,7 +8,6 @@ the growth decision (layer, neurons, singular values) must be the same.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -21,17 +20,12 @@ from gromo.utils.tensor_statistic import TensorStatistic
 WORLD_SIZE = 2
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _init(rank: int, port: int) -> None:
+def _init(rank: int, store: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    # A file store, not a TCP one: no free port to pick, release and hope rank 0 binds again.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
 
 
 class _ToyStatistics(nn.Module):
@@ -135,11 +129,11 @@ def _loader_scenario() -> list[dict]:
     return [r.to_json() for r in result.records]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, store: str, out_dir: str) -> None:
     import faulthandler
 
     faulthandler.enable(all_threads=True)  # a native abort in a worker then shows where it happened
-    _init(rank, port)
+    _init(rank, store)
     torch.save(_mlp_scenario(), os.path.join(out_dir, f"mlp{rank}.pt"))
     torch.save(_loader_scenario(), os.path.join(out_dir, f"loader{rank}.pt"))
     x, y = _toy_data()
@@ -164,7 +158,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 def spawned(tmp_path_factory):
     """Run the 2-worker gloo scenarios once for the module; returns the output directory."""
     out = tmp_path_factory.mktemp("distributed")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(str(out / "store"), str(out)), nprocs=WORLD_SIZE, join=True)
     return out
 
 

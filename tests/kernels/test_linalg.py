@@ -652,6 +652,24 @@ def test_screen_fast_accept_gives_the_full_screens_outcome(generator, monkeypatc
     assert "batch element (1,)" in fast[6][2] and "batch element (2,)" in fast[5][2]
 
 
+def test_float_thresholds_act_at_their_rounding_to_the_statistics_dtype():
+    """A float threshold is rounded to the accumulate dtype of S, as a tensor threshold is: both cut
+    an eigenvalue lying between 1e-3 and its float32 rounding alike. Thresholds beyond the work
+    dtype's range cut everything instead of failing."""
+    s = torch.diag(torch.tensor([3.0, 3.00000007e-3, 1.0]))  # λ/λ_max = 1.0000000087e-3
+    m = torch.ones(3, 1)
+    for dtype in (None, torch.float32):
+        by_float = gk.solve_psd(s, m, rtol=1e-3, dtype=dtype)
+        by_tensor = gk.solve_psd(s, m, rtol=torch.tensor(1e-3), dtype=dtype)
+        assert by_float.rank.item() == by_tensor.rank.item() == 2
+        torch.testing.assert_close(by_float.x, by_tensor.x, rtol=0, atol=0)
+    s64 = random_psd(4, cond=10.0, generator=torch.Generator().manual_seed(2))
+    m64 = torch.ones(4, 1, dtype=torch.float64)
+    assert gk.solve_psd(s64, m64, rtol=1e39, dtype=torch.float32).rank.item() == 0
+    assert gk.solve_psd(s64.float(), m64.float(), atol=1e39).rank.item() == 0
+    assert gk.optimal_added_neurons(s64.float(), m64.float(), numerical_threshold=1e39, rtol=0.0).alpha.abs().max() == 0
+
+
 def test_max_abs_small_and_large_paths_agree(generator):
     """max|a| per element: one inf-norm call up to _NORM_MAX_ABS_NUMEL entries, amax/amin above,
     with the same values, NaN and Inf included."""

@@ -204,6 +204,41 @@ def test_the_exact_and_the_estimated_spectrum_give_the_same_solves(generator, mo
     assert float(exact.delta[:, :2].abs().max()) == 0.0  # the dead units, deflated on both paths
 
 
+def test_the_float64_floor_skips_the_power_iteration_that_nothing_reads(generator, monkeypatch):
+    """Where no cutoff reads λ_max (the precision floor in float64 work), the Cholesky parts hold
+    ‖S'‖_F, an upper bound, instead of its power-iteration estimate; the λ_min estimate, the factor
+    and every solve are the same bits, and float32 work and the relative rule keep the estimate."""
+    from gromo_kernels.torch_impl import factorization
+
+    d = 130
+    assert d > factorization.EXACT_SPECTRUM_MAX_DIM
+    sp = _scaled_with_dead_units(d, 1e4, 2, generator)
+    lam = torch.linalg.eigvalsh(sp + torch.diag_embed((sp.abs().amax(dim=-1) == 0).to(F64)))
+    chol, dead, ok, est_max, est_min = factorization._cholesky_parts(sp.clone(), "full")
+    chol2, dead2, ok2, bound, est_min2 = factorization._cholesky_parts(sp.clone(), "bound", lam_max=False)
+    assert torch.equal(chol, chol2) and torch.equal(dead, dead2) and torch.equal(ok, ok2)
+    assert torch.equal(est_min, est_min2)
+    assert float(est_max) <= float(lam[:, -1]) * (1 + 1e-12) <= float(bound)
+    s = _psd_with_dead_units(d, 1e3, 2, generator)
+    m = s @ torch.randn(d, 4, generator=generator, dtype=F64)
+    calls = []
+    original = factorization._extreme_eigenvalue_estimates
+
+    def recording(sp, chol, *, lam_max=True):
+        calls.append(lam_max)
+        return original(sp, chol, lam_max=lam_max)
+
+    monkeypatch.setattr(factorization, "_extreme_eigenvalue_estimates", recording)
+    skipped = gk.optimal_delta(s.float(), m.float())
+    gk.optimal_delta(s.float(), m.float(), dtype=torch.float32)
+    gk.optimal_delta(s.float(), m.float(), rtol=1e-6)
+    assert calls == [False, True, True]
+    monkeypatch.setattr(factorization, "_extreme_eigenvalue_estimates",
+                        lambda sp, chol, *, lam_max=True: original(sp, chol, lam_max=True))
+    estimated = gk.optimal_delta(s.float(), m.float())
+    assert torch.equal(skipped.delta, estimated.delta) and torch.equal(skipped.decrease, estimated.decrease)
+
+
 def test_a_failing_eigvalsh_leaves_the_iterations_to_estimate_the_spectrum(generator, monkeypatch):
     from gromo_kernels.torch_impl import factorization
 
