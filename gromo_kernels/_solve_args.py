@@ -3,9 +3,11 @@
 One host synchronisation per call serves every check (:func:`screen`): NaN/Inf, symmetry and
 threshold validity. On CPU, where a host read costs nothing, two whole-tensor tests per argument (a
 finite sum, S equal to Sᵀ) accept the common case first; only what they do not accept goes through
-the per-element checks, which word every error and warning. Asymmetry, relative to max|S| and with ε of S's dtype: up to 64·ε is the
-rounding of the product that built S (``x.T @ x`` is not exactly symmetric) and passes silently; up
-to √ε is rounding-sized accumulated noise and gives a UserWarning; anything larger is a ValueError.
+the per-element checks, which word every error and warning.
+
+Asymmetry, relative to max|S| and with ε of S's dtype: up to 64·ε is the rounding of the product
+that built S (``x.T @ x`` is not exactly symmetric) and passes silently; up to √ε is rounding-sized
+accumulated noise and gives a UserWarning; anything larger is a ValueError.
 """
 
 from __future__ import annotations

@@ -456,7 +456,8 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, floor=None, r: torch.Tenso
         cutoff_ub = atol if use_floor else torch.maximum(atol, rtol * lam_max_ub)
         # NaN and +inf estimates (a failed factor, or NaN above the diagonal with check_finite off)
         # are refused by the comparisons.
-        accept = ok & (lam_min < float("inf")) & (lam_max_ub < float("inf")) & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
+        finite = (lam_min < float("inf")) & (lam_max_ub < float("inf"))
+        accept = ok & finite & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
         n_accept = int(accept.sum())  # host sync: splits the batch between the two paths
     # Index tensors exist only for a batch split between the paths (the scatter is skipped otherwise).
     if n_accept:

@@ -17,9 +17,10 @@ LAPACK-style residual ratio ‖V_rᵀ(S'X' − M')‖ / (‖S'‖‖X'‖ d ε) 
 a kept eigenvalue within 8× of fp32's resolution d·ε₃₂·‖S'‖; or a requested cutoff below that
 resolution with a spectrum reaching it (see PsdFactor.unresolved_in_fp32).
 
-Host synchronisations (threshold tensors stay on the device): one per factorisation to split the batch between
-the Cholesky and eigh paths, one for the escalation mask in fp32 mode, one every other step of a
-top-k iteration, and in the public layer one for validation and one for the kept-neuron counts.
+Host synchronisations (threshold tensors stay on the device): one per factorisation to split the
+batch between the Cholesky and eigh paths, one for the escalation mask in fp32 mode, one every
+other step of a top-k iteration, and in the public layer one for validation and one for the
+kept-neuron counts.
 Inside a ``factorization_cache()`` block (factor_cache.py), one more per factorisation for the
 matrix fingerprints and one per candidate entry compared; factors found there are applied element
 by element instead of batched. CPU temporaries come from buffers.py; nothing returned to a caller
@@ -196,8 +197,8 @@ def _solve_core(s, m, rule, *, work, out_dtype, check, exact):
 def solve_psd_torch(s, m, *, atol, rtol, floor=0.0, work_dtype, out_dtype, exactly_symmetric=False) -> SolveOut:
     """X = S⁺M: s (B, d, d) symmetric, m (B, d, k) -> SolveOut.
 
-    s and m arrive in their accumulate dtype; atol (B,), rtol (B,) or None (precision floor).
-    ``escalated`` marks the elements an fp32 solve handed to fp64.
+    s and m arrive in their accumulate dtype; atol a float or (B,); rtol a float, (B,) or None (the
+    precision floor). ``escalated`` marks the elements an fp32 solve handed to fp64.
     """
     (x, rank, used), escalated = _with_fp64_escalation(
         _solve_core, (s, m, Rule(atol, rtol, floor)), work_dtype, out_dtype=out_dtype, exact=exactly_symmetric)
@@ -378,8 +379,8 @@ def optimal_added_neurons_torch(s, n, e, *, atol, rtol_s, rtol_e, statistical_th
     P = S^{+1/2} N E^{+1/2} (computed as W_S R_S N R_E W_Eᵀ: same singular values and vectors up to
     the orthogonal factor that cancels in α, ω); keep σ ≥ min(statistical_threshold, σ_max), at most
     ``max_neurons`` (then only the top triplets are computed); α = S^{+1/2} U r, ω = r Vᵀ E^{+1/2},
-    r = √σ or 1. ``atol`` (B,) is the absolute threshold on the eigenvalues of S and E; rtol_s /
-    rtol_e None select the precision floor. Thresholds are floats or (B,) tensors.
+    r = √σ or 1. ``atol`` (a float or (B,)) is the absolute threshold on the eigenvalues of S and E;
+    rtol_s / rtol_e (floats or (B,)) None select the precision floor.
     """
     (alpha, omega, sigma, count), escalated = _with_fp64_escalation(
         _added_core, (s, n, e, Rule(atol, rtol_s, floor), Rule(atol, rtol_e, floor)), work_dtype,

@@ -85,7 +85,7 @@ def _jacobi_factors(s: torch.Tensor, work: torch.dtype) -> torch.Tensor:
     if work == torch.float64:
         return r  # finite: 0 where S_ii is 0, negative, NaN or inf
     # Round to the work dtype once so S' and the rescaling of results use the very same r; a value
-    # beyond the work dtype's range (S_ii below its tiny²) is treated as a dead feature.
+    # beyond the work dtype's range (S_ii below ~1e-77 in float32) is treated as a dead feature.
     r = r.to(work).to(torch.float64)
     return torch.where(r < float("inf"), r, 0.0)
 
