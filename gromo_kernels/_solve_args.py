@@ -78,15 +78,16 @@ def _rounded(value: float, dtype: torch.dtype) -> float:
 
 
 def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor) -> torch.Tensor | float | None:
-    """A threshold in the accumulate dtype of ``like``: a tensor as a per-element (B,) tensor (no
-    host sync); a float (already validated by :func:`nonneg_number`) as a float rounded to that
-    dtype, the same for every element; None when ``value`` and ``default`` are None (the precision
-    floor applies)."""
+    """A threshold in the accumulate dtype of ``like``, checked by :func:`screen`: a tensor as a
+    per-element (B,) tensor (no host sync); a float (already validated by :func:`nonneg_number`) as
+    a float rounded to that dtype, the same for every element (inf beyond its range, refused like a
+    tensor's); None when ``value`` and ``default`` are None (the precision floor applies)."""
+    value = default if value is None else value
     if value is None:
-        value = default
+        return None
     acc = accumulate_dtype(like.dtype)
-    if value is None or not isinstance(value, torch.Tensor):
-        return value if value is None or acc == torch.float64 else _rounded(float(value), acc)
+    if not isinstance(value, torch.Tensor):
+        return float(value) if acc == torch.float64 else _rounded(float(value), acc)
     try:
         t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
     except RuntimeError:
@@ -123,6 +124,8 @@ def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: i
             eps = torch.finfo(t.dtype).eps
             what.append(("symmetric", name, eps ** 0.5, _SILENT_ASYMMETRY_ULPS * eps))
     for name, t in thresholds:
+        if isinstance(t, float) and not math.isfinite(t):  # beyond the statistics' dtype once rounded
+            raise _bad_threshold(name)
         if isinstance(t, torch.Tensor) and t.numel():  # None: the precision floor, nothing to check
             flags.append(((t < 0) | ~torch.isfinite(t)).to(torch.float64).reshape(-1))
             what.append(("threshold", name))
@@ -138,7 +141,7 @@ def screen(items, thresholds, *, check_finite: bool, element_name, stacklevel: i
                 raise ValueError(f"{element_name(name, bad[0])} contains NaN or Inf")
         elif kind == "threshold":
             if any(v > 0 for v in row):
-                raise ValueError(f"{name} must be finite and non-negative")
+                raise _bad_threshold(name)
         else:
             limit, silent = info[2], info[3]
             worst = max(range(len(row)), key=row.__getitem__)
@@ -173,7 +176,12 @@ def _plainly_valid(items, thresholds, check_finite: bool) -> bool:
             return False
         if symmetric and not torch.equal(t, t.mT):
             return False
-    return not any(isinstance(t, torch.Tensor) and t.numel() for _, t in thresholds)
+    return not any((isinstance(t, torch.Tensor) and t.numel()) or (isinstance(t, float) and not math.isfinite(t))
+                   for _, t in thresholds)
+
+
+def _bad_threshold(name: str) -> ValueError:
+    return ValueError(f"{name} must be finite and non-negative")
 
 
 def plain_name(name: str, index: int) -> str:

@@ -425,11 +425,13 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
     rtol = options["rtol"]
     rtol_s = _args.threshold_batch("rtol", rtol, None, batch, N)
     rtol_e = rtol_s
+    atol = _args.threshold_batch("numerical_threshold", options["numerical_threshold"], 0.0, batch, N)
     n_flat = N.detach().reshape(b, s_dim, t_dim)
     s_flat = None if S is None else S.detach().reshape(b, s_dim, s_dim)
     e_flat = None if E is None else E.detach().reshape(b, t_dim, t_dim)
-    exact = _args.screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)], [("rtol", rtol_s)],
-                    check_finite=options["check_finite"], element_name=element_name)
+    exact = _args.screen([("S", s_flat, True), ("N", n_flat, False), ("E", e_flat, True)],
+                         [("rtol", rtol_s), ("numerical_threshold", atol)],
+                         check_finite=options["check_finite"], element_name=element_name)
     if b == 0:
         return []
     if s_dim == 0 or t_dim == 0:
@@ -439,7 +441,7 @@ def _added_batched(S, N, E, options, *, element_name) -> list:
         return [empty] * b
     out = _impl.optimal_added_neurons_torch(
         s_flat, n_flat, e_flat,
-        atol=options["numerical_threshold"], rtol_s=rtol_s, rtol_e=rtol_e, floor=precision_floor(N.dtype),
+        atol=atol, rtol_s=rtol_s, rtol_e=rtol_e, floor=precision_floor(N.dtype),
         statistical_threshold=options["statistical_threshold"], max_neurons=options["max_neurons"],
         ignore_singular_values=options["ignore_singular_values"], alpha_zero=options["alpha_zero"],
         omega_zero=options["omega_zero"], work_dtype=options["work"], out_dtype=out_dtype,

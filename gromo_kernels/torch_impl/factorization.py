@@ -98,8 +98,9 @@ def _probe(d: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 
 
 def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor, *,
-                                  lam_max: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Estimates of λ_max(S') from below and λ_min(S') from above: sp, chol (B, d, d) -> (B,), (B,).
+                                  power_iteration: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """λ_max(S') estimated from below (or bounded from above, see ``power_iteration``) and λ_min(S')
+    estimated from above: sp, chol (B, d, d) -> (B,), (B,).
 
     Block power iteration on S' and block inverse iteration through its Cholesky factor, from the
     same fixed probes. For symmetric positive A the growth ‖A v_{j+1}‖ / ‖A v_j‖ never decreases,
@@ -107,7 +108,7 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor, *,
     unit probe on A's top eigenvector): within d^{1/(2q)} of the truth in the worst case, much
     closer in practice (3 steps, 4 probes: λ_min over-estimated ≤ 1.33×, λ_max under-estimated
     ≤ 1.25×, over geometric/linear/clustered/repeated spectra, κ 1…1e12, d ≤ 1153).
-    ``lam_max=False`` (no cutoff reads it): ‖S'‖_F, an upper bound, instead of the power iteration.
+    ``power_iteration=False`` (no cutoff reads λ_max): ‖S'‖_F, an upper bound, instead.
     """
     b, d = sp.shape[0], sp.shape[-1]
     p = min(POWER_BLOCK, d)
@@ -116,7 +117,7 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor, *,
     v, w = probe, probe
     up = down = torch.ones(b, p, dtype=sp.dtype, device=sp.device)
     for _ in range(POWER_ITERATIONS):
-        if lam_max:
+        if power_iteration:
             # = sp @ v for the symmetric sp; in this order BLAS reads sp without a packing copy
             # (0.60 -> 0.36 ms at d = 577, one thread).
             y = (v.mT @ sp).mT
@@ -127,7 +128,7 @@ def _extreme_eigenvalue_estimates(sp: torch.Tensor, chol: torch.Tensor, *,
                                           upper=True)
         down = z.norm(dim=-2)
         w = z / down.clamp_min(tiny).unsqueeze(-2)
-    top = up.amax(dim=-1) if lam_max else torch.linalg.matrix_norm(sp)
+    top = up.amax(dim=-1) if power_iteration else torch.linalg.matrix_norm(sp)
     return top, 1.0 / down.amax(dim=-1)
 
 
@@ -207,8 +208,8 @@ class PsdFactor:
     """The cutoff pseudo-inverse factor of a batch of scaled symmetric matrices S' (B, d, d).
 
     ``S'⁺ = Wᵀ W`` with W = L⁻¹·diag(live) on the Cholesky elements and W = diag(w) Vᵀ on the eigh
-    elements. Per element: ``rank`` (int64), ``lam_max`` (‖S'‖₂, an upper bound on the Cholesky
-    path), ``lam_min`` (λ_min, an upper estimate on the Cholesky path), ``lam_min_kept`` (smallest
+    elements. Per element: ``rank`` (int64), ``lam_max`` (‖S'‖₂; on the Cholesky path an upper
+    bound: 1.5× its estimate, or 1.5·‖S'‖_F where no cutoff reads it), ``lam_min`` (λ_min, an upper estimate on the Cholesky path), ``lam_min_kept`` (smallest
     kept eigenvalue on the eigh path; inf on the Cholesky path and where none is kept), ``cutoff``
     (in S' units), ``used_eigh`` (bool).
     """
@@ -324,10 +325,11 @@ class PsdFactor:
         return (bq * gamma.clamp_min(tiny).rsqrt().unsqueeze(-2)) @ bq.mT
 
 
-def _cholesky_parts(sp: torch.Tensor, name: str, *, lam_max: bool = True) -> tuple:
+def _cholesky_parts(sp: torch.Tensor, name: str, *, power_iteration: bool = True) -> tuple:
     """(chol, dead, ok, λ_max estimate, λ_min estimate) of sp (B, d, d): the cutoff-independent part
-    of the Cholesky path. ``chol`` is a reused workspace (a cache keeps its own copy). ``lam_max``
-    False: no rule reads λ_max (the precision floor in float64), an upper bound stands in for it.
+    of the Cholesky path. ``chol`` is a reused workspace (a cache keeps its own copy).
+    ``power_iteration`` False (no cutoff reads λ_max: the precision floor in float64): ‖S'‖_F, an
+    upper bound, stands in for the λ_max estimate.
 
     Exactly zero rows/columns (dead units) get a unit diagonal for the factorisation only (sp is
     ours: added and subtracted in place, exactly, instead of copying a (B, d, d) tensor). A failed
@@ -347,7 +349,7 @@ def _cholesky_parts(sp: torch.Tensor, name: str, *, lam_max: bool = True) -> tup
     spectrum = _exact_spectrum(sp) if exact else None
     diagonal.sub_(unit)
     if spectrum is None:
-        lam_max_est, lam_min_est = _extreme_eigenvalue_estimates(sp, chol, lam_max=lam_max)
+        lam_max_est, lam_min_est = _extreme_eigenvalue_estimates(sp, chol, power_iteration=power_iteration)
     else:
         lam_max_est, lam_min_est = spectrum[..., -1], spectrum[..., 0]
     return chol, dead, info == 0, lam_max_est, lam_min_est
@@ -446,16 +448,17 @@ def factor_psd_torch(sp: torch.Tensor, *, atol, rtol, floor=None, r: torch.Tenso
         accept = torch.zeros(b, dtype=torch.bool, device=device)
         n_accept = 0
     else:
-        # λ_max enters the relative rule's cutoff and float32's resolution check, not the floor's cutoff.
-        lam_max_read = not use_floor or dtype != torch.float64
+        # λ_max enters the relative rule's cutoff and float32's resolution check, not the floor's
+        # cutoff. Cached parts stay right: use_floor is in their key and the work dtype in the entry's.
+        estimate_lam_max = not use_floor or dtype != torch.float64
         chol, dead, ok, lam_max_est, lam_min = _cached_parts(
-            sp, entries, ("cholesky", use_floor), functools.partial(_cholesky_parts, lam_max=lam_max_read), name)
+            sp, entries, ("cholesky", use_floor),
+            functools.partial(_cholesky_parts, power_iteration=estimate_lam_max), name)
         live = (~dead).to(dtype)
         lam_max_ub = LAMBDA_MAX_SAFETY * lam_max_est
-        # The floor's cutoff does not depend on λ_max.
         cutoff_ub = atol if use_floor else torch.maximum(atol, rtol * lam_max_ub)
-        # NaN and +inf estimates (a failed factor, or NaN above the diagonal with check_finite off)
-        # are refused by the comparisons.
+        # NaN and +inf estimates are refused by the comparisons: a failed factor, or (estimated
+        # spectrum only) NaN above the diagonal with check_finite off.
         finite = (lam_min < float("inf")) & (lam_max_ub < float("inf"))
         accept = ok & finite & (lam_min > CHOLESKY_MARGIN * cutoff_ub)
         n_accept = int(accept.sum())  # host sync: splits the batch between the two paths

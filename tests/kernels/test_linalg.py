@@ -654,8 +654,8 @@ def test_screen_fast_accept_gives_the_full_screens_outcome(generator, monkeypatc
 
 def test_float_thresholds_act_at_their_rounding_to_the_statistics_dtype():
     """A float threshold is rounded to the accumulate dtype of S, as a tensor threshold is: both cut
-    an eigenvalue lying between 1e-3 and its float32 rounding alike. Thresholds beyond the work
-    dtype's range cut everything instead of failing."""
+    an eigenvalue lying between 1e-3 and its float32 rounding alike, and both are refused when that
+    rounding overflows. A threshold beyond only the work dtype's range cuts everything."""
     s = torch.diag(torch.tensor([3.0, 3.00000007e-3, 1.0]))  # λ/λ_max = 1.0000000087e-3
     m = torch.ones(3, 1)
     for dtype in (None, torch.float32):
@@ -666,8 +666,19 @@ def test_float_thresholds_act_at_their_rounding_to_the_statistics_dtype():
     s64 = random_psd(4, cond=10.0, generator=torch.Generator().manual_seed(2))
     m64 = torch.ones(4, 1, dtype=torch.float64)
     assert gk.solve_psd(s64, m64, rtol=1e39, dtype=torch.float32).rank.item() == 0
-    assert gk.solve_psd(s64.float(), m64.float(), atol=1e39).rank.item() == 0
-    assert gk.optimal_added_neurons(s64.float(), m64.float(), numerical_threshold=1e39, rtol=0.0).alpha.abs().max() == 0
+    for threshold in (1e39, torch.tensor(1e39, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="atol must be finite and non-negative"):
+            gk.solve_psd(s64.float(), m64.float(), atol=threshold)
+    with pytest.raises(ValueError, match="numerical_threshold must be finite and non-negative"):
+        gk.optimal_added_neurons(s64.float(), m64.float(), numerical_threshold=1e39)
+    # numerical_threshold too acts at its float32 rounding on float32 statistics.
+    x = 1.0247124135873607e-06
+    rounded = float(torch.tensor(x, dtype=torch.float32))
+    s_edge = torch.diag(torch.tensor([1.0, rounded, 0.5]))
+    n = torch.ones(3, 2)
+    by_value = gk.optimal_added_neurons(s_edge, n, numerical_threshold=x, rtol=0.0)
+    by_rounding = gk.optimal_added_neurons(s_edge, n, numerical_threshold=rounded, rtol=0.0)
+    assert torch.equal(by_value.alpha, by_rounding.alpha) and torch.equal(by_value.omega, by_rounding.omega)
 
 
 def test_max_abs_small_and_large_paths_agree(generator):

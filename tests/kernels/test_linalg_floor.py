@@ -215,7 +215,7 @@ def test_the_float64_floor_skips_the_power_iteration_that_nothing_reads(generato
     sp = _scaled_with_dead_units(d, 1e4, 2, generator)
     lam = torch.linalg.eigvalsh(sp + torch.diag_embed((sp.abs().amax(dim=-1) == 0).to(F64)))
     chol, dead, ok, est_max, est_min = factorization._cholesky_parts(sp.clone(), "full")
-    chol2, dead2, ok2, bound, est_min2 = factorization._cholesky_parts(sp.clone(), "bound", lam_max=False)
+    chol2, dead2, ok2, bound, est_min2 = factorization._cholesky_parts(sp.clone(), "bound", power_iteration=False)
     assert torch.equal(chol, chol2) and torch.equal(dead, dead2) and torch.equal(ok, ok2)
     assert torch.equal(est_min, est_min2)
     assert float(est_max) <= float(lam[:, -1]) * (1 + 1e-12) <= float(bound)
@@ -224,9 +224,9 @@ def test_the_float64_floor_skips_the_power_iteration_that_nothing_reads(generato
     calls = []
     original = factorization._extreme_eigenvalue_estimates
 
-    def recording(sp, chol, *, lam_max=True):
-        calls.append(lam_max)
-        return original(sp, chol, lam_max=lam_max)
+    def recording(sp, chol, *, power_iteration=True):
+        calls.append(power_iteration)
+        return original(sp, chol, power_iteration=power_iteration)
 
     monkeypatch.setattr(factorization, "_extreme_eigenvalue_estimates", recording)
     skipped = gk.optimal_delta(s.float(), m.float())
@@ -234,7 +234,7 @@ def test_the_float64_floor_skips_the_power_iteration_that_nothing_reads(generato
     gk.optimal_delta(s.float(), m.float(), rtol=1e-6)
     assert calls == [False, True, True]
     monkeypatch.setattr(factorization, "_extreme_eigenvalue_estimates",
-                        lambda sp, chol, *, lam_max=True: original(sp, chol, lam_max=True))
+                        lambda sp, chol, *, power_iteration=True: original(sp, chol, power_iteration=True))
     estimated = gk.optimal_delta(s.float(), m.float())
     assert torch.equal(skipped.delta, estimated.delta) and torch.equal(skipped.decrease, estimated.decrease)
 
