@@ -87,7 +87,7 @@ def threshold_batch(name: str, value, default, batch: tuple, like: torch.Tensor)
         return None
     acc = accumulate_dtype(like.dtype)
     if not isinstance(value, torch.Tensor):
-        return float(value) if acc == torch.float64 else _rounded(float(value), acc)
+        return _rounded(float(value), acc)
     try:
         t = torch.broadcast_to(value.to(device=like.device, dtype=acc), batch)
     except RuntimeError:

@@ -44,8 +44,9 @@ class CacheEntry:
     """The factorisation parts of one matrix (in S' units, work dtype), owned by the entry.
 
     ``parts[(kind, rule)]`` with kind "cholesky": (chol (d, d), dead (d,) bool, ok () bool,
-    λ_max estimate or bound (), λ_min estimate ()), or kind "eigh": (lam (d,) ascending, vecs (d, d)); ``rule`` is
-    the scaling S' was made with (Jacobi for the precision floor, uniform for an explicit rtol).
+    λ_max estimate or bound (), λ_min estimate ()), or kind "eigh": (lam (d,) ascending, vecs
+    (d, d)); ``rule`` is the scaling S' was made with (Jacobi for the precision floor, uniform for
+    an explicit rtol).
     """
 
     __slots__ = ("matrix", "fingerprint", "parts", "buffers", "_cache")

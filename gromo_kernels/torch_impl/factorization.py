@@ -209,9 +209,9 @@ class PsdFactor:
 
     ``S'⁺ = Wᵀ W`` with W = L⁻¹·diag(live) on the Cholesky elements and W = diag(w) Vᵀ on the eigh
     elements. Per element: ``rank`` (int64), ``lam_max`` (‖S'‖₂; on the Cholesky path an upper
-    bound: 1.5× its estimate, or 1.5·‖S'‖_F where no cutoff reads it), ``lam_min`` (λ_min, an upper estimate on the Cholesky path), ``lam_min_kept`` (smallest
-    kept eigenvalue on the eigh path; inf on the Cholesky path and where none is kept), ``cutoff``
-    (in S' units), ``used_eigh`` (bool).
+    bound: 1.5× its estimate, or 1.5·‖S'‖_F where no cutoff reads it), ``lam_min`` (λ_min, an upper
+    estimate on the Cholesky path), ``lam_min_kept`` (smallest kept eigenvalue on the eigh path; inf
+    on the Cholesky path and where none is kept), ``cutoff`` (in S' units), ``used_eigh`` (bool).
     """
 
     # Per-element records and their value where no path set them: (dtype, or None for the factor's).

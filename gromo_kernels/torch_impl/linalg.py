@@ -105,9 +105,8 @@ def _factor(s, rule: Rule, work, *, name="S", exact, force_eigh=False, defer_eig
         f = factor_psd_torch(sp, atol=None, rtol=None, floor=rule.floor, r=r, atol_true=rule.atol,
                              force_eigh=force_eigh, defer_eigh=defer_eigh, name=name, source=s)
     else:
-        atol = rule.atol * r[:, 0] ** 2 if isinstance(rule.atol, torch.Tensor) or rule.atol else 0.0
-        f = factor_psd_torch(sp, atol=atol, rtol=rule.rtol, force_eigh=force_eigh, defer_eigh=defer_eigh,
-                             name=name, source=s)
+        f = factor_psd_torch(sp, atol=rule.atol * r[:, 0] ** 2, rtol=rule.rtol, force_eigh=force_eigh,
+                             defer_eigh=defer_eigh, name=name, source=s)
     return f, sp, r
 
 
